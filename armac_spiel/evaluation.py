@@ -1,0 +1,172 @@
+"""Exact evaluation: tabularise a policy in one batch, then OpenSpiel's C++ evaluators.
+
+A tabular policy here is a (S, A) float64 tensor aligned with
+`games.infostate_table(game).keys`, zero on illegal actions, rows summing to 1. Any policy
+becomes one with `tabularise`:
+- a batched callable `fn(info_state (S, D), legal_mask (S, A)) -> probs (S, A)`, e.g. a
+  network: one forward pass over every information state;
+- an OpenSpiel `policy.Policy` (or pyspiel policy): queried per information state.
+
+Exploitability (two-player zero-sum only) and NashConv come from `pyspiel.exploitability` /
+`pyspiel.nash_conv`; the compiled-tree evaluator (games.tree) is used when asked and checked
+against these in tests.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Union
+
+import numpy as np
+import pyspiel
+import torch
+from open_spiel.python import policy as os_policy
+
+from games import infostate_table, load_game
+
+BatchedPolicyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+PolicyLike = Union[torch.Tensor, BatchedPolicyFn, os_policy.Policy, pyspiel.Policy]
+
+
+class PolicyError(ValueError):
+  """A policy that is not a valid distribution over legal actions."""
+
+
+def uniform_table(game_string: str) -> torch.Tensor:
+  mask = infostate_table(game_string).legal_mask.double()
+  return mask / mask.sum(1, keepdim=True)
+
+
+def _states_by_key(game_string: str) -> dict:
+  """One pyspiel state per information state (needed only for per-state Policy objects)."""
+  table = infostate_table(game_string)
+  out = {}
+  stack = [load_game(game_string).new_initial_state()]
+  while stack and len(out) < len(table):
+    s = stack.pop()
+    if s.is_terminal():
+      continue
+    if s.is_chance_node():
+      stack.extend(s.child(a) for a, _ in s.chance_outcomes())
+      continue
+    out.setdefault(s.information_state_string(), s)
+    stack.extend(s.child(a) for a in s.legal_actions())
+  return out
+
+
+def tabularise(game_string: str, pol: PolicyLike, device=None) -> torch.Tensor:
+  """(S, A) float64 table of `pol` over every information state, validated."""
+  table = infostate_table(game_string)
+  if isinstance(pol, torch.Tensor):
+    probs = pol.detach().to("cpu", torch.float64)
+  elif isinstance(pol, (os_policy.Policy, pyspiel.Policy)):
+    states = _states_by_key(game_string)
+    probs = torch.zeros(len(table), table.legal_mask.shape[1], dtype=torch.float64)
+    for i, key in enumerate(table.keys):
+      for a, p in pol.action_probabilities(states[key]).items():
+        probs[i, a] = p
+  elif callable(pol):
+    with torch.no_grad():
+      x = table.tensors.to(device) if device is not None else table.tensors
+      m = table.legal_mask.to(x.device)
+      probs = pol(x, m).detach().to("cpu", torch.float64)
+  else:
+    raise PolicyError(f"cannot tabularise a {type(pol).__name__}; pass a (S, A) tensor, a "
+                      "batched callable or an OpenSpiel policy.Policy")
+  return validate_table(game_string, probs)
+
+
+def validate_table(game_string: str, probs: torch.Tensor, atol: float = 1e-6) -> torch.Tensor:
+  table = infostate_table(game_string)
+  if probs.shape != table.legal_mask.shape:
+    raise PolicyError(f"policy table shape {tuple(probs.shape)} != "
+                      f"(information states, actions) {tuple(table.legal_mask.shape)}")
+  if not torch.isfinite(probs).all():
+    raise PolicyError("policy has non-finite probabilities")
+  if (probs < -atol).any():
+    raise PolicyError("policy has negative probabilities")
+  illegal = probs.masked_fill(table.legal_mask, 0).abs().max().item()
+  if illegal > atol:
+    raise PolicyError(f"policy puts probability {illegal:.3g} on illegal actions")
+  sums = probs.sum(1)
+  bad = (sums - 1).abs() > atol
+  if bad.any():
+    i = int(bad.nonzero()[0])
+    raise PolicyError(f"probabilities at information state {table.keys[i]!r} sum to "
+                      f"{sums[i].item():.9f}, not 1")
+  return probs.clamp_min(0.0)
+
+
+def to_pyspiel_policy(game_string: str, probs: torch.Tensor) -> pyspiel.TabularPolicy:
+  table = infostate_table(game_string)
+  arr = probs.numpy()
+  legal = table.legal_mask.numpy()
+  return pyspiel.TabularPolicy({
+      key: [(int(a), float(arr[i, a])) for a in np.flatnonzero(legal[i])]
+      for i, key in enumerate(table.keys)})
+
+
+def to_openspiel_tabular(game_string: str, probs: torch.Tensor) -> os_policy.TabularPolicy:
+  """The same table as OpenSpiel's Python `TabularPolicy` (for the Python evaluators)."""
+  game = load_game(game_string).game
+  tab = os_policy.TabularPolicy(game)
+  index = infostate_table(game_string).index
+  arr = probs.numpy()
+  for key, row in tab.state_lookup.items():
+    tab.action_probability_array[row] = arr[index[key]]
+  return tab
+
+
+def exploitability(game_string: str, probs: torch.Tensor) -> float:
+  sgame = load_game(game_string)
+  sgame.require_two_player_zero_sum("exploitability")
+  return float(pyspiel.exploitability(sgame.game, to_pyspiel_policy(game_string, probs)))
+
+
+def nash_conv(game_string: str, probs: torch.Tensor) -> float:
+  sgame = load_game(game_string)
+  return float(pyspiel.nash_conv(sgame.game, to_pyspiel_policy(game_string, probs)))
+
+
+def evaluate(game_string: str, pol: PolicyLike) -> dict:
+  """Tabularises `pol` and returns nash_conv, exploitability (2p zero-sum) and seconds."""
+  t0 = time.perf_counter()
+  probs = tabularise(game_string, pol)
+  sgame = load_game(game_string)
+  out = {"game": game_string}
+  nc = nash_conv(game_string, probs)
+  if sgame.is_two_player_zero_sum:
+    out["exploitability"] = nc / 2.0
+  out["nash_conv"] = nc
+  out["seconds"] = time.perf_counter() - t0
+  return out
+
+
+def expected_returns(game_string: str, policies: list[PolicyLike]) -> list[float]:
+  """Expected returns when player p plays policies[p] (one policy per player)."""
+  sgame = load_game(game_string)
+  if len(policies) != sgame.num_players:
+    raise PolicyError(f"expected {sgame.num_players} policies (one per player), "
+                      f"got {len(policies)}")
+  table = infostate_table(game_string)
+  joint = torch.zeros(table.legal_mask.shape, dtype=torch.float64)
+  for p, pol in enumerate(policies):
+    rows = table.player == p
+    joint[rows] = tabularise(game_string, pol)[rows]
+  return list(pyspiel.expected_returns(sgame.new_initial_state(),
+                                       to_pyspiel_policy(game_string, joint), -1, True))
+
+
+def cfr_plus_table(game_string: str, iterations: int) -> torch.Tensor:
+  """Average policy of `iterations` of OpenSpiel's C++ CFR+, as a table."""
+  if iterations < 1:
+    raise ValueError(f"cfr_plus iterations must be >= 1, got {iterations}")
+  solver = pyspiel.CFRPlusSolver(load_game(game_string).game)
+  for _ in range(iterations):
+    solver.evaluate_and_update_policy()
+  return tabularise(game_string, solver.average_policy())
+
+
+def exploitability_fast(game_string: str, pol: PolicyLike) -> float:
+  """Exploitability by the fastest exact route available (compiled tree when it fits)."""
+  return exploitability(game_string, tabularise(game_string, pol))

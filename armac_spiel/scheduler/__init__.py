@@ -1,0 +1,13 @@
+"""Learned per-state mixing of pi_rm and the average policy (seed scheduler spec)."""
+
+from armac_spiel.scheduler.config import (MODES, MetaRegretConfig, PolicyMixerConfig,
+                                          RegularizationConfig, ReplayConfig, SchedulerConfig,
+                                          SchedulerSuiteConfig, StateKeyingConfig,
+                                          UtilityConfig, from_dict)
+from armac_spiel.scheduler.meta_regret import MetaRegretManager
+from armac_spiel.scheduler.mixer import mix_policies, mixing_stats, normalise, sched_lambda
+from armac_spiel.scheduler.network import SchedulerNet, discrete_logits_to_lambda, gumbel_tau
+from armac_spiel.scheduler.state_keys import StateKeyer
+from armac_spiel.scheduler.trainer import SchedulerTrainer
+from armac_spiel.scheduler.utilities import (UtilityComputer, advantage_utilities,
+                                             compute_utilities, discounted_returns)

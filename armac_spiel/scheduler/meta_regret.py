@@ -1,0 +1,169 @@
+"""Meta-regret over the K lambda bins, one regret-matching learner per state key.
+
+Per tracked key (one row of the tensors): regrets r (K), utility EMA (K), visits.
+An update with utilities u (K) for a key, after clipping u to [-util_clip, util_clip]:
+  ema   <- decay * ema + (1 - decay) * u
+  sigma  = RM(r) = max(r, 0) / sum max(r, 0)   (uniform when that sum <= smoothing_factor)
+  r_k   <- clip(r_k + ema_k - sum_j sigma_j ema_j, regret_min, regret_clip)
+The regret is fed the EMA, not the raw clipped utility, so noisy single-sample utilities are
+smoothed first (sigma is the distribution before the update). With regret_min = 0 this is
+regret matching+. Duplicate keys in one batch are averaged and count as one update.
+Rows are allocated in an OrderedDict key -> row kept in least-recently-used order (update
+and desired_probs both touch); when all max_states rows are taken, the lru_evict_batch least
+recently used keys are evicted (never a key touched in the same call) and their rows reset.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Hashable, Sequence
+
+import torch
+
+from armac_spiel.scheduler.config import MetaRegretConfig
+
+
+def _key_list(keys) -> list:
+  if isinstance(keys, torch.Tensor):
+    return keys.reshape(-1).tolist()
+  return list(keys)
+
+
+class MetaRegretManager:
+  """K-armed regret matching per state key, stored as (max_states, K) tensors with LRU."""
+
+  def __init__(self, cfg: MetaRegretConfig = MetaRegretConfig(), device="cpu"):
+    self.cfg = cfg
+    self.device = torch.device(device)
+    n, k = cfg.max_states, cfg.K
+    self.regrets = torch.full((n, k), float(cfg.initial_regret), device=self.device)
+    self.util_ema = torch.zeros((n, k), device=self.device)
+    self.visits = torch.zeros(n, dtype=torch.long, device=self.device)
+    self._rows: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
+    self._free = list(range(n - 1, -1, -1))
+    self.evictions = 0
+    self.updates = 0
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def __contains__(self, key) -> bool:
+    return key in self._rows
+
+  def keys(self) -> list:
+    """Tracked keys, least recently used first."""
+    return list(self._rows)
+
+  def _reset(self, rows: list[int]) -> None:
+    idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+    self.regrets[idx] = float(self.cfg.initial_regret)
+    self.util_ema[idx] = 0.0
+    self.visits[idx] = 0
+
+  def _rows_for(self, uniq: Sequence, insert: bool) -> torch.Tensor:
+    """Rows of distinct keys (len <= max_states), -1 for absent keys when not inserting."""
+    out = []
+    for touched, key in enumerate(uniq):
+      row = self._rows.get(key)
+      if row is not None:
+        self._rows.move_to_end(key)
+      elif insert:
+        if not self._free:
+          n = min(self.cfg.lru_evict_batch, len(self._rows) - touched)
+          evicted = [self._rows.popitem(last=False)[1] for _ in range(n)]
+          self._reset(evicted)
+          self._free.extend(evicted)
+          self.evictions += n
+        row = self._free.pop()
+        self._rows[key] = row
+      out.append(-1 if row is None else row)
+    return torch.tensor(out, dtype=torch.long, device=self.device)
+
+  def _rm(self, regrets: torch.Tensor) -> torch.Tensor:
+    pos = regrets.clamp_min(0.0)
+    total = pos.sum(-1, keepdim=True)
+    uniform = torch.full_like(regrets, 1.0 / self.cfg.K)
+    return torch.where(total > self.cfg.smoothing_factor, pos / total.clamp_min(1e-30), uniform)
+
+  def _group(self, keys) -> tuple[list, torch.Tensor]:
+    """Distinct keys in first-seen order and the (B,) inverse index into them."""
+    if isinstance(keys, torch.Tensor):
+      flat = keys.reshape(-1).cpu()
+      uniq, inv = torch.unique(flat, sorted=False, return_inverse=True)
+      return uniq.tolist(), inv.to(self.device)
+    index: dict = {}
+    inv = [index.setdefault(k, len(index)) for k in keys]
+    return list(index), torch.tensor(inv, dtype=torch.long, device=self.device)
+
+  def update(self, keys, utilities: torch.Tensor) -> None:
+    """One regret/EMA update per distinct key from (B, K) utilities (batch-averaged)."""
+    u = torch.nan_to_num(utilities.detach().to(self.device, torch.float32),
+                         nan=0.0, posinf=self.cfg.util_clip, neginf=-self.cfg.util_clip)
+    if u.dim() != 2 or u.shape[1] != self.cfg.K:
+      raise ValueError(f"utilities must be (B, K={self.cfg.K}), got {tuple(u.shape)}")
+    uniq, inv = self._group(keys)
+    if len(inv) != u.shape[0]:
+      raise ValueError(f"{len(inv)} keys for {u.shape[0]} utility rows")
+    u = u.clamp(-self.cfg.util_clip, self.cfg.util_clip)
+    cap = self.cfg.max_states
+    for lo in range(0, len(uniq), cap):
+      chunk = uniq[lo:lo + cap]
+      sel = (inv >= lo) & (inv < lo + len(chunk))
+      self._update_rows(self._rows_for(chunk, insert=True), inv[sel] - lo, u[sel])
+
+  def _update_rows(self, rows: torch.Tensor, inv: torch.Tensor, u: torch.Tensor) -> None:
+    n = rows.shape[0]
+    sums = torch.zeros((n, u.shape[1]), device=self.device).index_add_(0, inv, u)
+    counts = torch.bincount(inv, minlength=n)
+    mean_u = sums / counts.clamp_min(1).unsqueeze(-1)
+    c = self.cfg
+    ema = c.decay * self.util_ema[rows] + (1.0 - c.decay) * mean_u
+    reg = self.regrets[rows]
+    sigma = self._rm(reg)
+    reg = reg + ema - (sigma * ema).sum(-1, keepdim=True)
+    self.util_ema[rows] = ema.clamp(-c.util_clip, c.util_clip)
+    self.regrets[rows] = torch.nan_to_num(reg, nan=c.regret_min).clamp(c.regret_min,
+                                                                       c.regret_clip)
+    self.visits[rows] += counts
+    self.updates += 1
+
+  def desired_probs(self, keys, device=None) -> torch.Tensor:
+    """(B, K) regret-matching distribution per key; uniform for untracked keys."""
+    uniq, inv = self._group(keys)
+    rows = self._rows_for(uniq, insert=False)[inv] if uniq else inv
+    probs = self._rm(self.regrets[rows.clamp_min(0)])
+    uniform = torch.full_like(probs, 1.0 / self.cfg.K)
+    probs = torch.where((rows >= 0).unsqueeze(-1), probs, uniform)
+    return probs if device is None else probs.to(device)
+
+  def stats(self) -> dict:
+    n = len(self._rows)
+    out = {"states_tracked": n, "evictions": self.evictions, "updates": self.updates,
+           "mean_regret": 0.0, "bin_entropy": 0.0, "mean_util_ema": 0.0}
+    if n:
+      idx = torch.tensor(list(self._rows.values()), dtype=torch.long, device=self.device)
+      reg = self.regrets[idx]
+      sigma = self._rm(reg)
+      ent = -(sigma * sigma.clamp_min(1e-12).log()).sum(-1)
+      out.update(mean_regret=reg.mean().item(), bin_entropy=ent.mean().item(),
+                 mean_util_ema=self.util_ema[idx].mean().item())
+    return out
+
+  def state_dict(self) -> dict:
+    return {"keys": list(self._rows.keys()), "rows": list(self._rows.values()),
+            "regrets": self.regrets.clone(), "util_ema": self.util_ema.clone(),
+            "visits": self.visits.clone(), "evictions": self.evictions,
+            "updates": self.updates}
+
+  def load_state_dict(self, sd: dict) -> None:
+    if tuple(sd["regrets"].shape) != tuple(self.regrets.shape):
+      raise ValueError(f"meta-regret checkpoint has shape {tuple(sd['regrets'].shape)}, "
+                       f"config gives {tuple(self.regrets.shape)}")
+    self.regrets.copy_(sd["regrets"])
+    self.util_ema.copy_(sd["util_ema"])
+    self.visits.copy_(sd["visits"])
+    self._rows = collections.OrderedDict(zip(sd["keys"], sd["rows"]))
+    used = set(self._rows.values())
+    self._free = [r for r in range(self.cfg.max_states - 1, -1, -1) if r not in used]
+    self.evictions = int(sd["evictions"])
+    self.updates = int(sd["updates"])

@@ -1,0 +1,494 @@
+"""Compiled game trees for small games: tensor sampling and exact policy evaluation.
+
+`compile_tree(game_string)` walks the OpenSpiel tree once (breadth first, so node ids are
+sorted by depth) and stores it as tensors: node kind, acting player, information-state id
+(row of `games.infostate_table`), legal mask, children, chance outcomes and probabilities,
+terminal returns, each player's information-state tensor ("views", from which the history
+encoding is gathered), depth and parent.
+
+On the compiled tree:
+- `TreeSampler` plays B episodes in lockstep with tensor gathers only (no pyspiel calls);
+- `GameTree.expected_returns`, `best_response_values`, `nash_conv` and `exploitability`
+  evaluate a tabular policy (S, A) exactly, level by level, in float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import NamedTuple
+
+import numpy as np
+import pyspiel
+import torch
+
+from games.infostates import infostate_table
+from games.sampler import PolicyFn, Sampler, StepBatch, Trajectories, sample_actions
+from games.spiel import GameError, SpielGame, load_game
+
+# Node counts: kuhn_poker 58, leduc_poker 9457, liars_dice(numdice=1) 294883,
+# universal_poker (default) about 1.1e6, leduc_poker(players=3) 1831601.
+DEFAULT_MAX_NODES = 500_000
+
+CHANCE, DECISION, TERMINAL = 0, 1, 2
+
+
+@contextlib.contextmanager
+def _one_thread():
+  """Runs small tensor ops on one thread: intra-op threads only add overhead at this size."""
+  prev = torch.get_num_threads()
+  torch.set_num_threads(1)
+  try:
+    yield
+  finally:
+    torch.set_num_threads(prev)
+
+
+class _BRLevels(NamedTuple):
+  """Node groups for one best responder, ordered so that children come first."""
+  own: list[torch.Tensor]     # per level: the responder's decision nodes
+  other: list[torch.Tensor]   # per level: chance and opponent nodes
+
+
+class GameTree:
+  """A game tree stored as tensors; node 0 is the root, ids are in breadth-first order."""
+
+  def __init__(self, game_string: str, kind, player, infostate, legal_mask, children,
+               chance_outcome, chance_prob, returns, view, view_tensors, depth, parent,
+               parent_slot):
+    sgame = load_game(game_string)
+    table = infostate_table(game_string)
+    self.game_string = game_string
+    self.sgame = sgame
+    self.num_players = sgame.num_players
+    self.num_actions = sgame.num_actions
+    self.kind = kind                      # (M,) long: CHANCE, DECISION or TERMINAL
+    self.player = player                  # (M,) long: acting player, -1 if not a decision
+    self.infostate = infostate            # (M,) long: infostate_table row, -1 if none
+    self.legal_mask = legal_mask          # (M, A) bool
+    self.children = children              # (M, W) long: by action (decision) or slot, -1
+    self.chance_outcome = chance_outcome  # (M, W) long: chance outcome ids by slot, -1
+    self.chance_prob = chance_prob        # (M, W) float64: chance probabilities by slot
+    self.returns = returns                # (M, N) float64: terminal returns, 0 elsewhere
+    self.view = view                      # (M, N) long: row of view_tensors per player
+    self.view_tensors = view_tensors      # (V, D) float32: information-state tensors
+    self.depth = depth                    # (M,) long
+    self.parent = parent                  # (M,) long, -1 at the root
+    self.parent_slot = parent_slot        # (M,) long: column of this node in children[parent]
+    self.info_tensors = table.tensors     # (S, D) float32
+    self.info_legal = table.legal_mask    # (S, A) bool
+    self.info_player = table.player       # (S,) long
+    self.info_keys = table.keys
+    self.num_infostates = len(table)
+    m = kind.shape[0]
+    self.num_nodes = m
+    bounds = torch.searchsorted(depth, torch.arange(int(depth[-1]) + 2))
+    self._depth_bounds = bounds.tolist()  # nodes at depth d: [bounds[d], bounds[d+1])
+    self._terminals = torch.nonzero(kind == TERMINAL).squeeze(1)
+    # Padded lookups: index -1 (no child, no infostate) maps onto a zero row at the end.
+    self._children_ext = torch.where(children >= 0, children, m)
+    self._info_ext = torch.cat([self.info_tensors, torch.zeros(1, self.info_tensors.shape[1])])
+    self._infostate_ext = torch.where(infostate >= 0, infostate, self.num_infostates)
+    self._is_chance = kind == CHANCE
+    self._is_decision = kind == DECISION
+    owner = torch.full((m,), self.num_players, dtype=torch.long)  # parent's player; N = chance
+    pp = player[parent.clamp_min(0)]
+    owner = torch.where((parent >= 0) & (pp >= 0), pp, owner)
+    self._edge_owner = owner
+    pc = parent.clamp_min(0)
+    self._edge_chance_prob = torch.where(
+        (parent >= 0) & (kind[pc] == CHANCE), chance_prob[pc, parent_slot.clamp_min(0)],
+        torch.zeros((), dtype=torch.float64))
+    self._br_levels: dict[int, _BRLevels] = {}
+    with _one_thread():
+      for i in range(self.num_players):
+        self._levels(i)
+
+  def __repr__(self) -> str:
+    return (f"GameTree({self.game_string!r}, nodes={self.num_nodes}, "
+            f"infostates={self.num_infostates})")
+
+  # Encodings.
+  @functools.cached_property
+  def history(self) -> torch.Tensor:
+    """(M, N*D) float32: every player's information-state tensor at each node."""
+    return self.view_tensors[self.view].flatten(1)
+
+  @functools.cached_property
+  def _history_ext(self) -> torch.Tensor:
+    return torch.cat([self.history, torch.zeros(1, self.history.shape[1])])
+
+  @functools.cached_property
+  def _node_info_ext(self) -> torch.Tensor:
+    return torch.cat([self._info_ext[self._infostate_ext], self._info_ext[-1:]])
+
+  @functools.cached_property
+  def _legal_ext(self) -> torch.Tensor:
+    return torch.cat([self.legal_mask, torch.zeros(1, self.num_actions, dtype=torch.bool)])
+
+  @functools.cached_property
+  def _player_ext(self) -> torch.Tensor:
+    return torch.cat([self.player, torch.full((1,), -1, dtype=torch.long)])
+
+  def _gather_rows(self, table: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    ids = torch.where(nodes >= 0, nodes, self.num_nodes).reshape(-1)
+    return torch.index_select(table, 0, ids).view(*nodes.shape, table.shape[1])
+
+  def history_of(self, nodes: torch.Tensor) -> torch.Tensor:
+    """(..., N*D) float32 history encodings of node ids (-1 gives zeros)."""
+    return self._gather_rows(self._history_ext, nodes)
+
+  def info_state_of(self, nodes: torch.Tensor) -> torch.Tensor:
+    """(..., D) float32 acting player's information-state tensors (-1 or no decision: 0)."""
+    return self._gather_rows(self._node_info_ext, nodes)
+
+  # Policies.
+  def tabulate(self, policy_fn: PolicyFn, device=None) -> torch.Tensor:
+    """(S, A) float64 CPU probabilities of a batched policy at every information state."""
+    batch = StepBatch(self.info_tensors, self.info_legal, self.info_player,
+                      torch.arange(self.num_infostates), 0)
+    if device is not None:
+      batch = StepBatch(*[x.to(device) for x in batch[:4]], 0)
+    with torch.no_grad(), _one_thread():
+      probs = policy_fn(batch)
+    return probs.detach().to("cpu", torch.float64)
+
+  def uniform_policy(self) -> torch.Tensor:
+    """(S, A) float64 uniform policy over the legal actions."""
+    m = self.info_legal.double()
+    return m / m.sum(1, keepdim=True)
+
+  def to_pyspiel_policy(self, probs: torch.Tensor) -> pyspiel.TabularPolicy:
+    """pyspiel.TabularPolicy with the legal-action probabilities of `probs` (S, A)."""
+    p = probs.detach().to("cpu", torch.float64).numpy()
+    legal = self.info_legal.numpy()
+    return pyspiel.TabularPolicy({
+        k: [(int(a), float(p[s, a])) for a in np.flatnonzero(legal[s])]
+        for s, k in enumerate(self.info_keys)})
+
+  # Exact evaluation.
+  def _node_weights(self, probs: torch.Tensor) -> torch.Tensor:
+    """(M, W) float64: chance probabilities or policy probabilities per child column."""
+    p = probs.detach().to("cpu", torch.float64) * self.info_legal
+    w = self.chance_prob.shape[1]
+    p_ext = torch.zeros(self.num_infostates + 1, w, dtype=torch.float64)
+    p_ext[:-1, :p.shape[1]] = p
+    return torch.where(self._is_chance[:, None], self.chance_prob, p_ext[self._infostate_ext])
+
+  def _reach(self, probs: torch.Tensor) -> torch.Tensor:
+    """(M, N+1) float64 reach probability contributed by each player and chance (last)."""
+    p = probs.detach().to("cpu", torch.float64) * self.info_legal
+    pa = self.parent.clamp_min(0)
+    pol = p[self._infostate_ext[pa].clamp_max(self.num_infostates - 1),
+            self.parent_slot.clamp_min(0).clamp_max(p.shape[1] - 1)]
+    edge = torch.where(self._edge_owner == self.num_players, self._edge_chance_prob, pol)
+    f = torch.ones(self.num_nodes, self.num_players + 1, dtype=torch.float64)
+    f.scatter_(1, self._edge_owner[:, None], edge[:, None])
+    f[0] = 1.0
+    r = f
+    b = self._depth_bounds
+    for d in range(1, len(b) - 1):
+      r[b[d]:b[d + 1]] *= r[self.parent[b[d]:b[d + 1]]]
+    return r
+
+  def expected_returns(self, probs: torch.Tensor) -> torch.Tensor:
+    """(N,) float64 expected returns when every player follows `probs` (S, A)."""
+    with _one_thread():
+      return self._expected_returns(probs)
+
+  def _expected_returns(self, probs: torch.Tensor, reach=None) -> torch.Tensor:
+    reach = (self._reach(probs) if reach is None else reach).prod(1)
+    z = self._terminals
+    return (reach[z, None] * self.returns[z]).sum(0)
+
+  def _levels(self, i: int) -> _BRLevels:
+    """Groups nodes so that each group's children and co-infoset nodes come earlier."""
+    if i in self._br_levels:
+      return self._br_levels[i]
+    m, s = self.num_nodes, self.num_infostates
+    own = self._is_decision & (self.player == i)
+    term = self.kind == TERMINAL
+    e = torch.zeros(m + 1, dtype=torch.long)
+    own_ids = torch.nonzero(own).squeeze(1)
+    for _ in range(m + 1):
+      ce = e[self._children_ext].max(1).values + 1
+      big = torch.zeros(s, dtype=torch.long).scatter_reduce(
+          0, self.infostate[own_ids], ce[own_ids], "amax")
+      new = torch.where(term, 0, torch.where(own, big[self._infostate_ext.clamp_max(s - 1)], ce))
+      if torch.equal(new, e[:-1]):
+        break
+      e[:-1] = new
+    e = e[:-1]
+    order = torch.argsort(e, stable=True)
+    counts = torch.bincount(e).tolist()
+    levels = _BRLevels([], [])
+    start = counts[0]
+    for c in counts[1:]:
+      nodes = order[start:start + c]
+      start += c
+      levels.own.append(nodes[own[nodes]])
+      levels.other.append(nodes[~own[nodes]])
+    self._br_levels[i] = levels
+    return levels
+
+  def best_response_values(self, probs: torch.Tensor) -> torch.Tensor:
+    """(N,) float64: each player's best-response value against the others' `probs`."""
+    with _one_thread():
+      return self._best_response_values(probs)
+
+  def _best_response_values(self, probs: torch.Tensor, reach=None) -> torch.Tensor:
+    w = self._node_weights(probs)
+    reach = self._reach(probs) if reach is None else reach
+    n, a_dim, s = self.num_players, self.num_actions, self.num_infostates
+    out = torch.zeros(n, dtype=torch.float64)
+    for i in range(n):
+      opp = torch.cat([reach[:, :i], reach[:, i + 1:]], 1).prod(1)
+      v = torch.zeros(self.num_nodes + 1, dtype=torch.float64)
+      v[:-1] = self.returns[:, i]
+      lv = self._levels(i)
+      cfv = torch.zeros(s, a_dim, dtype=torch.float64)
+      neg = torch.full((), -torch.inf, dtype=torch.float64)
+      for own, other in zip(lv.own, lv.other):
+        if other.numel():
+          v[other] = (w[other] * v[self._children_ext[other]]).sum(1)
+        if own.numel():
+          q = v[self._children_ext[own, :a_dim]]
+          inf = self.infostate[own]
+          cfv.index_fill_(0, inf, 0.0)
+          cfv.index_add_(0, inf, opp[own, None] * q)
+          best = torch.where(self.info_legal[inf], cfv[inf], neg).argmax(1)
+          v[own] = q.gather(1, best[:, None]).squeeze(1)
+      out[i] = v[0]
+    return out
+
+  def nash_conv(self, probs: torch.Tensor) -> float:
+    """Sum over players of best-response value minus on-policy value."""
+    with _one_thread():
+      reach = self._reach(probs)
+      gain = (self._best_response_values(probs, reach) -
+              self._expected_returns(probs, reach))
+    return float(gain.sum())
+
+  def exploitability(self, probs: torch.Tensor) -> float:
+    """nash_conv / 2; two-player zero-sum games only."""
+    self.sgame.require_two_player_zero_sum("exploitability")
+    return self.nash_conv(probs) / self.num_players
+
+
+def _build(sgame: SpielGame, max_nodes: int) -> GameTree:
+  game_string = sgame.game_string
+  table = infostate_table(game_string)
+  index = table.index
+  n, a_dim, d = sgame.num_players, sgame.num_actions, sgame.info_state_size
+  width = max(a_dim, sgame.game.max_chance_outcomes())
+  kind, player, infostate, depth, parent, slot = [], [], [], [], [], []
+  legal_rows, child_rows, returns_rows, view_rows = [], [], [], []
+  outcome_rows, prob_rows = [], []
+  # (player, information-state string) -> view row; decision infostates come first.
+  view_index = {(int(p), k): s for s, (p, k) in enumerate(zip(table.player, table.keys))}
+  view_tensors = [table.tensors]
+  extra_views = []
+  frontier = [(sgame.new_initial_state(), -1, -1)]
+  level = 0
+  next_id = 1
+  while frontier:
+    nxt = []
+    for state, par, sl in frontier:
+      kind_i = TERMINAL if state.is_terminal() else (
+          CHANCE if state.is_chance_node() else DECISION)
+      kind.append(kind_i)
+      depth.append(level)
+      parent.append(par)
+      slot.append(sl)
+      views = []
+      for p in range(n):
+        key = (p, state.information_state_string(p))
+        vid = view_index.get(key)
+        if vid is None:
+          vid = view_index[key] = len(view_index)
+          extra_views.append(state.information_state_tensor(p))
+        views.append(vid)
+      view_rows.append(views)
+      children = np.full(width, -1, dtype=np.int64)
+      outcomes = np.full(width, -1, dtype=np.int64)
+      probs = np.zeros(width)
+      legal = np.zeros(a_dim, dtype=bool)
+      me = len(kind) - 1
+      if kind_i == DECISION:
+        p = state.current_player()
+        player.append(p)
+        key = state.information_state_string(p)
+        if key not in index:
+          raise GameError(f"game {game_string!r}: information state {key!r} is missing "
+                          "from the information-state table.")
+        infostate.append(index[key])
+        for a in state.legal_actions():
+          legal[a] = True
+          children[a] = next_id
+          next_id += 1
+          nxt.append((state.child(a), me, a))
+        returns_rows.append(None)
+      else:
+        player.append(-1)
+        infostate.append(-1)
+        if kind_i == CHANCE:
+          for k, (a, pr) in enumerate(state.chance_outcomes()):
+            children[k] = next_id
+            outcomes[k] = a
+            probs[k] = pr
+            next_id += 1
+            nxt.append((state.child(a), me, k))
+          returns_rows.append(None)
+        else:
+          returns_rows.append(state.returns())
+      legal_rows.append(legal)
+      child_rows.append(children)
+      outcome_rows.append(outcomes)
+      prob_rows.append(probs)
+      if next_id > max_nodes:
+        raise GameError(
+            f"game {game_string!r} has more than {max_nodes} nodes; it is too big to "
+            "compile into a tree. Use the pyspiel sampler (sampler='pyspiel').")
+    frontier = nxt
+    level += 1
+  ret = np.zeros((len(kind), n))
+  for i, r in enumerate(returns_rows):
+    if r is not None:
+      ret[i] = r
+  if extra_views:
+    view_tensors.append(torch.tensor(np.asarray(extra_views, dtype=np.float32).reshape(-1, d)))
+  long = lambda x: torch.tensor(np.asarray(x, dtype=np.int64))
+  return GameTree(
+      game_string,
+      kind=long(kind), player=long(player), infostate=long(infostate),
+      legal_mask=torch.from_numpy(np.asarray(legal_rows, dtype=bool).reshape(-1, a_dim)),
+      children=long(child_rows), chance_outcome=long(outcome_rows),
+      chance_prob=torch.from_numpy(np.asarray(prob_rows, dtype=np.float64)),
+      returns=torch.from_numpy(ret), view=long(view_rows),
+      view_tensors=torch.cat(view_tensors), depth=long(depth), parent=long(parent),
+      parent_slot=long(slot))
+
+
+@functools.lru_cache(maxsize=8)
+def compile_tree(game_string: str, max_nodes: int = DEFAULT_MAX_NODES) -> GameTree:
+  """Cached compiled tree of `game_string`; raises GameError above `max_nodes` nodes."""
+  return _build(load_game(game_string), max_nodes)
+
+
+def _count_nodes(game: pyspiel.Game, limit: int) -> int:
+  """Number of nodes, counting stops once it exceeds `limit`."""
+  stack = [game.new_initial_state()]
+  count = 0
+  while stack:
+    state = stack.pop()
+    count += 1
+    if count > limit:
+      return count
+    if state.is_terminal():
+      continue
+    if state.is_chance_node():
+      stack.extend(state.child(a) for a, _ in state.chance_outcomes())
+    else:
+      stack.extend(state.child(a) for a in state.legal_actions())
+  return count
+
+
+def _knuth_estimate(game: pyspiel.Game, probes: int, seed: int = 0) -> float:
+  """Knuth's unbiased estimate of the node count from random root-to-leaf probes."""
+  rng = np.random.default_rng(seed)
+  total = 0.0
+  for _ in range(probes):
+    state = game.new_initial_state()
+    weight, est = 1.0, 1.0
+    while not state.is_terminal():
+      actions = ([a for a, _ in state.chance_outcomes()] if state.is_chance_node()
+                 else state.legal_actions())
+      weight *= len(actions)
+      est += weight
+      state.apply_action(actions[rng.integers(len(actions))])
+    total += est
+  return total / probes
+
+
+@functools.lru_cache(maxsize=64)
+def tree_fits(game_string: str, max_nodes: int = DEFAULT_MAX_NODES) -> bool:
+  """Whether the game's tree has at most `max_nodes` nodes; False for invalid games."""
+  try:
+    game = load_game(game_string).game
+    if _knuth_estimate(game, 256) > 2 * max_nodes:  # clearly too big: skip the count
+      return False
+    return _count_nodes(game, max_nodes) <= max_nodes
+  except (GameError, pyspiel.SpielError, RuntimeError):
+    return False
+
+
+class TreeSampler(Sampler):
+  """Plays B episodes in lockstep on the compiled tree, one policy call per decision step."""
+
+  def __init__(self, sgame: SpielGame, seed: int, max_nodes: int = DEFAULT_MAX_NODES):
+    super().__init__(sgame, seed)
+    self.tree = compile_tree(sgame.game_string, max_nodes)
+    t = self.tree
+    self._cum_chance = torch.cumsum(t.chance_prob, 1)
+    self._num_outcomes = (t.chance_outcome >= 0).sum(1)
+
+  def _resolve_chance(self, node: torch.Tensor, chance: list, count: torch.Tensor):
+    """Draws chance outcomes until every row is at a decision or terminal node."""
+    t = self.tree
+    while True:
+      rows = torch.nonzero(t._is_chance[node]).squeeze(1)
+      if rows.numel() == 0:
+        return node
+      nd = node[rows]
+      cdf = self._cum_chance[nd]
+      u = torch.from_numpy(self.rng.random(rows.numel())) * cdf[:, -1]
+      k = torch.minimum((cdf <= u[:, None]).sum(1), self._num_outcomes[nd] - 1)
+      chance.append((rows, count[rows].clone(), t.chance_outcome[nd, k]))
+      count[rows] += 1
+      node[rows] = t.children[nd, k]
+
+  def sample(self, policy_fn: PolicyFn, batch_size: int) -> Trajectories:
+    t = self.tree
+    b, a_dim = batch_size, t.num_actions
+    node = torch.zeros(b, dtype=torch.long)
+    count = torch.zeros(b, dtype=torch.long)
+    chance, steps = [], []
+    step = 0
+    while True:
+      node = self._resolve_chance(node, chance, count)
+      rows = torch.nonzero(t._is_decision[node]).squeeze(1)
+      if rows.numel() == 0:
+        break
+      nd = node[rows]
+      legal = torch.index_select(t.legal_mask, 0, nd)
+      info = torch.index_select(t._node_info_ext, 0, nd)
+      batch = StepBatch(info, legal, t.player[nd], rows, step)
+      probs = policy_fn(batch)
+      acts = sample_actions(probs, legal, self.rng.random(rows.numel()))
+      steps.append((rows, nd, acts, probs.detach().to("cpu", torch.float32)))
+      node[rows] = t.children[nd, acts]
+      step += 1
+    t_max = max(len(steps), 1)
+    flat = torch.cat([rows * t_max + k for k, (rows, _, _, _) in enumerate(steps)]
+                     ) if steps else torch.zeros(0, dtype=torch.long)
+    nodes = torch.full((b * t_max,), -1, dtype=torch.long)
+    action = torch.full((b * t_max,), -1, dtype=torch.long)
+    beh = torch.zeros(b * t_max, a_dim)
+    if steps:
+      nodes[flat] = torch.cat([x[1] for x in steps])
+      action[flat] = torch.cat([x[2] for x in steps])
+      beh[flat] = torch.cat([x[3] for x in steps])
+    nodes, action, beh = nodes.view(b, t_max), action.view(b, t_max), beh.view(b, t_max, a_dim)
+    valid = nodes >= 0
+    ids = torch.where(valid, nodes, t.num_nodes).view(-1)
+    player = t._player_ext[ids].view(b, t_max)
+    legal = torch.index_select(t._legal_ext, 0, ids).view(b, t_max, a_dim)
+    info = torch.index_select(t._node_info_ext, 0, ids).view(b, t_max, -1)
+    hist = torch.index_select(t._history_ext, 0, ids).view(b, t_max, -1)
+    c_max = max(int(count.max()) if b else 0, 1)
+    ch = torch.full((b, c_max), -1, dtype=torch.long)
+    for rows, pos, out in chance:
+      ch[rows, pos] = out
+    returns = t.returns[node].float()
+    return Trajectories(info, hist, legal, player, action,
+                        beh, valid, valid.sum(1), returns, ch, nodes)

@@ -1,0 +1,218 @@
+"""Compiled-tree backend: tree vs pyspiel on every node, sampler statistics, exact evaluation."""
+
+import numpy as np
+import pyspiel
+import pytest
+import scipy.stats
+import torch
+
+from games import GameError, LockstepSampler, load_game, make_sampler
+from games.tree import CHANCE, DECISION, TERMINAL, TreeSampler, compile_tree, tree_fits
+
+SMALL = ["kuhn_poker", "leduc_poker"]
+
+
+def _mlp_policy(d, a, seed=0):
+  """A small random MLP with a masked softmax, as a batched policy."""
+  g = torch.Generator().manual_seed(seed)
+  w1, w2 = torch.randn(d, 16, generator=g), torch.randn(16, a, generator=g)
+
+  def policy(batch):
+    logits = torch.relu(batch.info_state @ w1) @ w2
+    return torch.softmax(logits.masked_fill(~batch.legal_mask, -torch.inf), 1)
+  return policy
+
+
+def _random_policy(tree, seed):
+  rng = np.random.default_rng(seed)
+  p = torch.from_numpy(rng.dirichlet(np.ones(tree.num_actions), tree.num_infostates))
+  p = p * tree.info_legal
+  return p / p.sum(1, keepdim=True)
+
+
+def _cfr_plus(game_string, iters):
+  game = pyspiel.load_game(game_string)
+  solver = pyspiel.CFRPlusSolver(game)
+  for _ in range(iters):
+    solver.evaluate_and_update_policy()
+  avg = solver.average_policy()
+  tree = compile_tree(game_string)
+  probs = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
+  for s, key in enumerate(tree.info_keys):
+    for a, p in avg.action_probabilities(key).items():
+      probs[s, a] = p
+  return probs, avg, solver  # the average policy refers into the solver: keep it alive
+
+
+@pytest.mark.parametrize("game_string", SMALL)
+def test_every_node_matches_pyspiel(game_string):
+  tree = compile_tree(game_string)
+  n = tree.num_players
+  history = tree.history
+  stack = [(pyspiel.load_game(game_string).new_initial_state(), 0, 0)]
+  seen = 0
+  while stack:
+    state, node, depth = stack.pop()
+    seen += 1
+    assert int(tree.depth[node]) == depth
+    views = [state.information_state_tensor(p) for p in range(n)]
+    assert history[node].tolist() == pytest.approx(sum(views, []), abs=0)
+    if state.is_terminal():
+      assert int(tree.kind[node]) == TERMINAL
+      assert tree.returns[node].tolist() == state.returns()
+      assert (tree.children[node] == -1).all()
+      continue
+    if state.is_chance_node():
+      assert int(tree.kind[node]) == CHANCE and int(tree.infostate[node]) == -1
+      outcomes = state.chance_outcomes()
+      for k, (a, p) in enumerate(outcomes):
+        assert int(tree.chance_outcome[node, k]) == a
+        assert float(tree.chance_prob[node, k]) == p
+        child = int(tree.children[node, k])
+        assert int(tree.parent[child]) == node
+        stack.append((state.child(a), child, depth + 1))
+      assert (tree.children[node, len(outcomes):] == -1).all()
+      continue
+    p = state.current_player()
+    s = int(tree.infostate[node])
+    assert int(tree.kind[node]) == DECISION and int(tree.player[node]) == p
+    assert tree.info_keys[s] == state.information_state_string(p)
+    assert tree.info_tensors[s].tolist() == views[p]
+    assert tree.info_state_of(torch.tensor([node]))[0].tolist() == views[p]
+    legal = state.legal_actions()
+    assert torch.nonzero(tree.legal_mask[node]).squeeze(1).tolist() == legal
+    assert torch.nonzero(tree.info_legal[s]).squeeze(1).tolist() == legal
+    for a in range(tree.num_actions):
+      child = int(tree.children[node, a])
+      assert (child >= 0) == (a in legal)
+      if child >= 0:
+        assert int(tree.parent[child]) == node and int(tree.parent_slot[child]) == a
+        stack.append((state.child(a), child, depth + 1))
+  assert seen == tree.num_nodes
+
+
+def test_chance_frequencies_chi_square():
+  game = pyspiel.load_game("leduc_poker")
+  sampler = TreeSampler(load_game("leduc_poker"), seed=123)
+  traj = sampler.sample(_mlp_policy(30, 3), 20000)
+  root = game.new_initial_state()
+  # The first two deals, jointly: 6 * 5 ordered pairs.
+  cells, expected = {}, []
+  for a, pa in root.chance_outcomes():
+    for b, pb in root.child(a).chance_outcomes():
+      cells[(a, b)] = len(expected)
+      expected.append(pa * pb)
+  expected = np.asarray(expected)
+  counts = np.zeros(len(expected))
+  for a, b in traj.chance[:, :2].tolist():
+    counts[cells[(a, b)]] += 1
+  total = counts.sum()
+  assert total == 20000
+  assert scipy.stats.chisquare(counts, expected * total).pvalue > 1e-3
+  # Negative control: a 20% skew of the expected probabilities must be rejected.
+  wrong = expected * np.where(np.arange(len(expected)) % 2 == 0, 1.2, 0.8)
+  wrong /= wrong.sum()
+  assert scipy.stats.chisquare(counts, wrong * total).pvalue < 1e-3
+
+
+def _assert_same(t1, t2):
+  for x, y in zip(t1, t2):
+    assert torch.equal(x, y)
+
+
+def test_seeded_reproducibility():
+  sgame = load_game("leduc_poker")
+  policy = _mlp_policy(30, 3)
+  a = TreeSampler(sgame, 7).sample(policy, 500)
+  b = TreeSampler(sgame, 7).sample(policy, 500)
+  c = TreeSampler(sgame, 8).sample(policy, 500)
+  _assert_same(a, b)
+  assert not torch.equal(a.action, c.action) or not torch.equal(a.chance, c.chance)
+
+
+def test_make_sampler_backends():
+  assert isinstance(make_sampler("leduc_poker", 0, "tree"), TreeSampler)
+  assert isinstance(make_sampler("leduc_poker", 0, "auto"), TreeSampler)
+  assert isinstance(make_sampler("leduc_poker", 0, "pyspiel"), LockstepSampler)
+  assert not tree_fits("universal_poker")
+  s = make_sampler("universal_poker", 0, "auto")
+  assert isinstance(s, LockstepSampler) and not isinstance(s, TreeSampler)
+
+
+def test_too_small_max_nodes_raises():
+  with pytest.raises(GameError, match="leduc_poker"):
+    compile_tree("leduc_poker", max_nodes=100)
+
+
+@pytest.mark.parametrize("game_string", SMALL)
+def test_trajectories_replay_on_pyspiel(game_string):
+  sgame = load_game(game_string)
+  tree = compile_tree(game_string)
+  n = sgame.num_players
+  traj = TreeSampler(sgame, 3).sample(_mlp_policy(sgame.info_state_size, sgame.num_actions), 300)
+  assert traj.node is not None
+  for i in range(traj.batch_size):
+    state = sgame.new_initial_state()
+    ci = t = 0
+    while not state.is_terminal():
+      if state.is_chance_node():
+        outcome = int(traj.chance[i, ci])
+        assert outcome in [a for a, _ in state.chance_outcomes()]
+        state.apply_action(outcome)
+        ci += 1
+        continue
+      p = state.current_player()
+      assert bool(traj.valid[i, t]) and int(traj.player[i, t]) == p
+      assert traj.info_state[i, t].tolist() == state.information_state_tensor(p)
+      views = sum((state.information_state_tensor(q) for q in range(n)), [])
+      assert traj.history[i, t].tolist() == views
+      legal = state.legal_actions()
+      assert torch.nonzero(traj.legal_mask[i, t]).squeeze(1).tolist() == legal
+      node = int(traj.node[i, t])
+      assert tree.info_keys[int(tree.infostate[node])] == state.information_state_string(p)
+      beh = traj.behaviour[i, t]
+      assert float(beh.sum()) == pytest.approx(1.0, abs=1e-5)
+      a = int(traj.action[i, t])
+      assert a in legal and float(beh[a]) > 0
+      state.apply_action(a)
+      t += 1
+    assert int(traj.length[i]) == t and not traj.valid[i, t:].any()
+    assert (traj.chance[i, ci:] == -1).all()
+    assert traj.returns[i].tolist() == state.returns()
+
+
+@pytest.mark.parametrize("game_string", SMALL)
+def test_exact_evaluation_matches_pyspiel(game_string):
+  tree = compile_tree(game_string)
+  game = pyspiel.load_game(game_string)
+  cfr, cfr_pyspiel, _solver = _cfr_plus(game_string, 20)
+  policies = {"uniform": tree.uniform_policy(), "random": _random_policy(tree, 0),
+              "tabulated_mlp": tree.tabulate(
+                  _mlp_policy(tree.info_tensors.shape[1], tree.num_actions)),
+              "cfr_plus": cfr}
+  for name, probs in policies.items():
+    pol = tree.to_pyspiel_policy(probs)
+    assert tree.nash_conv(probs) == pytest.approx(pyspiel.nash_conv(game, pol), abs=1e-9), name
+    assert tree.exploitability(probs) == pytest.approx(
+        pyspiel.exploitability(game, pol), abs=1e-9), name
+    ev = pyspiel.expected_returns(game.new_initial_state(), pol, -1, True)
+    assert tree.expected_returns(probs).tolist() == pytest.approx(ev, abs=1e-9), name
+  # CFR+ against the solver's own policy object, not our conversion of it.
+  assert tree.nash_conv(cfr) == pytest.approx(
+      pyspiel.nash_conv(game, cfr_pyspiel, True), abs=1e-9)
+  assert tree.exploitability(cfr) == pytest.approx(
+      pyspiel.exploitability(game, cfr_pyspiel), abs=1e-9)
+  assert tree.exploitability(cfr) < tree.exploitability(policies["uniform"])
+
+
+@pytest.mark.parametrize("game_string", ["kuhn_poker(players=3)", "leduc_poker(players=3)"])
+def test_three_player_nash_conv(game_string):
+  if not tree_fits(game_string):
+    pytest.skip(f"{game_string} does not fit the default node limit")
+  tree = compile_tree(game_string)
+  game = pyspiel.load_game(game_string)
+  for probs in (tree.uniform_policy(), _random_policy(tree, 1)):
+    ref = pyspiel.nash_conv(game, tree.to_pyspiel_policy(probs))
+    assert tree.nash_conv(probs) == pytest.approx(ref, abs=1e-9)
+  with pytest.raises(GameError):
+    tree.exploitability(tree.uniform_policy())

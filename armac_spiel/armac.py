@@ -1,0 +1,407 @@
+"""ARMAC: the Advantage Regret-Matching Actor-Critic (Gruslys et al., arXiv 2008.12234).
+
+Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMAC.md):
+
+1. Episodes are split into G groups; group g's opponent plays a past policy
+   pi^j = RM(W^j) drawn from a bounded buffer of past (W^j, q^j) (or the current policy),
+   the learning player i (alternating by episode) plays mu = (1-eps) pi^j + eps uniform
+   (or the scheduler's mixed policy in place of pi^j).
+2. The history critic q(h, .) is trained with Tree-Backup targets towards the current
+   policy pi^t = RM(W^t) for both players:
+     G_t = V(h_{t+1}) + lam * pi(a_{t+1}|s_{t+1}) (G_{t+1} - q(h_{t+1}, a_{t+1})),
+     V(h) = sum_b pi(b|s) q(h, b), G = terminal return after the last decision.
+   The trained critic is q^t; (W^t, q^t) joins the buffer.
+3. At the learner's states of group j, the regret target over all legal actions is
+     r^j(s, a) = q^j_i(h, a) - sum_b pi^j(b|s) q^j_i(h, b).
+   W regresses on these targets (mean over past j), so pi^{t+1} = RM(W^{t+1}) where
+   RM = NormalizedReLU (uniform where no regret is positive).
+4. The mean-policy network (actor) is trained with cross-entropy towards pi^t(s) at the
+   opponent's states of groups that played the current policy.
+
+Reach weighting. Inside an information state the histories are weighted by the opponent's
+and chance's reach only, which is the counterfactual weighting. Across epochs the learner's
+own reach under mu would bias both the regret mean and the average policy, so every sample
+carries w = prod over the learner's earlier actions of uniform(a) / mu(a|s): states are then
+weighted as if the learner had played uniformly, a factor that does not depend on j or t.
+With explore_eps = 1 the learner plays uniformly and w = 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from open_spiel.python import policy as os_policy
+
+from armac_spiel.buffers import TensorBuffer
+from armac_spiel.config import ARMACConfig
+from armac_spiel.networks import (MLP, SnapshotBank, masked_log_softmax, masked_softmax,
+                                  regret_matching, uniform_policy)
+from games import StepBatch, Trajectories, infostate_table, load_game, make_sampler
+
+CURRENT = -1  # slot id of the live (current) networks
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A training loss became NaN or infinite; the message names the loss and epoch."""
+
+
+class NetworkPolicy(os_policy.Policy):
+  """An OpenSpiel policy backed by a batched function of (info_state, legal_mask)."""
+
+  def __init__(self, game_string: str, fn, device):
+    sgame = load_game(game_string)
+    super().__init__(sgame.game, list(range(sgame.num_players)))
+    self.game_string = game_string
+    self.fn = fn
+    self.device = device
+
+  @torch.no_grad()
+  def batch_probs(self, info_state: torch.Tensor, legal_mask: torch.Tensor) -> torch.Tensor:
+    return self.fn(info_state.to(self.device), legal_mask.to(self.device))
+
+  def action_probabilities(self, state, player_id=None):
+    p = state.current_player() if player_id is None else player_id
+    legal = state.legal_actions(p)
+    x = torch.tensor([state.information_state_tensor(p)], dtype=torch.float32)
+    m = torch.zeros(1, self.game.num_distinct_actions(), dtype=torch.bool)
+    m[0, legal] = True
+    probs = self.batch_probs(x, m)[0].cpu().double()
+    return {a: float(probs[a]) for a in legal}
+
+  def table(self) -> torch.Tensor:
+    """(S, A) table over every information state, in one forward pass."""
+    t = infostate_table(self.game_string)
+    return self.batch_probs(t.tensors, t.legal_mask).cpu().double()
+
+
+class ARMAC:
+  """ARMAC learner. `run_epoch()` does one epoch; `average_policy()` / `current_policy()`
+  are OpenSpiel policies; `state_dict()` / `load_state_dict()` checkpoint everything."""
+
+  def __init__(self, game_string: str, config: ARMACConfig, seed: int, device="cpu",
+               scheduler=None):
+    self.game_string = game_string
+    self.sgame = sg = load_game(game_string)
+    self.cfg = cfg = config
+    self.seed = seed
+    self.device = torch.device(device)
+    self.n_players = sg.num_players
+    self.zero_sum2 = sg.is_two_player_zero_sum
+    self.heads = 1 if self.zero_sum2 else sg.num_players
+    self.t_max = sg.sizes.max_game_length
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG state
+      torch.manual_seed(seed)
+      self.critic = MLP(sg.history_size, cfg.critic_hidden, sg.num_actions * self.heads)
+      self.regret = MLP(sg.info_state_size, cfg.regret_hidden, sg.num_actions)
+      self.actor = MLP(sg.info_state_size, cfg.actor_hidden, sg.num_actions)
+    for net in (self.critic, self.regret, self.actor):
+      net.to(self.device)
+    self.opt = {
+        "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr),
+        "regret": torch.optim.Adam(self.regret.parameters(), lr=cfg.regret_lr),
+        "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr),
+    }
+    self.bank = SnapshotBank({"regret": self.regret, "critic": self.critic},
+                             cfg.max_snapshots, self.device)
+    self.critic_replay = TensorBuffer(cfg.critic_replay_episodes, "fifo")
+    self.regret_replay = TensorBuffer(cfg.regret_replay, "reservoir")
+    self.draws = torch.zeros(0, dtype=torch.float64)  # times each policy epoch was drawn
+    self.actor_replay = TensorBuffer(cfg.actor_replay, "reservoir")
+    self.sampler = make_sampler(game_string, seed, cfg.sampler)
+    self.rng = np.random.default_rng([seed, 1])
+    self.gen = torch.Generator().manual_seed(seed + 2)
+    self.scheduler = scheduler
+    self.epoch = 0
+    self.episodes = 0
+    self.last_losses: dict[str, float] = {}
+
+  # ---------------------------------------------------------------- policies
+  def _rm(self, x, mask):
+    return regret_matching(self.regret(x), mask)
+
+  def _avg(self, x, mask):
+    return masked_softmax(self.actor(x), mask)
+
+  def average_policy(self) -> NetworkPolicy:
+    return NetworkPolicy(self.game_string, self._avg, self.device)
+
+  def current_policy(self) -> NetworkPolicy:
+    return NetworkPolicy(self.game_string, self._rm, self.device)
+
+  # ---------------------------------------------------------------- helpers
+  def _values(self, out: torch.Tensor, player: torch.Tensor) -> torch.Tensor:
+    """Critic output (..., heads*A) -> the acting player's action values (..., A)."""
+    a = self.sgame.num_actions
+    if self.zero_sum2:
+      sign = 1.0 - 2.0 * player.clamp_min(0).unsqueeze(-1).to(out.dtype)
+      return out * sign
+    out = out.unflatten(-1, (self.heads, a))
+    idx = player.clamp_min(0)[..., None, None].expand(*player.shape, 1, a)
+    return out.gather(-2, idx).squeeze(-2)
+
+  def _group_forward(self, name: str, slots: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x: (G, R, in); group g through snapshot slots[g], or the live net where CURRENT."""
+    live = self.regret if name == "regret" else self.critic
+    cur = slots == CURRENT
+    if self.bank.size == 0 or cur.all():
+      with torch.no_grad():
+        return live(x)
+    out = self.bank.forward(name, slots.clamp_min(0), x)
+    if cur.any():
+      with torch.no_grad():
+        out[cur] = live(x[cur])
+    return out
+
+  def _draw_slots(self) -> torch.Tensor:
+    """Policy j per group: `current_groups` play the current policy, the rest past ones."""
+    g, cfg = self.cfg.groups_per_epoch, self.cfg
+    slots = torch.full((g,), CURRENT, dtype=torch.long)
+    n_past = g - cfg.current_groups
+    # j is uniform over the kept past policies and the current one (index bank.size).
+    pick = self.rng.integers(self.bank.size + 1, size=n_past)
+    pick[pick == self.bank.size] = CURRENT
+    slots[cfg.current_groups:] = torch.from_numpy(pick)
+    return slots
+
+  def _slot_epochs(self, slots: torch.Tensor) -> torch.Tensor:
+    return torch.where(slots == CURRENT, torch.tensor(self.epoch),
+                       self.bank.epoch[slots.clamp_min(0)])
+
+  # ---------------------------------------------------------------- sampling
+  def _sample(self, slots: torch.Tensor) -> tuple[Trajectories, torch.Tensor]:
+    cfg, sg = self.cfg, self.sgame
+    b, g = cfg.episodes_per_epoch, cfg.groups_per_epoch
+    per = b // g
+    learner = torch.arange(b) % self.n_players
+    eps = cfg.explore_eps
+
+    def policy_fn(batch: StepBatch) -> torch.Tensor:
+      x = torch.zeros(b, sg.info_state_size, device=self.device)
+      m = torch.ones(b, sg.num_actions, dtype=torch.bool, device=self.device)
+      e = batch.episode.to(self.device)
+      x[e] = batch.info_state.to(self.device)
+      m[e] = batch.legal_mask.to(self.device)
+      w = self._group_forward("regret", slots, x.view(g, per, -1)).view(b, -1)
+      pi_j = regret_matching(w, m)[e]
+      mask = m[e]
+      is_learner = (batch.player == learner[batch.episode]).to(self.device).unsqueeze(1)
+      base = pi_j
+      if self.scheduler is not None:
+        base = torch.where(is_learner, self.scheduler.behaviour(self, batch), pi_j)
+      explore = (1 - eps) * base + eps * uniform_policy(mask)
+      return torch.where(is_learner, explore, pi_j)
+
+    traj = self.sampler.sample(policy_fn, b)
+    return traj, learner
+
+  def _pad_time(self, traj: Trajectories) -> dict[str, torch.Tensor]:
+    """Episode rows padded to the game's max length, for the critic replay."""
+    t_pad = self.t_max - traj.action.shape[1]
+
+    def pad(x, value=0):
+      if t_pad == 0:
+        return x
+      shape = list(x.shape)
+      shape[1] = t_pad
+      return torch.cat([x, torch.full(shape, value, dtype=x.dtype)], 1)
+
+    return {"history": pad(traj.history), "info": pad(traj.info_state),
+            "mask": pad(traj.legal_mask, True), "player": pad(traj.player, -1),
+            "action": pad(traj.action, 0).clamp_min(0), "valid": pad(traj.valid, False),
+            "returns": traj.returns}
+
+  @staticmethod
+  def _learner_weights(traj: Trajectories, learner: torch.Tensor) -> torch.Tensor:
+    """(B, T): prod over the learner's earlier actions of uniform(a) / mu(a)."""
+    mine = traj.valid & (traj.player == learner.unsqueeze(1))
+    n_legal = traj.legal_mask.sum(-1).clamp_min(1).float()
+    mu_a = traj.behaviour.gather(-1, traj.action.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    ratio = torch.where(mine, 1.0 / (n_legal * mu_a.clamp_min(1e-12)), torch.ones_like(mu_a))
+    cum = torch.cumprod(ratio, 1)
+    return cum / ratio  # exclusive product: weight of reaching step t
+
+  # ---------------------------------------------------------------- training
+  def _check(self, name: str, loss: torch.Tensor) -> float:
+    v = float(loss.detach())
+    if not np.isfinite(v):
+      raise NonFiniteLossError(f"{name} loss is {v} at epoch {self.epoch}; lower "
+                               f"{name}_lr or check the inputs")
+    return v
+
+  def _train_critic(self) -> float:
+    cfg = self.cfg
+    losses = []
+    for _ in range(cfg.critic_steps):
+      d = {k: v.to(self.device) for k, v in
+           self.critic_replay.sample(cfg.critic_batch_episodes, self.gen).items()}
+      valid = d["valid"]
+      ret = d["returns"][:, :self.heads]  # player 0's value in 2p zero-sum
+      out = self.critic(d["history"]).unflatten(-1, (self.heads, -1))  # (E, T, H, A)
+      a_idx = d["action"][..., None, None].expand(*d["action"].shape, self.heads, 1)
+      q_a = out.gather(-1, a_idx).squeeze(-1)  # (E, T, H)
+      with torch.no_grad():
+        pi = self._rm(d["info"], d["mask"])  # current policy, (E, T, A)
+        q = out.detach()
+        v = (q * pi.unsqueeze(2)).sum(-1)  # (E, T, H)
+        c = pi.gather(-1, d["action"].unsqueeze(-1))  # (E, T, 1)
+        target = torch.zeros_like(q_a)
+        g_next = ret
+        for t in range(self.t_max - 1, -1, -1):
+          if t + 1 < self.t_max:
+            boot = v[:, t + 1] + cfg.tb_lambda * c[:, t + 1] * (g_next - q_a[:, t + 1].detach())
+            g_t = torch.where(valid[:, t + 1, None], boot, ret)
+          else:
+            g_t = ret
+          target[:, t] = g_t
+          g_next = g_t
+      err = ((q_a - target) ** 2).mean(-1)
+      loss = (err * valid).sum() / valid.sum().clamp_min(1)
+      self.opt["critic"].zero_grad(set_to_none=True)
+      loss.backward()
+      self.opt["critic"].step()
+      losses.append(self._check("critic", loss))
+    return float(np.mean(losses)) if losses else float("nan")
+
+  def _grow_draws(self, n: int) -> None:
+    if len(self.draws) < n:
+      self.draws = torch.cat([self.draws, torch.zeros(n - len(self.draws), dtype=torch.float64)])
+
+  def _regret_sample_weight(self, j: torch.Tensor) -> torch.Tensor:
+    """Makes every past policy j count target(j) in W's regression, whatever its draws.
+
+    Each epoch draws j uniformly from the policies so far, and the replay accumulates over
+    epochs, so early policies would dominate (draws[j] ~ log(t / j)). Dividing by the
+    realised draw count restores CFR's weighting: uniform, or linear (j + 1) as in LCFR.
+    """
+    target = (j.double() + 1.0) if self.cfg.snapshot_weighting == "linear" else 1.0
+    return (target / self.draws[j].clamp_min(1.0)).float()
+
+  def _train_regret(self) -> float:
+    cfg = self.cfg
+    losses = []
+    for _ in range(cfg.regret_steps):
+      d = {k: v.to(self.device) for k, v in
+           self.regret_replay.sample(cfg.regret_batch, self.gen).items()}
+      w = d["weight"] * self._regret_sample_weight(d["j"].cpu()).to(self.device)
+      # Mean regrets shrink like 1/sqrt(t) while SGD's output jitter does not; regressing
+      # on sqrt(t)-scaled targets keeps their ratio fixed. RM is invariant to the scale.
+      scale = float(np.sqrt(self.epoch + 1.0)) if cfg.regret_scale_sqrt_t else 1.0
+      err = ((self.regret(d["info"]) - scale * d["target"]) ** 2 * d["mask"]).sum(-1)
+      loss = (err * w).sum() / w.sum()
+      self.opt["regret"].zero_grad(set_to_none=True)
+      loss.backward()
+      self.opt["regret"].step()
+      losses.append(self._check("regret", loss))
+    return float(np.mean(losses)) if losses else float("nan")
+
+  def _train_actor(self) -> float:
+    cfg = self.cfg
+    losses = []
+    for _ in range(cfg.actor_steps):
+      d = {k: v.to(self.device) for k, v in
+           self.actor_replay.sample(cfg.actor_batch, self.gen).items()}
+      w = d["weight"]
+      if cfg.average_weighting == "linear":
+        w = w * (d["epoch"].double() + 1.0).to(w.dtype)
+      logp = masked_log_softmax(self.actor(d["info"]), d["mask"])
+      ce = -(d["probs"] * logp.masked_fill(~d["mask"], 0.0)).sum(-1)
+      loss = (ce * w).sum() / w.sum()
+      self.opt["actor"].zero_grad(set_to_none=True)
+      loss.backward()
+      self.opt["actor"].step()
+      losses.append(self._check("actor", loss))
+    return float(np.mean(losses)) if losses else float("nan")
+
+  @torch.no_grad()
+  def _targets(self, traj: Trajectories, learner: torch.Tensor, slots: torch.Tensor):
+    """Regret targets at the learner's states; mean-policy targets at current groups."""
+    cfg = self.cfg
+    b, t = traj.action.shape
+    g = cfg.groups_per_epoch
+    dev = self.device
+    info, mask = traj.info_state.to(dev), traj.legal_mask.to(dev)
+    w_j = self._group_forward("regret", slots, info.view(g, -1, info.shape[-1]))
+    pi_j = regret_matching(w_j.view(b, t, -1), mask)
+    hist = traj.history.to(dev)
+    q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]))
+    q_i = self._values(q_j.view(b, t, -1), traj.player.to(dev))
+    adv = (q_i - (pi_j * q_i).sum(-1, keepdim=True)) * mask
+    weight = self._learner_weights(traj, learner).to(dev)
+    is_learner = traj.valid & (traj.player == learner.unsqueeze(1))
+    per = b // g
+    current_ep = torch.zeros(g, dtype=torch.bool)
+    current_ep[:cfg.current_groups] = True  # groups that feed the mean policy only
+    current_ep = current_ep.repeat_interleave(per).unsqueeze(1)
+    sel = (is_learner & ~current_ep).to(dev)
+    j_epoch = self._slot_epochs(slots).repeat_interleave(per).unsqueeze(1).expand(b, t)
+    self.regret_replay.add({"info": info[sel].cpu(), "mask": mask[sel].cpu(),
+                            "target": adv[sel].cpu(), "weight": weight[sel].cpu(),
+                            "j": j_epoch[sel.cpu()]}, self.gen)
+    # Realised draw counts per policy epoch: the replay holds policy j's targets in
+    # proportion to draws[j], which _train_regret divides out (see _regret_sample_weight).
+    past = self._slot_epochs(slots[cfg.current_groups:])
+    self._grow_draws(self.epoch + 1)
+    self.draws.index_add_(0, past, torch.ones(len(past), dtype=torch.float64))
+    opp = (traj.valid & ~is_learner & current_ep).to(dev)
+    n = int(opp.sum())
+    self.actor_replay.add({"info": info[opp].cpu(), "mask": mask[opp].cpu(),
+                           "probs": pi_j[opp].cpu(), "weight": weight[opp].cpu(),
+                           "epoch": torch.full((n,), self.epoch, dtype=torch.long)}, self.gen)
+    return {"regret_rows": int(sel.sum()), "actor_rows": n}
+
+  def run_epoch(self) -> dict:
+    """One ARMAC epoch; returns losses and counts."""
+    slots = self._draw_slots()
+    traj, learner = self._sample(slots)
+    self.critic_replay.add(self._pad_time(traj), self.gen)
+    critic_loss = self._train_critic()
+    counts = self._targets(traj, learner, slots)
+    self.bank.push({"regret": self.regret, "critic": self.critic}, self.epoch, self.rng)
+    regret_loss = self._train_regret()
+    actor_loss = self._train_actor() if len(self.actor_replay) else float("nan")
+    if self.scheduler is not None:
+      self.scheduler.train_step(self, traj, learner)
+    self.epoch += 1
+    self.episodes += traj.batch_size
+    self.last_losses = {"critic_loss": critic_loss, "regret_loss": regret_loss,
+                        "actor_loss": actor_loss}
+    return {**self.last_losses, **counts}
+
+  # ---------------------------------------------------------------- checkpoints
+  def state_dict(self) -> dict:
+    return {
+        "game": self.game_string, "seed": self.seed, "config": self.cfg.to_dict(),
+        "epoch": self.epoch, "episodes": self.episodes,
+        "nets": {"critic": self.critic.state_dict(), "regret": self.regret.state_dict(),
+                 "actor": self.actor.state_dict()},
+        "opt": {k: o.state_dict() for k, o in self.opt.items()},
+        "bank": self.bank.state_dict(),
+        "critic_replay": self.critic_replay.state_dict(),
+        "regret_replay": self.regret_replay.state_dict(),
+        "actor_replay": self.actor_replay.state_dict(),
+        "draws": self.draws,
+        "sampler_rng": self.sampler.get_rng_state(),
+        "rng": self.rng.bit_generator.state,
+        "gen": self.gen.get_state(),
+        "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+    }
+
+  def load_state_dict(self, d: dict) -> None:
+    if d["game"] != self.game_string:
+      raise ValueError(f"checkpoint is for game {d['game']!r}, not {self.game_string!r}")
+    self.epoch, self.episodes = d["epoch"], d["episodes"]
+    self.critic.load_state_dict(d["nets"]["critic"])
+    self.regret.load_state_dict(d["nets"]["regret"])
+    self.actor.load_state_dict(d["nets"]["actor"])
+    for k, o in self.opt.items():
+      o.load_state_dict(d["opt"][k])
+    self.bank.load_state_dict(d["bank"])
+    self.critic_replay.load_state_dict(d["critic_replay"])
+    self.regret_replay.load_state_dict(d["regret_replay"])
+    self.actor_replay.load_state_dict(d["actor_replay"])
+    self.draws = d["draws"]
+    self.sampler.set_rng_state(d["sampler_rng"])
+    self.rng.bit_generator.state = d["rng"]
+    self.gen.set_state(d["gen"])
+    if self.scheduler is not None and d.get("scheduler") is not None:
+      self.scheduler.load_state_dict(d["scheduler"])

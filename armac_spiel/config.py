@@ -1,0 +1,146 @@
+"""ARMAC configuration: one frozen dataclass, validated in one place, loadable from YAML.
+
+Per-game tuned defaults live in experiments/configs/<game>.yaml. Precedence: dataclass
+defaults < YAML file < command-line flags. The resolved config is written to each run
+directory as config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import yaml
+
+SAMPLERS = ("auto", "pyspiel", "tree")
+WEIGHTINGS = ("uniform", "linear")
+SCHEDULER_MODES = ("off", "continuous", "discrete")
+
+
+class ConfigError(ValueError):
+  """A bad configuration value or key; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ARMACConfig:
+  """Hyper-parameters of one ARMAC run. Field docs: see README 'Configuration'."""
+  # Networks.
+  critic_hidden: tuple[int, ...] = (128, 128)
+  regret_hidden: tuple[int, ...] = (128, 128)
+  actor_hidden: tuple[int, ...] = (128, 128)
+  critic_lr: float = 1e-3
+  regret_lr: float = 1e-3
+  actor_lr: float = 1e-3
+  # Sampling.
+  episodes_per_epoch: int = 1024
+  groups_per_epoch: int = 16         # distinct past policies j per epoch (episodes split evenly)
+  current_groups: int = 4            # groups that play the current policy (mean-policy data)
+  explore_eps: float = 0.1           # epsilon-uniform exploration of the learning player
+  sampler: str = "auto"
+  # Policy buffer (past regret nets and critics).
+  max_snapshots: int = 256
+  snapshot_weighting: str = "linear"  # how j is drawn from the buffer
+  # Critic: Tree Backup towards the current policy.
+  tb_lambda: float = 1.0
+  critic_replay_episodes: int = 16384
+  critic_steps: int = 8
+  critic_batch_episodes: int = 512
+  # Regret network W.
+  regret_replay: int = 1_000_000
+  regret_steps: int = 8
+  regret_batch: int = 2048
+  regret_scale_sqrt_t: bool = True   # regress on sqrt(t+1) * targets (see ARMAC._train_regret)
+  # Mean-policy network (actor).
+  actor_replay: int = 200_000
+  actor_steps: int = 8
+  actor_batch: int = 2048
+  average_weighting: str = "linear"   # weight of epoch t's policy in the average
+  # Scheduler between actor and regret policies.
+  scheduler_mode: str = "off"
+  # Run control.
+  eval_every: int = 50                # epochs between exact evaluations
+  max_epochs: int = 0                 # 0 = until the time budget
+
+  def __post_init__(self):
+    validate(self)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def replace(self, **kw) -> "ARMACConfig":
+    return dataclasses.replace(self, **kw)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ARMACConfig)}
+
+
+def validate(c: ARMACConfig) -> None:
+  def need(ok: bool, field: str, allowed: str):
+    if not ok:
+      raise ConfigError(f"config field '{field}' = {getattr(c, field)!r}: must be {allowed}")
+
+  for name in ("critic_hidden", "regret_hidden", "actor_hidden"):
+    v = getattr(c, name)
+    need(isinstance(v, tuple) and len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),
+         name, "a non-empty list of positive integers")
+  for name in ("critic_lr", "regret_lr", "actor_lr"):
+    v = getattr(c, name)
+    need(isinstance(v, float) and math.isfinite(v) and v > 0, name, "a positive finite float")
+  for name in ("episodes_per_epoch", "groups_per_epoch", "max_snapshots",
+               "critic_replay_episodes", "critic_batch_episodes", "regret_replay",
+               "regret_batch", "actor_replay", "actor_batch", "eval_every"):
+    v = getattr(c, name)
+    need(isinstance(v, int) and v > 0, name, "a positive integer")
+  for name in ("critic_steps", "regret_steps", "actor_steps", "max_epochs", "current_groups"):
+    v = getattr(c, name)
+    need(isinstance(v, int) and v >= 0, name, "an integer >= 0")
+  need(c.episodes_per_epoch % c.groups_per_epoch == 0, "episodes_per_epoch",
+       f"a multiple of groups_per_epoch ({c.groups_per_epoch})")
+  need(1 <= c.current_groups <= c.groups_per_epoch, "current_groups",
+       f"between 1 and groups_per_epoch ({c.groups_per_epoch})")
+  need(0.0 <= c.explore_eps <= 1.0, "explore_eps", "in [0, 1]")
+  need(0.0 <= c.tb_lambda <= 1.0, "tb_lambda", "in [0, 1]")
+  need(c.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
+  need(c.snapshot_weighting in WEIGHTINGS, "snapshot_weighting", f"one of {WEIGHTINGS}")
+  need(c.average_weighting in WEIGHTINGS, "average_weighting", f"one of {WEIGHTINGS}")
+  need(c.scheduler_mode in SCHEDULER_MODES, "scheduler_mode", f"one of {SCHEDULER_MODES}")
+
+
+def _coerce(name: str, value: Any) -> Any:
+  """YAML/flag values to the field's type (lists -> tuples, ints -> floats)."""
+  default = _FIELDS[name].default
+  if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+    return tuple(value)
+  if isinstance(default, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+    try:
+      return float(value)
+    except ValueError:
+      return value
+  return value
+
+
+def from_dict(d: dict, base: ARMACConfig | None = None, where: str = "config") -> ARMACConfig:
+  """Overrides `base` with `d`; unknown keys are an error naming the key."""
+  base = base or ARMACConfig()
+  unknown = sorted(set(d) - set(_FIELDS))
+  if unknown:
+    raise ConfigError(f"{where}: unknown config key(s) {unknown}; known keys: "
+                      f"{sorted(_FIELDS)}")
+  return dataclasses.replace(base, **{k: _coerce(k, v) for k, v in d.items()})
+
+
+def load_yaml(path: str) -> dict:
+  try:
+    with open(path) as f:
+      d = yaml.safe_load(f) or {}
+  except (OSError, yaml.YAMLError) as e:
+    raise ConfigError(f"--config={path}: cannot read YAML: {e}") from e
+  if not isinstance(d, dict):
+    raise ConfigError(f"--config={path}: top level must be a mapping")
+  return d
+
+
+def dumps(c: ARMACConfig) -> str:
+  return json.dumps(c.to_dict(), indent=1, sort_keys=True)

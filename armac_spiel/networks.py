@@ -1,0 +1,119 @@
+"""Networks and the bounded buffer of past networks.
+
+- `MLP`: ReLU MLP; the last layer starts at zero scale (small outputs at init keep the first
+  regret-matching policies near uniform and the first critic values near 0).
+- `masked_softmax`, `regret_matching`: legal-masked policies. Masked logits use a large
+  finite negative number, not -inf, so gradients stay finite.
+- `SnapshotBank`: past networks stored as stacked parameter tensors with a cap and
+  reservoir thinning, evaluated for G groups of rows at once with batched matmuls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+NEG = -1e9
+
+
+class MLP(nn.Sequential):
+  """Linear-ReLU stack; `out_scale` scales the initial last-layer weights."""
+
+  def __init__(self, in_size: int, hidden: tuple[int, ...], out_size: int,
+               out_scale: float = 0.01):
+    layers, d = [], in_size
+    for h in hidden:
+      layers += [nn.Linear(d, h), nn.ReLU()]
+      d = h
+    last = nn.Linear(d, out_size)
+    with torch.no_grad():
+      last.weight.mul_(out_scale)
+      last.bias.zero_()
+    super().__init__(*layers, last)
+    self.sizes = (in_size, *hidden, out_size)
+
+  def linears(self) -> list[nn.Linear]:
+    return [m for m in self if isinstance(m, nn.Linear)]
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+  return torch.softmax(logits.masked_fill(~mask, NEG), -1)
+
+
+def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+  return torch.log_softmax(logits.masked_fill(~mask, NEG), -1)
+
+
+def regret_matching(regrets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+  """NormalizedReLU over legal actions; uniform over legal actions when none is positive."""
+  pos = regrets.clamp_min(0.0) * mask
+  total = pos.sum(-1, keepdim=True)
+  uniform = mask / mask.sum(-1, keepdim=True).clamp_min(1)
+  return torch.where(total > 0, pos / total.clamp_min(1e-30), uniform.to(pos.dtype))
+
+
+def uniform_policy(mask: torch.Tensor) -> torch.Tensor:
+  m = mask.float()
+  return m / m.sum(-1, keepdim=True).clamp_min(1)
+
+
+class SnapshotBank:
+  """Bounded buffer of past parameter sets of several MLPs (e.g. regret net and critic).
+
+  Holds at most `capacity` snapshots. Once full, push number n (0-based) replaces a
+  uniformly chosen slot with probability capacity / (n + 1) (reservoir sampling), so the
+  kept snapshots are a uniform sample of the whole history and memory stays bounded whatever
+  the number of epochs. All nets of one push share the slot; `epoch[k]` is slot k's epoch.
+  """
+
+  def __init__(self, templates: dict[str, MLP], capacity: int, device):
+    self.capacity = capacity
+    self.device = torch.device(device)
+    self.weights = {name: [torch.zeros(capacity, l.out_features, l.in_features,
+                                       device=self.device) for l in net.linears()]
+                    for name, net in templates.items()}
+    self.biases = {name: [torch.zeros(capacity, l.out_features, device=self.device)
+                          for l in net.linears()] for name, net in templates.items()}
+    self.epoch = torch.full((capacity,), -1, dtype=torch.long)
+    self.size = 0
+    self.pushes = 0
+
+  @torch.no_grad()
+  def push(self, nets: dict[str, MLP], epoch: int, rng: np.random.Generator) -> int | None:
+    """Stores the nets' parameters; returns the slot, or None when thinning drops them."""
+    if self.size < self.capacity:
+      slot = self.size
+      self.size += 1
+    else:
+      k = int(rng.integers(self.pushes + 1))
+      slot = k if k < self.capacity else None
+    self.pushes += 1
+    if slot is not None:
+      for name, net in nets.items():
+        for k, l in enumerate(net.linears()):
+          self.weights[name][k][slot] = l.weight
+          self.biases[name][k][slot] = l.bias
+      self.epoch[slot] = epoch
+    return slot
+
+  @torch.no_grad()
+  def forward(self, name: str, slots: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x: (G, R, in), rows of group g evaluated by snapshot slots[g] -> (G, R, out)."""
+    slots = slots.to(self.device)
+    ws, bs = self.weights[name], self.biases[name]
+    h = x
+    for k, (w, b) in enumerate(zip(ws, bs)):
+      h = torch.baddbmm(b[slots].unsqueeze(1), h, w[slots].transpose(1, 2))
+      if k < len(ws) - 1:
+        h = torch.relu(h)
+    return h
+
+  def state_dict(self) -> dict:
+    return {"weights": self.weights, "biases": self.biases, "epoch": self.epoch,
+            "size": self.size, "pushes": self.pushes}
+
+  def load_state_dict(self, d: dict) -> None:
+    self.weights = {n: [w.to(self.device) for w in ws] for n, ws in d["weights"].items()}
+    self.biases = {n: [b.to(self.device) for b in bs] for n, bs in d["biases"].items()}
+    self.epoch, self.size, self.pushes = d["epoch"], d["size"], d["pushes"]

@@ -1,0 +1,144 @@
+"""Run-directory I/O shared by every trainer: metrics log, provenance, atomic JSON, exact
+exploitability by the fastest route.
+
+A run directory holds `config.json`, `provenance.json`, `metrics.jsonl` (one JSON object per
+line, appended and fsynced per line, so a crash loses at most the line being written) and,
+when finished, `policy.json` and an empty `DONE` marker.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from typing import Optional
+
+from absl import logging
+
+from armac_spiel.atomic import atomic_write_text
+
+_REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class MetricsLog:
+  """Append-only JSONL writer: each `write` appends one line, flushed and fsynced."""
+
+  def __init__(self, path: str):
+    self.path = path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    self._f = open(path, "a", encoding="utf-8")
+
+  def write(self, record: dict) -> None:
+    line = json.dumps(record, allow_nan=True, sort_keys=False)
+    if "\n" in line:
+      raise ValueError("a metrics record must serialise to one line")
+    self._f.write(line + "\n")
+    self._f.flush()
+    os.fsync(self._f.fileno())
+
+  def close(self) -> None:
+    if not self._f.closed:
+      self._f.close()
+
+  def __enter__(self) -> "MetricsLog":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+  """Every complete record of a metrics file; a truncated last line is logged and skipped.
+
+  A malformed line anywhere else means the file is corrupt and raises ValueError.
+  """
+  if not os.path.exists(path):
+    return []
+  with open(path, "r", encoding="utf-8") as f:
+    lines = f.read().split("\n")
+  # A file written by MetricsLog ends in "\n", so the last split element is "" unless the
+  # final write was cut short.
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:
+        logging.warning("%s: ignoring truncated last line (%d chars)", path, len(line))
+        break
+      raise ValueError(f"{path}: line {i + 1} is not valid JSON: {e}") from e
+  return records
+
+
+def truncate_metrics(path: str, n_lines: int) -> None:
+  """Atomically rewrites `path` to its first `n_lines` complete records (used on resume)."""
+  if n_lines < 0:
+    raise ValueError(f"n_lines must be >= 0, got {n_lines}")
+  records = read_metrics(path)
+  if n_lines > len(records):
+    raise ValueError(f"{path} has {len(records)} complete records, cannot keep {n_lines}")
+  atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records[:n_lines]))
+
+
+def write_json_atomic(path: str, obj) -> None:
+  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _git(*args: str) -> Optional[str]:
+  try:
+    out = subprocess.run(["git", *args], cwd=_REPO_DIR, capture_output=True, text=True,
+                         timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(module: str) -> Optional[str]:
+  try:
+    from importlib import metadata
+    return metadata.version(module)
+  except Exception:  # pylint: disable=broad-except
+    try:
+      return getattr(__import__(module), "__version__", None)
+    except ImportError:
+      return None
+
+
+def provenance() -> dict:
+  """Git commit and dirtiness, library versions, machine and UTC timestamp."""
+  commit = _git("rev-parse", "HEAD")
+  status = _git("status", "--porcelain", "--untracked-files=no")
+  versions = {"python": platform.python_version()}
+  for dist, name in (("torch", "torch"), ("numpy", "numpy"), ("open_spiel", "open_spiel"),
+                     ("ray", "ray")):
+    v = _version(dist)
+    if v is not None or name != "ray":  # ray only when importable
+      versions[name] = v
+  return {
+      "git_commit": commit or "unknown",
+      "git_dirty": bool(status) if status is not None else None,
+      "versions": versions,
+      "machine": {"platform": platform.platform(), "hostname": socket.gethostname(),
+                  "cpu_count": os.cpu_count(), "executable": sys.executable},
+      "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+  }
+
+
+def fast_exploitability(game_string: str, probs) -> tuple[Optional[float], float]:
+  """(exploitability, nash_conv) of a (S, A) table; exploitability is None unless the game
+  is two-player zero-sum. Uses the compiled tree when it fits, else pyspiel (C++)."""
+  from armac_spiel import evaluation
+  from games import load_game, tree
+  probs = evaluation.tabularise(game_string, probs)
+  two_zs = load_game(game_string).is_two_player_zero_sum
+  if tree.tree_fits(game_string):
+    nc = float(tree.compile_tree(game_string).nash_conv(probs))
+  else:
+    nc = evaluation.nash_conv(game_string, probs)
+  return (nc / 2.0 if two_zs else None), nc

@@ -5,10 +5,12 @@
 Keys: `plain_pyspiel_eps` (a plain pyspiel loop, uniform random actions), `lockstep_eps`
 (LockstepSampler with a small MLP policy in the loop), and, where the compiled tree backend
 exists, `tree_eps` (TreeSampler with the same MLP) and `eval_s_leduc` (exact evaluation of the
-MLP policy on Leduc, tabularisation included). Ratios against plain pyspiel are included.
+MLP policy on Leduc, tabularisation included). The contenders alternate in rounds; rates are
+medians over rounds and ratios against plain pyspiel medians of the per-round ratios.
 """
 
 import json
+import random
 import time
 
 import numpy as np
@@ -22,46 +24,63 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench_sampling.json", "Output JSON path.")
 flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string.")
 flags.DEFINE_float("seconds", 5.0, "Measurement time per contender.")
+flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds.")
 flags.DEFINE_integer("lockstep_batch", 256, "Episodes per lockstep batch.")
-flags.DEFINE_integer("tree_batch", 8192, "Episodes per tree-sampler batch.")
+flags.DEFINE_integer("tree_batch", 16384, "Episodes per tree-sampler batch.")
 flags.DEFINE_integer("seed", 0, "Seed.")
+
+
+def masked_softmax(logits, mask):
+  """Softmax over legal actions, taken along dim 0 of the (A, R) transpose: PyTorch's CPU
+  softmax is several times slower over a size-A last dim."""
+  return torch.softmax(logits.T.masked_fill(~mask.T, -1e9), 0).T
 
 
 def mlp_policy(sgame):
   torch.manual_seed(0)
-  net = torch.nn.Sequential(torch.nn.Linear(sgame.info_state_size, 64), torch.nn.ReLU(),
+  net = torch.nn.Sequential(torch.nn.Linear(sgame.info_state_size, 64), torch.nn.ReLU(True),
                             torch.nn.Linear(64, sgame.num_actions))
 
-  @torch.no_grad()
+  @torch.inference_mode()
   def policy(batch):
-    logits = net(batch.info_state).masked_fill(~batch.legal_mask, -1e9)
-    return torch.softmax(logits, 1)
+    return masked_softmax(net(batch.info_state), batch.legal_mask)
 
   def table_fn(x, mask):
-    return torch.softmax(net(x).masked_fill(~mask, -1e9), 1)
+    return masked_softmax(net(x), mask)
 
   return policy, table_fn
 
 
-def rate(fn, seconds):
-  """Episodes per second of fn() (which returns an episode count), after one warm-up call."""
-  fn()
-  n, t0 = 0, time.perf_counter()
-  while time.perf_counter() - t0 < seconds:
-    n += fn()
-  return n / (time.perf_counter() - t0)
+def rates(fns, seconds, rounds):
+  """Episodes per second of each fn() (which returns an episode count), after one warm-up
+  call each: the contenders alternate for `rounds` rounds of seconds / rounds each, so that
+  load from other processes hits them alike. Returns the per-round rates of each."""
+  for fn in fns.values():
+    fn()
+  out = {k: [] for k in fns}
+  for _ in range(rounds):
+    for k, fn in fns.items():
+      n, t0 = 0, time.perf_counter()
+      while time.perf_counter() - t0 < seconds / rounds:
+        n += fn()
+      out[k].append(n / (time.perf_counter() - t0))
+  return out
 
 
 def plain_pyspiel(game, rng, episodes=200):
+  """Uniform random actions; chance outcomes by a linear search of their cumulative sums."""
   for _ in range(episodes):
     s = game.new_initial_state()
     while not s.is_terminal():
       if s.is_chance_node():
-        outcomes, probs = zip(*s.chance_outcomes())
-        s.apply_action(outcomes[rng.choice(len(outcomes), p=probs)])
+        u = rng.random()
+        for a, p in s.chance_outcomes():
+          u -= p
+          if u < 0:
+            break
+        s.apply_action(a)  # rounding past the end leaves the last outcome
       else:
-        la = s.legal_actions()
-        s.apply_action(la[rng.integers(len(la))])
+        s.apply_action(rng.choice(s.legal_actions()))
   return episodes
 
 
@@ -70,22 +89,26 @@ def main(argv):
   torch.set_num_threads(1)
   sg = games.load_game(FLAGS.game_name)
   policy, table_fn = mlp_policy(sg)
-  rng = np.random.default_rng(FLAGS.seed)
+  rng = random.Random(FLAGS.seed)
   out = {"game": FLAGS.game_name, "torch_threads": 1}
-  out["plain_pyspiel_eps"] = rate(lambda: plain_pyspiel(sg.game, rng), FLAGS.seconds)
   lock = games.LockstepSampler(sg, FLAGS.seed)
-  out["lockstep_eps"] = rate(lambda: lock.sample(policy, FLAGS.lockstep_batch).batch_size,
-                             FLAGS.seconds)
-  out["lockstep_over_plain"] = out["lockstep_eps"] / out["plain_pyspiel_eps"]
+  fns = {"plain_pyspiel": lambda: plain_pyspiel(sg.game, rng),
+         "lockstep": lambda: lock.sample(policy, FLAGS.lockstep_batch).batch_size}
   try:
     from games import tree
   except ImportError:
     tree = None
-  if tree is not None and tree.tree_fits(FLAGS.game_name):
+  has_tree = tree is not None and tree.tree_fits(FLAGS.game_name)
+  if has_tree:
     ts = tree.TreeSampler(sg, FLAGS.seed)
-    out["tree_eps"] = rate(lambda: ts.sample(policy, FLAGS.tree_batch).batch_size,
-                           FLAGS.seconds)
-    out["tree_over_plain"] = out["tree_eps"] / out["plain_pyspiel_eps"]
+    fns["tree"] = lambda: ts.sample(policy, FLAGS.tree_batch).batch_size
+  per_round = rates(fns, FLAGS.seconds, FLAGS.rounds)
+  plain = np.asarray(per_round["plain_pyspiel"])
+  for k, r in per_round.items():
+    out[f"{k}_eps"] = float(np.median(r))
+    if k != "plain_pyspiel":  # median of the per-round ratios: robust to shared load
+      out[f"{k}_over_plain"] = float(np.median(np.asarray(r) / plain))
+  if has_tree:
     from armac_spiel import evaluation
     evaluation.exploitability_fast(FLAGS.game_name, table_fn)  # warm caches (tree compile)
     times = []

@@ -32,6 +32,7 @@ class StepBatch(NamedTuple):
   player: torch.Tensor       # (R,) long, acting player
   episode: torch.Tensor      # (R,) long, index of each game in the batch (0..B-1)
   step: int                  # decision step index (same for all rows)
+  infostate: torch.Tensor | None = None  # (R,) long information-state ids (tree backend)
 
 
 # A batched policy: StepBatch -> (R, A) probabilities, zero on illegal actions.
@@ -79,14 +80,17 @@ class Sampler(abc.ABC):
 
 
 def sample_actions(probs: torch.Tensor, legal: torch.Tensor, u: np.ndarray) -> torch.Tensor:
-  """Draws one action per row from `probs` restricted to `legal`, given uniforms u in [0,1)."""
-  p = probs.detach().to("cpu", torch.float64).clamp_min(0.0) * legal.cpu()
-  p = p / p.sum(1, keepdim=True)
+  """Draws one action per row from `probs` restricted to `legal`, given uniforms u in [0,1).
+
+  Inverse CDF on the unnormalised cumulative sums: action k is drawn when
+  cdf[k-1] <= u * cdf[-1] < cdf[k], so zero-probability actions are never drawn."""
+  p = probs.detach().to("cpu", torch.float64).clamp_min(0.0)
+  p.mul_(legal.cpu())
   cdf = torch.cumsum(p, 1)
-  # Rounding can leave cdf[-1] < u; clamp onto the last legal action.
-  idx = (cdf <= torch.from_numpy(u)[:, None]).sum(1)
-  last_legal = legal.shape[1] - 1 - torch.flip(legal.cpu(), [1]).long().argmax(1)
-  return torch.minimum(idx, last_legal)
+  total = cdf[:, -1]
+  # u * total can round up onto total; keep the key strictly below it.
+  key = torch.minimum(torch.from_numpy(u) * total, torch.nextafter(total, total.new_zeros(())))
+  return (cdf <= key[:, None]).sum(1).clamp_max_(p.shape[1] - 1)
 
 
 class LockstepSampler(Sampler):

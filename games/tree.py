@@ -422,73 +422,153 @@ def tree_fits(game_string: str, max_nodes: int = DEFAULT_MAX_NODES) -> bool:
     return False
 
 
+class _ChancePaths(NamedTuple):
+  """Runs of consecutive chance nodes, flattened: one row per outcome sequence.
+
+  A segment holds the sequences from one entry chance node (the root or a chance node whose
+  parent decides) to the first non-chance node; `cum` is the segment id plus the sequence's
+  normalised cumulative probability, so one `searchsorted` on `segment + u` draws a run."""
+  segment: np.ndarray   # (M,) int64: segment of each entry chance node, -1 elsewhere
+  last: np.ndarray      # (S,) int64: last path row of each segment
+  cum: np.ndarray       # (P,) float64: segment + cumulative probability within the segment
+  target: np.ndarray    # (P,) int64: first non-chance node of the run
+  length: np.ndarray    # (P,) int64: chance outcomes in the run
+  outcomes: np.ndarray  # (P, L) int64: chance outcomes in order, -1 padded
+
+
+def _chance_paths(t: GameTree) -> _ChancePaths:
+  kind, parent = t.kind.numpy(), t.parent.numpy()
+  children, outcome, prob = t.children.numpy(), t.chance_outcome.numpy(), t.chance_prob.numpy()
+  is_chance = kind == CHANCE
+  entries = np.flatnonzero(is_chance & ((parent < 0) | ~is_chance[np.maximum(parent, 0)]))
+  segment = np.full(t.num_nodes, -1, dtype=np.int64)
+  last, cum, target, runs = [], [], [], []
+  for s, root in enumerate(entries):
+    segment[root] = s
+    paths, todo = [], [(int(root), (), 1.0)]
+    while todo:
+      node, seq, pr = todo.pop()
+      if not is_chance[node]:
+        paths.append((node, seq, pr))
+        continue
+      for k in reversed(range(int((outcome[node] >= 0).sum()))):
+        todo.append((int(children[node, k]), seq + (int(outcome[node, k]),), pr * prob[node, k]))
+    p = np.cumsum([x[2] for x in paths])
+    cum.append(s + p / p[-1])
+    target.extend(x[0] for x in paths)
+    runs.extend(x[1] for x in paths)
+    last.append(len(target) - 1)
+  width = max((len(r) for r in runs), default=1)
+  outcomes = np.full((len(runs), width), -1, dtype=np.int64)
+  for i, r in enumerate(runs):
+    outcomes[i, :len(r)] = r
+  cum = np.concatenate(cum) if cum else np.zeros(0)
+  cum[np.asarray(last, dtype=np.int64)] = np.arange(len(last)) + 1.0  # exact segment ends
+  return _ChancePaths(segment, np.asarray(last, dtype=np.int64), cum,
+                      np.asarray(target, dtype=np.int64),
+                      np.asarray([len(r) for r in runs], dtype=np.int64), outcomes)
+
+
 class TreeSampler(Sampler):
-  """Plays B episodes in lockstep on the compiled tree, one policy call per decision step."""
+  """Plays B episodes in lockstep on the compiled tree, one policy call per decision step.
+
+  Steps record node ids, actions and behaviour probabilities only; the padded encodings
+  (information states, histories, legal masks) are gathered from the tree's tables once at the
+  end. Each run of consecutive chance nodes is drawn with one uniform per episode."""
 
   def __init__(self, sgame: SpielGame, seed: int, max_nodes: int = DEFAULT_MAX_NODES):
     super().__init__(sgame, seed)
     self.tree = compile_tree(sgame.game_string, max_nodes)
     t = self.tree
-    self._cum_chance = torch.cumsum(t.chance_prob, 1)
-    self._num_outcomes = (t.chance_outcome >= 0).sum(1)
+    m, s = t.num_nodes, t.num_infostates
+    self._paths = _chance_paths(t)
+    self._children = t.children.numpy()
+    self._terminal = np.append(t.kind.numpy() == TERMINAL, False)
+    # Index m (numpy: -1) is the padding node; infostate s is the padding (zero) row.
+    self._infostate = np.append(np.where(t.infostate.numpy() >= 0, t.infostate.numpy(), s), s)
+    self._player = np.append(t.player.numpy(), -1)
+    self._returns = t.returns.numpy().astype(np.float32)
+    self._info = torch.cat([t.info_tensors, torch.zeros(1, t.info_tensors.shape[1])])
+    self._legal = torch.cat([t.info_legal, torch.zeros(1, t.num_actions, dtype=torch.bool)])
+    self._history = t._history_ext
+    # Most decision steps and chance outcomes on any root-to-leaf path.
+    dec = np.zeros(m, dtype=np.int64)
+    cha = np.zeros(m, dtype=np.int64)
+    par = t.parent.numpy()
+    kind = t.kind.numpy()
+    b = t._depth_bounds
+    for d in range(1, len(b) - 1):
+      lo, hi = b[d], b[d + 1]
+      dec[lo:hi] = dec[par[lo:hi]] + (kind[par[lo:hi]] == DECISION)
+      cha[lo:hi] = cha[par[lo:hi]] + (kind[par[lo:hi]] == CHANCE)
+    self._max_steps = max(int(dec.max()), 1)
+    self._max_chance = max(int(cha.max()), 1)
 
-  def _resolve_chance(self, node: torch.Tensor, chance: list, count: torch.Tensor):
-    """Draws chance outcomes until every row is at a decision or terminal node."""
-    t = self.tree
-    while True:
-      rows = torch.nonzero(t._is_chance[node]).squeeze(1)
-      if rows.numel() == 0:
-        return node
-      nd = node[rows]
-      cdf = self._cum_chance[nd]
-      u = torch.from_numpy(self.rng.random(rows.numel())) * cdf[:, -1]
-      k = torch.minimum((cdf <= u[:, None]).sum(1), self._num_outcomes[nd] - 1)
-      chance.append((rows, count[rows].clone(), t.chance_outcome[nd, k]))
-      count[rows] += 1
-      node[rows] = t.children[nd, k]
+  def _advance(self, ep, node, chance, count, final):
+    """Resolves chance runs in place, logs terminals in `final`; returns the rows that decide."""
+    cp = self._paths
+    seg = cp.segment[node]
+    rows = np.flatnonzero(seg >= 0)
+    if rows.size:
+      sg = seg[rows]
+      k = np.searchsorted(cp.cum, sg + self.rng.random(rows.size), side="right")
+      np.minimum(k, cp.last[sg], out=k)
+      e = ep[rows]
+      n = cp.length[k]
+      pos = count[e]
+      for j in range(cp.outcomes.shape[1]):
+        sel = n > j
+        if sel.all():
+          chance[e, pos + j] = cp.outcomes[k, j]
+        elif sel.any():
+          chance[e[sel], pos[sel] + j] = cp.outcomes[k[sel], j]
+      count[e] = pos + n
+      node[rows] = cp.target[k]
+    term = self._terminal[node]
+    if term.any():
+      final[ep[term]] = node[term]
+      keep = ~term
+      return ep[keep], node[keep]
+    return ep, node
 
   def sample(self, policy_fn: PolicyFn, batch_size: int) -> Trajectories:
     t = self.tree
-    b, a_dim = batch_size, t.num_actions
-    node = torch.zeros(b, dtype=torch.long)
-    count = torch.zeros(b, dtype=torch.long)
-    chance, steps = [], []
+    b, a_dim, t_cap, pad = batch_size, t.num_actions, self._max_steps, t.num_nodes
+    nodes = np.full((t_cap, b), pad, dtype=np.int64)  # time-major: one row write per step
+    action = np.full((t_cap, b), -1, dtype=np.int64)
+    beh = np.zeros((b, t_cap, a_dim), dtype=np.float32)
+    chance = np.full((b, self._max_chance), -1, dtype=np.int64)
+    count = np.zeros(b, dtype=np.int64)
+    final = np.zeros(b, dtype=np.int64)
+    ep, node = self._advance(np.arange(b), np.zeros(b, dtype=np.int64), chance, count, final)
     step = 0
-    while True:
-      node = self._resolve_chance(node, chance, count)
-      rows = torch.nonzero(t._is_decision[node]).squeeze(1)
-      if rows.numel() == 0:
-        break
-      nd = node[rows]
-      legal = torch.index_select(t.legal_mask, 0, nd)
-      info = torch.index_select(t._node_info_ext, 0, nd)
-      batch = StepBatch(info, legal, t.player[nd], rows, step)
+    while ep.size:
+      s = torch.from_numpy(self._infostate[node])
+      legal = torch.index_select(self._legal, 0, s)
+      batch = StepBatch(torch.index_select(self._info, 0, s), legal,
+                        torch.from_numpy(self._player[node]), torch.from_numpy(ep), step, s)
       probs = policy_fn(batch)
-      acts = sample_actions(probs, legal, self.rng.random(rows.numel()))
-      steps.append((rows, nd, acts, probs.detach().to("cpu", torch.float32)))
-      node[rows] = t.children[nd, acts]
+      acts = sample_actions(probs, legal, self.rng.random(ep.size)).numpy()
+      nodes[step, ep] = node
+      action[step, ep] = acts
+      beh[ep, step] = probs.detach().to("cpu", torch.float32).numpy()
+      node = self._children[node, acts]
+      ep, node = self._advance(ep, node, chance, count, final)
       step += 1
-    t_max = max(len(steps), 1)
-    flat = torch.cat([rows * t_max + k for k, (rows, _, _, _) in enumerate(steps)]
-                     ) if steps else torch.zeros(0, dtype=torch.long)
-    nodes = torch.full((b * t_max,), -1, dtype=torch.long)
-    action = torch.full((b * t_max,), -1, dtype=torch.long)
-    beh = torch.zeros(b * t_max, a_dim)
-    if steps:
-      nodes[flat] = torch.cat([x[1] for x in steps])
-      action[flat] = torch.cat([x[2] for x in steps])
-      beh[flat] = torch.cat([x[3] for x in steps])
-    nodes, action, beh = nodes.view(b, t_max), action.view(b, t_max), beh.view(b, t_max, a_dim)
-    valid = nodes >= 0
-    ids = torch.where(valid, nodes, t.num_nodes).view(-1)
-    player = t._player_ext[ids].view(b, t_max)
-    legal = torch.index_select(t._legal_ext, 0, ids).view(b, t_max, a_dim)
-    info = torch.index_select(t._node_info_ext, 0, ids).view(b, t_max, -1)
-    hist = torch.index_select(t._history_ext, 0, ids).view(b, t_max, -1)
+    t_max = max(step, 1)
+    ids = np.ascontiguousarray(nodes[:t_max].T)
+    sid = torch.from_numpy(self._infostate[ids]).view(-1)
+    ids_t = torch.from_numpy(ids)
+    info = torch.index_select(self._info, 0, sid).view(b, t_max, -1)
+    hist = torch.index_select(self._history, 0, ids_t.view(-1)).view(b, t_max, -1)
+    legal = torch.index_select(self._legal, 0, sid).view(b, t_max, a_dim)
+    player = torch.from_numpy(self._player[ids])
+    valid = ids_t != pad
+    node_out = ids_t.masked_fill_(~valid, -1)
+    if t_max < t_cap:
+      beh = np.ascontiguousarray(beh[:, :t_max])
     c_max = max(int(count.max()) if b else 0, 1)
-    ch = torch.full((b, c_max), -1, dtype=torch.long)
-    for rows, pos, out in chance:
-      ch[rows, pos] = out
-    returns = t.returns[node].float()
-    return Trajectories(info, hist, legal, player, action,
-                        beh, valid, valid.sum(1), returns, ch, nodes)
+    return Trajectories(
+        info, hist, legal, player, torch.from_numpy(np.ascontiguousarray(action[:t_max].T)),
+        torch.from_numpy(beh), valid, valid.sum(1), torch.from_numpy(self._returns[final]),
+        torch.from_numpy(np.ascontiguousarray(chance[:, :c_max])), node_out)

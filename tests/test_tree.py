@@ -216,3 +216,15 @@ def test_three_player_nash_conv(game_string):
     assert tree.nash_conv(probs) == pytest.approx(ref, abs=1e-9)
   with pytest.raises(GameError):
     tree.exploitability(tree.uniform_policy())
+
+
+def test_sample_actions_inverse_cdf_edges():
+  from games.sampler import sample_actions
+  probs = torch.tensor([[0.3, 0.7, 0.0], [0.5, 0.0, 0.5], [0.2, 0.3, 0.5], [0.0, 1.0, 0.0]])
+  legal = torch.tensor([[True, True, True], [True, True, True], [True, True, False],
+                        [True, True, True]])
+  top = np.nextafter(1.0, 0.0)
+  assert sample_actions(probs, legal, np.full(4, top)).tolist() == [1, 2, 1, 1]
+  assert sample_actions(probs, legal, np.zeros(4)).tolist() == [0, 0, 0, 1]
+  # Cut points: action k is drawn for u * total in [cdf[k-1], cdf[k]).
+  assert sample_actions(probs[2:3], legal[2:3], np.asarray([0.4])).tolist() == [1]

@@ -349,8 +349,21 @@ class ARMAC:
                            "epoch": torch.full((n,), self.epoch, dtype=torch.long)}, self.gen)
     return {"regret_rows": int(sel.sum()), "actor_rows": n}
 
+  def _decay_lrs(self) -> None:
+    """W and the actor regress on means over all past policies, which move like 1/t late
+    in training; decaying their step size shrinks SGD's jitter around those means."""
+    cfg = self.cfg
+    if cfg.lr_decay == "none":
+      return
+    x = 1.0 + self.epoch / cfg.lr_decay_epochs
+    f = x ** -0.5 if cfg.lr_decay == "sqrt" else 1.0 / x
+    for name, lr in (("regret", cfg.regret_lr), ("actor", cfg.actor_lr)):
+      for group in self.opt[name].param_groups:
+        group["lr"] = max(lr * f, cfg.min_lr)
+
   def run_epoch(self) -> dict:
     """One ARMAC epoch; returns losses and counts."""
+    self._decay_lrs()
     slots = self._draw_slots()
     traj, learner = self._sample(slots)
     self.critic_replay.add(self._pad_time(traj), self.gen)

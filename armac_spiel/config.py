@@ -16,6 +16,7 @@ import yaml
 
 SAMPLERS = ("auto", "pyspiel", "tree")
 WEIGHTINGS = ("uniform", "linear")
+LR_DECAYS = ("none", "sqrt", "linear")
 SCHEDULER_MODES = ("off", "continuous", "discrete")
 
 
@@ -33,6 +34,9 @@ class ARMACConfig:
   critic_lr: float = 1e-3
   regret_lr: float = 1e-3
   actor_lr: float = 1e-3
+  lr_decay: str = "sqrt"             # none | sqrt | linear, for W and the actor
+  lr_decay_epochs: float = 20.0
+  min_lr: float = 1e-5
   # Sampling.
   episodes_per_epoch: int = 1024
   groups_per_epoch: int = 16         # distinct past policies j per epoch (episodes split evenly)
@@ -85,9 +89,9 @@ def validate(c: ARMACConfig) -> None:
     v = getattr(c, name)
     need(isinstance(v, tuple) and len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),
          name, "a non-empty list of positive integers")
-  for name in ("critic_lr", "regret_lr", "actor_lr"):
+  for name in ("critic_lr", "regret_lr", "actor_lr", "lr_decay_epochs", "min_lr"):
     v = getattr(c, name)
-    need(isinstance(v, float) and math.isfinite(v) and v > 0, name, "a positive finite float")
+    need(isinstance(v, float) and math.isfinite(v) and v >= 0, name, "a finite float >= 0")
   for name in ("episodes_per_epoch", "groups_per_epoch", "max_snapshots",
                "critic_replay_episodes", "critic_batch_episodes", "regret_replay",
                "regret_batch", "actor_replay", "actor_batch", "eval_every"):
@@ -102,6 +106,9 @@ def validate(c: ARMACConfig) -> None:
        f"between 1 and groups_per_epoch ({c.groups_per_epoch})")
   need(0.0 <= c.explore_eps <= 1.0, "explore_eps", "in [0, 1]")
   need(0.0 <= c.tb_lambda <= 1.0, "tb_lambda", "in [0, 1]")
+  need(c.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")
+  need(c.lr_decay_epochs > 0, "lr_decay_epochs", "> 0")
+  need(c.min_lr >= 0, "min_lr", ">= 0")
   need(c.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
   need(c.snapshot_weighting in WEIGHTINGS, "snapshot_weighting", f"one of {WEIGHTINGS}")
   need(c.average_weighting in WEIGHTINGS, "average_weighting", f"one of {WEIGHTINGS}")

@@ -1,0 +1,164 @@
+"""ARMAC: smoke runs over games, correctness on Kuhn, checkpoints, resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from open_spiel.python import policy as os_policy
+from open_spiel.python.algorithms import exploitability as os_exploitability
+
+from armac_spiel import config as config_lib
+from armac_spiel import evaluation, policy_io, run_io, trainer
+from armac_spiel.armac import ARMAC, NonFiniteLossError
+from armac_spiel.networks import MLP, SnapshotBank, regret_matching
+
+TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
+            episodes_per_epoch=64, groups_per_epoch=4, current_groups=1, critic_steps=2,
+            regret_steps=2, actor_steps=2, critic_batch_episodes=32, regret_batch=64,
+            actor_batch=64, max_snapshots=4, eval_every=2)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("game, sampler", [("kuhn_poker", "tree"), ("leduc_poker", "tree"),
+                                           ("leduc_poker", "pyspiel"),
+                                           ("liars_dice(numdice=1)", "pyspiel"),
+                                           ("kuhn_poker(players=3)", "tree")])
+def test_smoke_epochs_give_valid_policies(game, sampler):
+  a = ARMAC(game, config_lib.ARMACConfig(**TINY, sampler=sampler), seed=0)
+  for _ in range(3):
+    out = a.run_epoch()
+  assert all(np.isfinite(out[k]) for k in ("critic_loss", "regret_loss", "actor_loss"))
+  for pol in (a.average_policy(), a.current_policy()):
+    assert isinstance(pol, os_policy.Policy)
+    evaluation.validate_table(game, pol.table())
+  state = a.sgame.new_initial_state()
+  while state.is_chance_node():
+    state.apply_action(state.chance_outcomes()[0][0])
+  probs = a.average_policy().action_probabilities(state)
+  assert sorted(probs) == state.legal_actions()
+  assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_regret_matching_is_normalized_relu_and_uniform_when_none_positive():
+  mask = torch.tensor([[True, True, False], [True, True, True]])
+  r = torch.tensor([[3.0, 1.0, 5.0], [-1.0, -2.0, 0.0]])
+  p = regret_matching(r, mask)
+  assert torch.allclose(p, torch.tensor([[0.75, 0.25, 0.0], [1 / 3, 1 / 3, 1 / 3]]))
+
+
+def test_policy_buffer_is_bounded_and_thins_uniformly():
+  net = MLP(3, (4,), 2)
+  bank = SnapshotBank({"w": net}, capacity=8, device="cpu")
+  rng = np.random.default_rng(0)
+  for e in range(500):
+    bank.push({"w": net}, e, rng)
+  assert bank.size == 8 and bank.pushes == 500
+  kept = bank.epoch.numpy()
+  assert len(set(kept)) == 8 and kept.max() > 250  # a spread sample, not the first 8
+  x = torch.randn(2, 5, 3)
+  out = bank.forward("w", torch.tensor([0, 3]), x)
+  assert torch.allclose(out[1], net(x[1]), atol=1e-6)
+
+
+def _train(out_dir, game="kuhn_poker", **kw):
+  cfg = config_lib.ARMACConfig(**{**TINY, **kw})
+  spec = trainer.RunSpec(game, cfg, seed=3, out_dir=str(out_dir), device="cpu", plot=False)
+  return trainer.train(spec)
+
+
+def test_independent_check_policy_json_matches_python_exploitability(tmp_path):
+  rows = _train(tmp_path, max_epochs=6)
+  game_string, probs = policy_io.import_policy(str(tmp_path / "policy.json"))
+  game = evaluation.load_game(game_string).game
+  theirs = os_exploitability.exploitability(
+      game, evaluation.to_openspiel_tabular(game_string, probs))
+  assert abs(rows[-1]["exploitability"] - theirs) < 1e-6
+  for key in ("epoch", "episodes", "train_s", "eval_s", "exploitability", "nash_conv",
+              "exploitability_current", "critic_loss", "regret_loss", "actor_loss",
+              "steps_per_s"):
+    assert key in rows[-1]
+  assert json.loads((tmp_path / "config.json").read_text())["armac"]["max_epochs"] == 6
+  assert "git_commit" in json.loads((tmp_path / "provenance.json").read_text())
+
+
+def test_nan_loss_is_a_named_error():
+  a = ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY), seed=0)
+  a.run_epoch()
+  a.critic_replay.data["returns"][:] = float("nan")
+  with pytest.raises(NonFiniteLossError, match="critic loss is nan"):
+    a.run_epoch()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+  _train(tmp_path, max_epochs=2)
+  ck = tmp_path / "checkpoint.pt"
+  ck.write_bytes(ck.read_bytes()[:100])
+  with pytest.raises(trainer.CheckpointError, match="corrupt"):
+    trainer.train(trainer.RunSpec("kuhn_poker", config_lib.ARMACConfig(**TINY, max_epochs=4),
+                                  3, str(tmp_path), resume=True, plot=False))
+
+
+def test_existing_run_needs_resume(tmp_path):
+  _train(tmp_path, max_epochs=2)
+  with pytest.raises(config_lib.ConfigError, match="--resume"):
+    _train(tmp_path, max_epochs=2)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"explore_eps": 2.0}, "explore_eps"), ({"sampler": "fast"}, "sampler"),
+    ({"critic_hidden": []}, "critic_hidden"), ({"episodes_per_epoch": 65}, "episodes_per_epoch"),
+    ({"regret_lr": -1.0}, "regret_lr"), ({"scheduler_mode": "on"}, "scheduler_mode")])
+def test_config_errors_name_the_field(bad, field):
+  with pytest.raises(config_lib.ConfigError, match=f"'{field}'"):
+    config_lib.from_dict(bad)
+
+
+def test_unknown_config_key_is_named(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match="critic_hiden"):
+    config_lib.from_dict({"critic_hiden": [8]})
+
+
+def _cli(out_dir, *extra):
+  return [sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker", "--seed=5",
+          f"--out_dir={out_dir}", "--device=cpu", *extra]
+
+
+TIMING = ("train_s", "eval_s", "steps_per_s", "episodes_per_s")
+
+
+def _strip(rows):
+  return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_kill_and_resume_keeps_prefix_and_matches_uninterrupted(tmp_path):
+  cfg = tmp_path / "tiny.yaml"
+  cfg.write_text("".join(f"{k}: {list(v) if isinstance(v, tuple) else v}\n"
+                         for k, v in TINY.items()) + "max_epochs: 40\n")
+  run = tmp_path / "run"
+  p = subprocess.Popen(_cli(run, f"--config={cfg}"), cwd=REPO, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+  metrics = run / "metrics.jsonl"
+  deadline = time.time() + 120
+  while time.time() < deadline and len(run_io.read_metrics(str(metrics))) < 5:
+    time.sleep(0.05)
+  p.send_signal(signal.SIGKILL)
+  p.wait()
+  before = metrics.read_text().splitlines()
+  assert 5 <= len(before) < 21, "the run must be killed mid-way"
+  subprocess.run(_cli(run, f"--config={cfg}", "--resume"), cwd=REPO, check=True,
+                 capture_output=True)
+  after = metrics.read_text().splitlines()
+  complete = [l for l in before if l.endswith("}")]
+  assert after[:len(complete)] == complete  # nothing logged is lost or changed
+  epochs = [json.loads(l)["epoch"] for l in after]
+  assert epochs == sorted(set(epochs)) and epochs[-1] == 40  # nor duplicated
+  ref = tmp_path / "ref"
+  subprocess.run(_cli(ref, f"--config={cfg}"), cwd=REPO, check=True, capture_output=True)
+  assert _strip(run_io.read_metrics(str(metrics))) == _strip(
+      run_io.read_metrics(str(ref / "metrics.jsonl")))

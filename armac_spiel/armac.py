@@ -79,7 +79,7 @@ class ARMAC:
   are OpenSpiel policies; `state_dict()` / `load_state_dict()` checkpoint everything."""
 
   def __init__(self, game_string: str, config: ARMACConfig, seed: int, device="cpu",
-               scheduler=None):
+               scheduler=None, recorder=None):
     self.game_string = game_string
     self.sgame = sg = load_game(game_string)
     self.cfg = cfg = config
@@ -110,7 +110,8 @@ class ARMAC:
     self.sampler = make_sampler(game_string, seed, cfg.sampler)
     self.rng = np.random.default_rng([seed, 1])
     self.gen = torch.Generator().manual_seed(seed + 2)
-    self.scheduler = scheduler
+    self.scheduler = scheduler  # see armac_spiel/scheduler_glue.py for the interface
+    self.recorder = recorder    # episode recorder for deterministic replay (or None)
     self.epoch = 0
     self.episodes = 0
     self.last_losses: dict[str, float] = {}
@@ -157,11 +158,35 @@ class ARMAC:
     g, cfg = self.cfg.groups_per_epoch, self.cfg
     slots = torch.full((g,), CURRENT, dtype=torch.long)
     n_past = g - cfg.current_groups
-    # j is uniform over the kept past policies and the current one (index bank.size).
-    pick = self.rng.integers(self.bank.size + 1, size=n_past)
+    # Candidates: the kept past policies and the current one (index bank.size).
+    if cfg.policy_draw == "uniform":
+      pick = self.rng.integers(self.bank.size + 1, size=n_past)
+    else:
+      pick = self._balanced_picks(n_past)
     pick[pick == self.bank.size] = CURRENT
     slots[cfg.current_groups:] = torch.from_numpy(pick)
     return slots
+
+  def _balanced_picks(self, n: int) -> np.ndarray:
+    """Draws j where the replay is furthest below its target share of policy j.
+
+    The regret replay then holds each policy's targets in proportion to its CFR weight,
+    so the importance weights in _regret_sample_weight stay near 1 (an effective sample
+    size ln(t) times larger than with uniform draws). Ties are broken at random.
+    """
+    ep = torch.cat([self.bank.epoch[:self.bank.size], torch.tensor([self.epoch])])
+    self._grow_draws(self.epoch + 1)
+    target = (ep.double() + 1.0) if self.cfg.snapshot_weighting == "linear" else (
+        torch.ones(len(ep), dtype=torch.float64))
+    have = self.draws[ep].clone()
+    total = self.draws.sum() + n
+    picks = np.empty(n, dtype=np.int64)
+    for k in range(n):
+      deficit = target / target.sum() * total - have
+      deficit += torch.from_numpy(self.rng.random(len(ep))) * 1e-6
+      picks[k] = int(deficit.argmax())
+      have[picks[k]] += 1
+    return picks
 
   def _slot_epochs(self, slots: torch.Tensor) -> torch.Tensor:
     return torch.where(slots == CURRENT, torch.tensor(self.epoch),
@@ -185,13 +210,23 @@ class ARMAC:
       pi_j = regret_matching(w, m)[e]
       mask = m[e]
       is_learner = (batch.player == learner[batch.episode]).to(self.device).unsqueeze(1)
-      base = pi_j
+      base, sched = pi_j, {}
       if self.scheduler is not None:
-        base = torch.where(is_learner, self.scheduler.behaviour(self, batch), pi_j)
+        # {"mixed": (R, A), "actor": (R, A), "regret": (R, A), "lambda" | "logits", ...}
+        sched = self.scheduler.behaviour(self, batch)
+        base = torch.where(is_learner, sched["mixed"], pi_j)
       explore = (1 - eps) * base + eps * uniform_policy(mask)
-      return torch.where(is_learner, explore, pi_j)
+      out = torch.where(is_learner, explore, pi_j)
+      if self.recorder is not None:
+        self.recorder.on_step(self, batch, {"regret_policy": pi_j, "behaviour": out,
+                                            "is_learner": is_learner.squeeze(1), **sched})
+      return out
 
+    if self.recorder is not None:
+      self.recorder.before_sample(self, slots, learner)
     traj = self.sampler.sample(policy_fn, b)
+    if self.recorder is not None:
+      self.recorder.after_sample(self, traj, slots, learner)
     return traj, learner
 
   def _pad_time(self, traj: Trajectories) -> dict[str, torch.Tensor]:

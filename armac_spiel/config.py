@@ -45,7 +45,8 @@ class ARMACConfig:
   sampler: str = "auto"
   # Policy buffer (past regret nets and critics).
   max_snapshots: int = 256
-  snapshot_weighting: str = "linear"  # how j is drawn from the buffer
+  snapshot_weighting: str = "linear"  # CFR weight of policy j in W's mean: uniform | linear
+  policy_draw: str = "balanced"       # uniform (ARMAC.md) | balanced (see ARMAC._balanced_picks)
   # Critic: Tree Backup towards the current policy.
   tb_lambda: float = 1.0
   critic_replay_episodes: int = 16384
@@ -109,6 +110,7 @@ def validate(c: ARMACConfig) -> None:
   need(c.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")
   need(c.lr_decay_epochs > 0, "lr_decay_epochs", "> 0")
   need(c.min_lr >= 0, "min_lr", ">= 0")
+  need(c.policy_draw in ("uniform", "balanced"), "policy_draw", "'uniform' or 'balanced'")
   need(c.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
   need(c.snapshot_weighting in WEIGHTINGS, "snapshot_weighting", f"one of {WEIGHTINGS}")
   need(c.average_weighting in WEIGHTINGS, "average_weighting", f"one of {WEIGHTINGS}")

@@ -82,7 +82,7 @@ def evaluate_learner(learner: ARMAC, extra: Callable[[ARMAC], dict] | None = Non
   return out
 
 
-def train(spec: RunSpec, make_scheduler=None, on_epoch=None) -> list[dict]:
+def train(spec: RunSpec, make_scheduler=None, make_recorder=None, on_epoch=None) -> list[dict]:
   """Trains until the budget (train time, evaluation excluded) or config.max_epochs."""
   cfg = spec.config
   if spec.time_budget_s is None and cfg.max_epochs == 0:
@@ -96,7 +96,9 @@ def train(spec: RunSpec, make_scheduler=None, on_epoch=None) -> list[dict]:
     raise ConfigError(f"--out_dir={spec.out_dir} already holds a run (checkpoint.pt); pass "
                       "--resume to continue it or choose a new --out_dir")
   scheduler = make_scheduler(spec) if make_scheduler is not None else None
-  learner = ARMAC(spec.game_string, cfg, spec.seed, device=device, scheduler=scheduler)
+  recorder = make_recorder(spec) if make_recorder is not None else None
+  learner = ARMAC(spec.game_string, cfg, spec.seed, device=device, scheduler=scheduler,
+                  recorder=recorder)
   resolved = {"game": spec.game_string, "seed": spec.seed, "device": device,
               "time_budget_s": spec.time_budget_s, "armac": cfg.to_dict(),
               **spec.extra_config}

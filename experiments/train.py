@@ -34,6 +34,12 @@ flags.DEFINE_enum("scheduler", None, list(config_lib.SCHEDULER_MODES),
                   "Per-state scheduler between actor and regret policies.")
 flags.DEFINE_enum("sampler", None, list(config_lib.SAMPLERS), "Sampler backend.")
 flags.DEFINE_integer("threads", 1, "torch intra-op threads (tiny nets: 1 is fastest).")
+flags.DEFINE_string("record_replay", None, "Record episodes for deterministic replay into "
+                    "this directory (verify: python -m experiments.replay_verify DIR).")
+flags.DEFINE_float("replay_fraction", 1.0, "Fraction of episodes recorded (chosen by a hash "
+                   "of seed and episode index, see armac_spiel/replay.py).")
+flags.DEFINE_integer("replay_episodes_per_file", 1000, "Recorded episodes per replay file.")
+flags.DEFINE_bool("replay_gzip", False, "gzip the replay files.")
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -61,6 +67,16 @@ def build_spec(game_name, seed, out_dir, time_budget_s=None, config_path=None,
                          extra_config=extra), sched
 
 
+def _make_recorder():
+  """`make_recorder` for trainer.train from the --record_replay flags, or None."""
+  if not FLAGS.record_replay:
+    return None
+  from armac_spiel import replay
+  return replay.recorder_factory(replay.RecorderConfig(
+      FLAGS.record_replay, FLAGS.replay_fraction, FLAGS.replay_episodes_per_file,
+      FLAGS.replay_gzip))
+
+
 def main(argv):
   del argv
   torch.set_num_threads(FLAGS.threads)
@@ -80,7 +96,10 @@ def main(argv):
     spec, sched = build_spec(FLAGS.game_name, FLAGS.seed, FLAGS.out_dir, FLAGS.time_budget_s,
                              FLAGS.config, overrides, FLAGS.device, FLAGS.resume)
     from armac_spiel.scheduler_glue import scheduler_factory
-    rows = trainer.train(spec, make_scheduler=scheduler_factory(sched))
+    if FLAGS.scheduler == "off" and sched is not None:
+      sched = sched.with_mode("off")  # an explicit flag beats the YAML's use_scheduler
+    rows = trainer.train(spec, make_scheduler=scheduler_factory(sched),
+                         make_recorder=_make_recorder())
   except (GameError, config_lib.ConfigError, trainer.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

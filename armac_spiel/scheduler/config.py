@@ -3,7 +3,8 @@
 Layout (YAML or dict) as in shared/spec/seed-scheduler-summary.md: top-level `use_scheduler`
 and the sections `scheduler` (with `regularization`), `policy_mixer`, `meta_regret`,
 `state_keying`, `utility_computation`, `deterministic_replay`. `from_dict` rejects unknown
-keys and invalid values with a ValueError naming the dotted key.
+keys and invalid values with a ValueError naming the dotted key. Beyond the seed's keys,
+`state_keying.n_buckets` (4) and `state_keying.bucket_scale` (total) set the level-1 buckets.
 
 Mode (`--scheduler=off|continuous|discrete`): off = not use_scheduler; otherwise
 policy_mixer.discrete selects discrete (lambda bins) or continuous (one lambda in [0, 1]).
@@ -17,6 +18,7 @@ from typing import Any, Mapping
 
 MODES = ("off", "continuous", "discrete")
 UTILITY_TYPES = ("immediate", "advantage_based", "hybrid")
+BUCKET_SCALES = ("total", "reachable")
 BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -69,6 +71,8 @@ class StateKeyingConfig:
   n_clusters: int = 100
   cluster_file: str = "experiments/state_clusters.pkl"
   update_clusters: bool = True
+  n_buckets: int = 4             # level 1: pot and stack buckets (extension of the seed spec)
+  bucket_scale: str = "total"    # level 1: total | reachable (see games.poker_features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +266,9 @@ def validate(c: SchedulerSuiteConfig) -> None:
   _check(sk.level in (0, 1, 2), "state_keying.level", "one of 0|1|2", sk.level)
   _check(sk.n_clusters >= 1, "state_keying.n_clusters", ">= 1", sk.n_clusters)
   _check(bool(sk.cluster_file), "state_keying.cluster_file", "a non-empty path", sk.cluster_file)
+  _check(sk.n_buckets >= 1, "state_keying.n_buckets", ">= 1", sk.n_buckets)
+  _check(sk.bucket_scale in BUCKET_SCALES, "state_keying.bucket_scale",
+         f"one of {'|'.join(BUCKET_SCALES)}", sk.bucket_scale)
   _check(u.utility_type in UTILITY_TYPES, "utility_computation.utility_type",
          f"one of {'|'.join(UTILITY_TYPES)}", u.utility_type)
   _check(0.0 <= u.gamma <= 1.0, "utility_computation.gamma", "in [0, 1]", u.gamma)

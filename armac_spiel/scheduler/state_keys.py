@@ -134,7 +134,9 @@ class StateKeyer:
     return path
 
   def state_dict(self) -> dict:
-    return {"kmeans": None if self.kmeans is None else pickle.dumps(self.kmeans)}
+    return {"kmeans": None if self.kmeans is None else pickle.dumps(self.kmeans),
+            "pending": [p.copy() for p in self._pending]}
 
   def load_state_dict(self, sd: dict) -> None:
     self.kmeans = None if sd.get("kmeans") is None else pickle.loads(sd["kmeans"])
+    self._pending = [p.copy() for p in sd.get("pending", [])]

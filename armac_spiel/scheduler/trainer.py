@@ -32,7 +32,7 @@ class SchedulerTrainer:
 
   def __init__(self, cfg: SchedulerSuiteConfig, input_size: int,
                game_string: str | None = None, device="cpu", mode: str | None = None,
-               n_buckets: int = 4, scale: str = "total"):
+               n_buckets: int | None = None, scale: str | None = None):
     self.cfg = cfg
     self.mode = cfg.mode if mode is None else mode
     if self.mode not in ("continuous", "discrete"):
@@ -45,7 +45,9 @@ class SchedulerTrainer:
     self.utility = UtilityComputer(cfg.utility_computation, self.device)
     self.keyer = None
     if game_string is not None or cfg.state_keying.level == 2:
-      self.keyer = StateKeyer(cfg.state_keying, game_string, n_buckets, scale)
+      sk = cfg.state_keying
+      self.keyer = StateKeyer(sk, game_string, sk.n_buckets if n_buckets is None else n_buckets,
+                              sk.bucket_scale if scale is None else scale)
     self.iteration = 0
     self._last: dict = {}
 

@@ -1,0 +1,202 @@
+"""ARMAC with the scheduler adapter: invariants, metrics, resume, config and CLI."""
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from open_spiel.python import policy as os_policy
+from open_spiel.python.algorithms import exploitability as os_exploitability
+
+from armac_spiel import config as config_lib
+from armac_spiel import trainer
+from armac_spiel.armac import ARMAC
+from armac_spiel.scheduler.config import SchedulerSuiteConfig, from_dict
+from armac_spiel.scheduler_glue import SchedulerAdapter, scheduler_factory
+from games import StepBatch, infostate_table
+from tests.test_armac import REPO, TINY
+
+torch.set_num_threads(1)
+GAME = "kuhn_poker"
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+REQUIRED = ("scheduler.states_tracked", "scheduler.bin_entropy", "scheduler.lambda_mean",
+            "scheduler.evictions", "exploitability_mixed")
+
+
+def _suite(level=1, **sched):
+  return from_dict({"scheduler": {"scheduler_warmup_iters": 1, "scheduler_lr": 1e-2, **sched},
+                    "state_keying": {"level": level, "n_clusters": 4,
+                                     "cluster_file": "/nonexistent/clusters.pkl"}})
+
+
+def _learner(mode, device="cpu", level=1, sampler="tree", seed=0):
+  adapter = SchedulerAdapter(_suite(level), GAME, seed, device, mode)
+  cfg = config_lib.ARMACConfig(**TINY, sampler=sampler)
+  return ARMAC(GAME, cfg, seed=seed, device=device, scheduler=adapter), adapter
+
+
+class Checked(SchedulerAdapter):
+  """Asserts Invariant A on every behaviour call made during sampling."""
+  calls = 0
+
+  def behaviour(self, learner, batch):
+    out = super().behaviour(learner, batch)
+    mixed, mask = out["mixed"], batch.legal_mask.to(out["mixed"].device)
+    r, a = batch.legal_mask.shape
+    assert mixed.shape == (r, a) and mixed.device.type == learner.device.type
+    assert torch.allclose(mixed.sum(-1), torch.ones(r, device=mixed.device), atol=1e-6)
+    assert (mixed[~mask] == 0).all() and (mixed >= 0).all()
+    for k in ("actor", "regret"):
+      assert out[k].shape == (r, a)
+    if self.mode == "discrete":
+      assert out["logits"].shape == (r, 5) and out["lambda_idx"].shape == (r,)
+    else:
+      assert out["lambda"].shape == (r, 1)
+    Checked.calls += 1
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", ["continuous", "discrete"])
+def test_behaviour_is_a_legal_distribution_during_sampling(mode, device):
+  Checked.calls = 0
+  adapter = Checked(_suite(), GAME, 0, device, mode)
+  learner = ARMAC(GAME, config_lib.ARMACConfig(**TINY), seed=0, device=device,
+                  scheduler=adapter)
+  for _ in range(3):
+    learner.run_epoch()
+  assert Checked.calls >= 3 * 2
+  t = infostate_table(GAME)
+  batch = StepBatch(t.tensors, t.legal_mask, t.player, torch.arange(len(t)), 0)
+  out = adapter.behaviour(learner, batch)
+  rm = out["regret"].cpu().double()
+  avg = out["actor"].cpu().double()
+  lam = out["lambda"].cpu().double()
+  assert torch.allclose(out["mixed"].cpu().double(), lam * rm + (1 - lam) * avg, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["continuous", "discrete"])
+def test_metrics_states_and_mixed_policy(mode):
+  learner, adapter = _learner(mode)
+  tracked = []
+  for _ in range(4):
+    learner.run_epoch()
+    m = adapter.metrics(learner)
+    for k in REQUIRED + ("scheduler.lambda_std", "scheduler.lambda_min",
+                         "scheduler.lambda_max", "scheduler.cost_ms_per_epoch"):
+      assert k in m and math.isfinite(m[k]), k
+    assert len(m["scheduler.lambda_hist"]) == 5
+    tracked.append(m["scheduler.states_tracked"])
+  assert tracked[0] > 0 and tracked == sorted(tracked) and tracked[-1] > tracked[0]
+  pol = adapter.mixed_policy(learner)
+  assert isinstance(pol, os_policy.Policy)
+  exact = os_exploitability.exploitability(learner.sgame.game, pol)
+  assert m["exploitability_mixed"] == pytest.approx(exact, abs=1e-6)
+  mixed, _ = adapter.mixed_table(learner)
+  assert torch.allclose(pol.table(), mixed.cpu().double())
+
+
+def _state_bytes(learner):
+  buf = io.BytesIO()
+  torch.save(learner.state_dict(), buf)
+  buf.seek(0)
+  return buf
+
+
+@pytest.mark.parametrize("mode, level, sampler", [("discrete", 1, "tree"),
+                                                   ("discrete", 2, "pyspiel"),
+                                                   ("continuous", 0, "tree")])
+def test_state_dict_round_trip_reproduces_next_epoch(mode, level, sampler):
+  a, ad_a = _learner(mode, level=level, sampler=sampler)
+  for _ in range(3):
+    a.run_epoch()
+  saved = _state_bytes(a)
+  out_a = a.run_epoch()
+  b, ad_b = _learner(mode, level=level, sampler=sampler)
+  b.load_state_dict(torch.load(saved, weights_only=False))
+  out_b = b.run_epoch()
+  assert out_a == out_b
+  assert torch.equal(ad_a.mixed_table(a)[0], ad_b.mixed_table(b)[0])
+  assert torch.equal(a.average_policy().table(), b.average_policy().table())
+  ma, mb = ad_a.trainer.manager, ad_b.trainer.manager
+  assert torch.equal(ma.regrets, mb.regrets) and ma.keys() == mb.keys()
+  assert torch.equal(ad_a.gen.get_state(), ad_b.gen.get_state())
+  for p, q in zip(ad_a.trainer.net.parameters(), ad_b.trainer.net.parameters()):
+    assert torch.equal(p, q)
+
+
+def _write_yaml(path, text):
+  path.write_text(text)
+  return str(path)
+
+
+SEED_YAML = """
+episodes_per_epoch: 64
+groups_per_epoch: 4
+current_groups: 1
+use_scheduler: true
+scheduler:
+  hidden: [16]
+  k_bins: [0.0, 0.25, 0.5, 0.75, 1.0]
+  scheduler_lr: 1e-3
+  scheduler_warmup_iters: 2
+  regularization:
+    beta_l2: 1e-4
+    beta_ent: 1e-3
+policy_mixer:
+  discrete: false
+  lambda_bins: [0.0, 0.25, 0.5, 0.75, 1.0]
+meta_regret:
+  K: 5
+  {mr_key}: 10000
+state_keying:
+  level: 0
+utility_computation:
+  utility_type: hybrid
+deterministic_replay:
+  tolerance: 1e-6
+"""
+
+
+def test_yaml_loads_and_unknown_key_is_named(tmp_path):
+  from experiments.train import build_spec
+  good = _write_yaml(tmp_path / "good.yaml", SEED_YAML.format(mr_key="max_states"))
+  spec, suite = build_spec(GAME, 0, str(tmp_path / "run"), config_path=good)
+  assert suite.mode == "continuous" and suite.meta_regret.max_states == 10000
+  assert spec.extra_config["scheduler_suite"]["scheduler"]["hidden"] == [16]
+  # Config mode off + YAML use_scheduler: the YAML's mode runs; a flag mode wins.
+  assert scheduler_factory(suite)(spec).mode == "continuous"
+  spec2, _ = build_spec(GAME, 0, str(tmp_path / "r2"), config_path=good,
+                        overrides={"scheduler_mode": "discrete"})
+  assert scheduler_factory(suite)(spec2).mode == "discrete"
+  assert scheduler_factory(suite.with_mode("off"))(spec) is None
+  assert scheduler_factory(None)(spec) is None
+  assert scheduler_factory(None)(spec2).suite == SchedulerSuiteConfig().with_mode("discrete")
+  bad = _write_yaml(tmp_path / "bad.yaml", SEED_YAML.format(mr_key="max_state"))
+  with pytest.raises(config_lib.ConfigError, match=r"meta_regret\.max_state"):
+    build_spec(GAME, 0, str(tmp_path / "run"), config_path=bad)
+
+
+def test_cli_writes_scheduler_metrics(tmp_path):
+  out = tmp_path / "run"
+  env = {**os.environ, "PYTHONPATH": REPO}
+  small = _write_yaml(tmp_path / "small.yaml", "".join(
+      f"{k}: {list(v) if isinstance(v, tuple) else v}\n" for k, v in TINY.items()))
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",
+       "--scheduler=discrete", "--max_epochs=4", "--eval_every=2", "--device=cpu",
+       f"--config={small}", f"--out_dir={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+  assert [x["epoch"] for x in lines] == [0, 2, 4]
+  for line in lines:
+    for k in REQUIRED:
+      assert k in line and math.isfinite(line[k]), k
+  assert lines[-1]["scheduler.states_tracked"] > 0
+  cfg = json.loads((out / "config.json").read_text())
+  assert cfg["scheduler_mode"] == "discrete"
+  assert cfg["scheduler_suite"]["policy_mixer"]["discrete"] is True

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from typing import Callable
 
@@ -26,6 +27,7 @@ from absl import logging
 from armac_spiel import plotting, policy_io, run_io
 from armac_spiel.armac import ARMAC
 from armac_spiel.atomic import atomic_torch_save, atomic_write_text
+from armac_spiel import config as config_lib
 from armac_spiel.config import ARMACConfig, ConfigError
 
 CHECKPOINT = "checkpoint.pt"
@@ -182,6 +184,34 @@ def finish(spec: RunSpec, learner: ARMAC) -> None:
   if spec.plot:
     plotting.plot_run(spec.out_dir, spec.game_string)
   atomic_write_text(os.path.join(spec.out_dir, "DONE"), "")
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "experiments", "configs")
+
+
+def default_config_path(game_name: str) -> str | None:
+  path = os.path.join(CONFIG_DIR, re.sub(r"\(.*", "", game_name) + ".yaml")
+  return path if os.path.exists(path) else None
+
+
+def build_spec(game_name, seed, out_dir, time_budget_s=None, config_path=None,
+               overrides=None, device="auto", resume=False):
+  """Resolves dataclass defaults < YAML < overrides into a RunSpec (shared with sweeps)."""
+  from games import load_game
+  load_game(game_name)
+  path = config_path or default_config_path(game_name)
+  raw = config_lib.load_yaml(path) if path else {}
+  from armac_spiel.scheduler_glue import split_config
+  armac_keys, sched = split_config(raw, where=path or "config")
+  cfg = config_lib.from_dict(armac_keys, where=path or "config")
+  cfg = config_lib.from_dict(overrides or {}, base=cfg, where="flags")
+  extra = {"config_file": path}
+  if sched is not None:
+    extra["scheduler_suite"] = sched.to_dict()
+  return RunSpec(game_string=game_name, config=cfg, seed=seed, out_dir=out_dir,
+                 time_budget_s=time_budget_s, device=device, resume=resume,
+                 extra_config=extra), sched
 
 
 def _fmt(x) -> str:

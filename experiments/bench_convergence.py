@@ -21,7 +21,8 @@ flags.DEFINE_string("out_dir", "results/convergence", "Output directory.")
 flags.DEFINE_float("kuhn_s", 60.0, "Training seconds on kuhn_poker.")
 flags.DEFINE_float("leduc_s", 600.0, "Training seconds on leduc_poker.")
 flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1.")
-flags.DEFINE_list("algos", ["armac", "deep_cfr", "nfsp"], "Algorithms.")
+flags.DEFINE_list("algos", ["armac", "deep_cfr", "nfsp", "armac_pyspiel"],
+                  "Algorithms; armac_pyspiel = ARMAC on the pyspiel sampler (Leduc only).")
 flags.DEFINE_list("games", ["kuhn_poker", "leduc_poker"], "Games.")
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
 
@@ -37,17 +38,23 @@ def run_one(task):
   torch.set_num_threads(1)
   if os.path.exists(os.path.join(out, "DONE")):
     return task
-  if algo == "armac":
+  if algo.startswith("armac"):
     from armac_spiel import trainer
-    from experiments.train import build_spec
-    spec, _ = build_spec(game, seed, out, time_budget_s=budget, device="cpu",
-                         resume=os.path.exists(os.path.join(out, "checkpoint.pt")))
+    # armac_pyspiel: the same learner on the pyspiel lockstep sampler (before issue 7).
+    over = {"sampler": "pyspiel"} if algo == "armac_pyspiel" else {}
+    spec, _ = trainer.build_spec(game, seed, out, time_budget_s=budget, overrides=over,
+                                 device="cpu",
+                                 resume=os.path.exists(os.path.join(out, "checkpoint.pt")))
     trainer.train(spec)
   else:
     from armac_spiel.baselines import run_baseline
     every = EVAL_EVERY_S[algo] * (budget / 600.0 if game == "kuhn_poker" else 1.0)
     run_baseline(algo, game, seed, out, time_budget_s=budget, eval_every_s=every)
   return task
+
+
+def algos_for(game, algos):
+  return [a for a in algos if not (a == "armac_pyspiel" and game == "kuhn_poker")]
 
 
 def value_at(rows, t):
@@ -64,7 +71,7 @@ def summarise(out_dir, games, algos, seeds, budgets):
   res = {"runs": {}, "table": {}}
   for game in games:
     ckpts = [c for c in (10, 30, 60, 120, 300, 600) if c <= budgets[game]]
-    for algo in algos:
+    for algo in algos_for(game, algos):
       curves = []
       for s in range(seeds):
         rows = read_metrics(os.path.join(out_dir, game, algo, f"seed_{s}", "metrics.jsonl"))
@@ -87,7 +94,7 @@ def plot(res, out_dir, games, algos, seeds):
   from armac_spiel.plotting import cfr_plus_curve
   fig, axes = plt.subplots(1, len(games), figsize=(6 * len(games), 4.3), squeeze=False)
   for ax, game in zip(axes[0], games):
-    for algo in algos:
+    for algo in algos_for(game, algos):
       curves = [res["runs"][f"{game}/{algo}/{s}"] for s in range(seeds)]
       t_max = min(max(t for t, _, _ in cv) for cv in curves)
       grid = np.geomspace(1.0, max(t_max, 1.01), 60)
@@ -116,7 +123,7 @@ def table_md(res, games, algos, budgets):
               f"{TARGETS.get(game)} at {budgets[game]:.0f} s)", "",
               "| algo | " + " | ".join(f"{c} s" for c in ckpts) + " |",
               "|---|" + "---|" * len(ckpts)]
-    for algo in algos:
+    for algo in algos_for(game, algos):
       cells = []
       for c in ckpts:
         m = res["table"][f"{game}/{algo}/{c}"]["mean"]
@@ -130,7 +137,8 @@ def main(argv):
   del argv
   budgets = {"kuhn_poker": FLAGS.kuhn_s, "leduc_poker": FLAGS.leduc_s}
   tasks = [(g, a, s, budgets[g], os.path.join(FLAGS.out_dir, g, a, f"seed_{s}"))
-           for g in FLAGS.games for s in range(FLAGS.seeds) for a in FLAGS.algos]
+           for g in FLAGS.games for s in range(FLAGS.seeds) for a in FLAGS.algos
+           if not (a == "armac_pyspiel" and g == "kuhn_poker")]
   t0 = time.time()
   with mp.get_context("spawn").Pool(FLAGS.parallel, maxtasksperchild=1) as pool:
     for task in pool.imap_unordered(run_one, tasks):

@@ -13,7 +13,6 @@ import torch
 from absl import app, flags, logging
 
 from armac_spiel import evaluation, trainer
-from experiments.train import build_spec
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string.")
@@ -36,7 +35,7 @@ def main(argv):
     shutil.rmtree(out)
   if os.path.exists(os.path.join(out, "DONE")):
     shutil.rmtree(out)  # a finished default run: start a fresh one
-  spec, _ = build_spec(FLAGS.game_name, FLAGS.seed, out, FLAGS.time_budget_s, device="auto",
+  spec, _ = trainer.build_spec(FLAGS.game_name, FLAGS.seed, out, FLAGS.time_budget_s, device="auto",
                        resume=os.path.exists(os.path.join(out, "checkpoint.pt")))
   logging.info("training ARMAC on %s for %.0f s into %s", FLAGS.game_name,
                FLAGS.time_budget_s, out)

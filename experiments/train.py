@@ -41,30 +41,7 @@ flags.DEFINE_float("replay_fraction", 1.0, "Fraction of episodes recorded (chose
 flags.DEFINE_integer("replay_episodes_per_file", 1000, "Recorded episodes per replay file.")
 flags.DEFINE_bool("replay_gzip", False, "gzip the replay files.")
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-
-
-def default_config_path(game_name: str) -> str | None:
-  path = os.path.join(CONFIG_DIR, re.sub(r"\(.*", "", game_name) + ".yaml")
-  return path if os.path.exists(path) else None
-
-
-def build_spec(game_name, seed, out_dir, time_budget_s=None, config_path=None,
-               overrides=None, device="auto", resume=False):
-  """Resolves dataclass defaults < YAML < overrides into a RunSpec (shared with sweeps)."""
-  load_game(game_name)
-  path = config_path or default_config_path(game_name)
-  raw = config_lib.load_yaml(path) if path else {}
-  from armac_spiel.scheduler_glue import split_config
-  armac_keys, sched = split_config(raw, where=path or "config")
-  cfg = config_lib.from_dict(armac_keys, where=path or "config")
-  cfg = config_lib.from_dict(overrides or {}, base=cfg, where="flags")
-  extra = {"config_file": path}
-  if sched is not None:
-    extra["scheduler_suite"] = sched.to_dict()
-  return trainer.RunSpec(game_string=game_name, config=cfg, seed=seed, out_dir=out_dir,
-                         time_budget_s=time_budget_s, device=device, resume=resume,
-                         extra_config=extra), sched
+from armac_spiel.trainer import build_spec, default_config_path  # noqa: E402,F401
 
 
 def _make_recorder():

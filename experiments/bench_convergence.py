@@ -21,7 +21,7 @@ flags.DEFINE_string("out_dir", "results/convergence", "Output directory.")
 flags.DEFINE_float("kuhn_s", 60.0, "Training seconds on kuhn_poker.")
 flags.DEFINE_float("leduc_s", 600.0, "Training seconds on leduc_poker.")
 flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1.")
-flags.DEFINE_list("algos", ["armac", "deep_cfr", "nfsp", "armac_pyspiel"],
+flags.DEFINE_list("algos", ["armac", "deep_cfr", "nfsp"],
                   "Algorithms; armac_pyspiel = ARMAC on the pyspiel sampler (Leduc only).")
 flags.DEFINE_list("games", ["kuhn_poker", "leduc_poker"], "Games.")
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
@@ -29,7 +29,7 @@ flags.DEFINE_integer("parallel", 2, "Runs at a time.")
 TARGETS = {"kuhn_poker": 0.005, "leduc_poker": 0.15}
 # Baselines evaluate on a wall-clock cadence; Deep CFR's evaluation trains its strategy
 # network from scratch (as OpenSpiel's solve() does), so it is evaluated more sparsely.
-EVAL_EVERY_S = {"deep_cfr": 30.0, "nfsp": 5.0}
+EVAL_EVERY_S = {"deep_cfr": 150.0, "nfsp": 10.0}
 
 
 def run_one(task):
@@ -48,7 +48,7 @@ def run_one(task):
     trainer.train(spec)
   else:
     from armac_spiel.baselines import run_baseline
-    every = EVAL_EVERY_S[algo] * (budget / 600.0 if game == "kuhn_poker" else 1.0)
+    every = EVAL_EVERY_S[algo] * budget / 600.0
     run_baseline(algo, game, seed, out, time_budget_s=budget, eval_every_s=every)
   return task
 

@@ -17,6 +17,7 @@ Learners see only `Sampler.sample`, so a backend is swapped without touching the
 from __future__ import annotations
 
 import abc
+import bisect
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -94,7 +95,42 @@ def sample_actions(probs: torch.Tensor, legal: torch.Tensor, u: np.ndarray) -> t
 
 
 class LockstepSampler(Sampler):
-  """Steps B pyspiel states in lockstep, one batched policy call per decision step."""
+  """Steps B pyspiel states in lockstep, one batched policy call per decision step.
+
+  What a node needs (each player's information-state tensor, the legal mask, the acting
+  player, chance outcomes and their cumulative probabilities) is cached by the history
+  string, so a node revisited in later episodes costs one dictionary look-up instead of
+  N+1 pyspiel calls and their list conversions. The cache is capped at `cache_size` nodes.
+  """
+
+  def __init__(self, sgame: SpielGame, seed: int, cache_size: int = 1_000_000):
+    super().__init__(sgame, seed)
+    self.cache_size = cache_size
+    self._cache: dict = {}
+    # Uniforms drawn per step in one call: enough for this many chance nodes per game.
+    self._max_chain = 2
+
+  def _node(self, state):
+    key = state.history_str()
+    hit = self._cache.get(key)
+    if hit is not None:
+      return hit
+    if state.is_chance_node():
+      outcomes, probs = zip(*state.chance_outcomes())
+      cdf = np.cumsum(probs)
+      hit = (0, outcomes, (cdf / cdf[-1]).tolist())
+    elif state.is_terminal():
+      hit = (2, None, None)
+    else:
+      sg = self.sgame
+      enc = np.asarray([state.information_state_tensor(p) for p in range(sg.num_players)],
+                       dtype=np.float32).reshape(-1)
+      mask = np.zeros(sg.num_actions, dtype=bool)
+      mask[state.legal_actions()] = True
+      hit = (1, state.current_player(), (enc, mask))
+    if len(self._cache) < self.cache_size:
+      self._cache[key] = hit
+    return hit
 
   def sample(self, policy_fn: PolicyFn, batch_size: int) -> Trajectories:
     sg = self.sgame
@@ -105,63 +141,71 @@ class LockstepSampler(Sampler):
     active = list(range(batch_size))
     t = 0
     while True:
-      active = [i for i in active if not self._resolve_chance(states[i], chance[i])]
+      nodes, still = [], []
+      self._u = iter(self.rng.random(len(active) * self._max_chain).tolist())
+      for i in active:
+        node = self._resolve_chance(states[i], chance[i])
+        if node is not None:
+          nodes.append(node)
+          still.append(i)
+      active = still
       if not active:
         break
-      act_states = [states[i] for i in active]
-      players = np.fromiter((s.current_player() for s in act_states), np.int64, len(active))
-      # Each player's tensor once per state: the acting player's is one slice of the history.
-      per_player = np.asarray(
-          [[s.information_state_tensor(p) for p in range(n)] for s in act_states],
-          dtype=np.float32)  # (R, N, D)
-      rows = np.arange(len(active))
-      info = torch.from_numpy(per_player[rows, players])
-      hist = torch.from_numpy(per_player.reshape(len(active), n * d))
-      mask = sg.legal_masks(act_states)
+      r = len(active)
+      players = np.fromiter((nd[1] for nd in nodes), np.int64, r)
+      hist_np = np.stack([nd[2][0] for nd in nodes])  # (R, N*D)
+      mask = torch.from_numpy(np.stack([nd[2][1] for nd in nodes]))
+      hist = torch.from_numpy(hist_np)
+      info = torch.from_numpy(
+          hist_np.reshape(r, n, d)[np.arange(r), players])  # acting player's slice
       batch = StepBatch(info, mask, torch.from_numpy(players),
                         torch.tensor(active, dtype=torch.long), t)
       probs = policy_fn(batch)
-      acts = sample_actions(probs, mask, self.rng.random(len(active))).numpy()
-      for s, a in zip(act_states, acts):
-        s.apply_action(int(a))
+      acts = sample_actions(probs, mask, self.rng.random(r)).numpy()
+      for i, a in zip(active, acts.tolist()):
+        states[i].apply_action(a)
       steps.append((np.asarray(active), info, hist, mask, players, acts,
                     probs.detach().to("cpu", torch.float32)))
       t += 1
     returns = torch.tensor(np.asarray([s.returns() for s in states], dtype=np.float32))
     return _pad(steps, batch_size, n, a_dim, d, returns, chance)
 
-  def _resolve_chance(self, state, log) -> bool:
-    """Samples chance nodes until a decision; returns True when the game has ended."""
-    while state.is_chance_node():
-      outcomes, probs = zip(*state.chance_outcomes())
-      p = np.asarray(probs)
-      k = int(np.searchsorted(np.cumsum(p), self.rng.random() * p.sum(), side="right"))
-      k = min(k, len(outcomes) - 1)
+  def _resolve_chance(self, state, log):
+    """Samples chance nodes until a decision; returns its cached node, None at the end."""
+    node = self._node(state)
+    while node[0] == 0:
+      outcomes, cdf = node[1], node[2]
+      u = next(self._u, None)
+      if u is None:  # more consecutive chance nodes than budgeted: draw one more
+        u = float(self.rng.random())
+      k = min(bisect.bisect_right(cdf, u), len(outcomes) - 1)
       state.apply_action(outcomes[k])
       log.append(outcomes[k])
-    return state.is_terminal()
+      node = self._node(state)
+    return node if node[0] == 1 else None
 
 
 def _pad(steps, batch_size, n, a_dim, d, returns, chance) -> Trajectories:
   t_max = max(len(steps), 1)
-  info = torch.zeros(batch_size, t_max, d)
-  hist = torch.zeros(batch_size, t_max, n * d)
-  mask = torch.zeros(batch_size, t_max, a_dim, dtype=torch.bool)
-  player = torch.full((batch_size, t_max), -1, dtype=torch.long)
-  action = torch.full((batch_size, t_max), -1, dtype=torch.long)
-  beh = torch.zeros(batch_size, t_max, a_dim)
+  info = np.zeros((batch_size, t_max, d), dtype=np.float32)
+  hist = np.zeros((batch_size, t_max, n * d), dtype=np.float32)
+  mask = np.zeros((batch_size, t_max, a_dim), dtype=bool)
+  player = np.full((batch_size, t_max), -1, dtype=np.int64)
+  action = np.full((batch_size, t_max), -1, dtype=np.int64)
+  beh = np.zeros((batch_size, t_max, a_dim), dtype=np.float32)
   for t, (idx, i_t, h_t, m_t, p_t, a_t, pr_t) in enumerate(steps):
-    ix = torch.from_numpy(idx)
-    info[ix, t] = i_t
-    hist[ix, t] = h_t
-    mask[ix, t] = m_t
-    player[ix, t] = torch.from_numpy(p_t)
-    action[ix, t] = torch.from_numpy(a_t)
-    beh[ix, t] = pr_t
-  valid = player >= 0
+    info[idx, t] = i_t.numpy()
+    hist[idx, t] = h_t.numpy()
+    mask[idx, t] = m_t.numpy()
+    player[idx, t] = p_t
+    action[idx, t] = a_t
+    beh[idx, t] = pr_t.numpy()
   c_max = max((len(c) for c in chance), default=0)
-  ch = torch.full((batch_size, max(c_max, 1)), -1, dtype=torch.long)
+  ch = np.full((batch_size, max(c_max, 1)), -1, dtype=np.int64)
   for i, c in enumerate(chance):
-    if c:
-      ch[i, :len(c)] = torch.tensor(c)
-  return Trajectories(info, hist, mask, player, action, beh, valid, valid.sum(1), returns, ch)
+    ch[i, :len(c)] = c
+  player_t = torch.from_numpy(player)
+  valid = player_t >= 0
+  return Trajectories(torch.from_numpy(info), torch.from_numpy(hist), torch.from_numpy(mask),
+                      player_t, torch.from_numpy(action), torch.from_numpy(beh), valid,
+                      valid.sum(1), returns, torch.from_numpy(ch))

@@ -23,6 +23,7 @@ import torch
 from open_spiel.python import policy as os_policy
 
 from games import infostate_table, load_game
+from games.infostates import one_state_per_infostate
 
 BatchedPolicyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PolicyLike = Union[torch.Tensor, BatchedPolicyFn, os_policy.Policy, pyspiel.Policy]
@@ -37,30 +38,13 @@ def uniform_table(game_string: str) -> torch.Tensor:
   return mask / mask.sum(1, keepdim=True)
 
 
-def _states_by_key(game_string: str) -> dict:
-  """One pyspiel state per information state (needed only for per-state Policy objects)."""
-  table = infostate_table(game_string)
-  out = {}
-  stack = [load_game(game_string).new_initial_state()]
-  while stack and len(out) < len(table):
-    s = stack.pop()
-    if s.is_terminal():
-      continue
-    if s.is_chance_node():
-      stack.extend(s.child(a) for a, _ in s.chance_outcomes())
-      continue
-    out.setdefault(s.information_state_string(), s)
-    stack.extend(s.child(a) for a in s.legal_actions())
-  return out
-
-
 def tabularise(game_string: str, pol: PolicyLike, device=None) -> torch.Tensor:
   """(S, A) float64 table of `pol` over every information state, validated."""
   table = infostate_table(game_string)
   if isinstance(pol, torch.Tensor):
     probs = pol.detach().to("cpu", torch.float64)
   elif isinstance(pol, (os_policy.Policy, pyspiel.Policy)):
-    states = _states_by_key(game_string)
+    states = one_state_per_infostate(game_string)
     probs = torch.zeros(len(table), table.legal_mask.shape[1], dtype=torch.float64)
     for i, key in enumerate(table.keys):
       for a, p in pol.action_probabilities(states[key]).items():

@@ -37,6 +37,28 @@ class InfoStateTable:
     return {k: i for i, k in enumerate(self.keys)}
 
 
+def decision_states(game_string: str):
+  """Every decision state of the game, depth first (a generator; pyspiel walk)."""
+  stack = [load_game(game_string).new_initial_state()]
+  while stack:
+    state = stack.pop()
+    if state.is_terminal():
+      continue
+    if state.is_chance_node():
+      stack.extend(state.child(a) for a, _ in state.chance_outcomes())
+      continue
+    yield state
+    stack.extend(state.child(a) for a in state.legal_actions())
+
+
+def one_state_per_infostate(game_string: str) -> dict:
+  """{information_state_string: a pyspiel state in it} (for per-state Policy objects)."""
+  out = {}
+  for s in decision_states(game_string):
+    out.setdefault(s.information_state_string(), s)
+  return out
+
+
 def _walk(sgame: SpielGame, max_histories: int) -> InfoStateTable:
   keys, rows, masks, players = [], [], [], []
   seen = set()

@@ -7,6 +7,7 @@ import torch
 
 import games
 from games import GameError, LockstepSampler, infostate_table, load_game
+from games.infostates import decision_states
 
 ACCEPTED = ["kuhn_poker", "leduc_poker", "leduc_poker(players=3)", "liars_dice(numdice=1)",
             "universal_poker(betting=limit,numPlayers=2,numRounds=2,numSuits=2,numRanks=3,"
@@ -36,17 +37,7 @@ def test_bad_games_raise_named_errors(bad, reason):
 
 
 def _all_decision_states(game_string):
-  stack, out = [load_game(game_string).new_initial_state()], []
-  while stack:
-    s = stack.pop()
-    if s.is_terminal():
-      continue
-    if s.is_chance_node():
-      stack.extend(s.child(a) for a, _ in s.chance_outcomes())
-      continue
-    out.append(s)
-    stack.extend(s.child(a) for a in s.legal_actions())
-  return out
+  return list(decision_states(game_string))
 
 
 @pytest.mark.parametrize("game_string", ["kuhn_poker", "leduc_poker"])

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import games
+from games.infostates import one_state_per_infostate
 from games.poker_features import (features_from_infostate_strings, poker_features,
                                   poker_spec)
 
@@ -89,16 +90,7 @@ def test_universal_hand_checked():
 def test_leduc_strings_route_equals_states_route_and_buckets_in_range():
   table = games.infostate_table("leduc_poker")
   sg = games.load_game("leduc_poker")
-  states, seen, stack = {}, set(), [sg.new_initial_state()]
-  while stack:
-    s = stack.pop()
-    if s.is_terminal():
-      continue
-    if s.is_chance_node():
-      stack.extend(s.child(a) for a, _ in s.chance_outcomes())
-      continue
-    states.setdefault(s.information_state_string(), s)
-    stack.extend(s.child(a) for a in s.legal_actions())
+  states = one_state_per_infostate("leduc_poker")
   assert len(states) == len(table) == 936
   by_state = poker_features(sg, [states[k] for k in table.keys], n_buckets=5)
   by_key = features_from_infostate_strings("leduc_poker", table.keys, n_buckets=5)

@@ -25,7 +25,7 @@ flags.DEFINE_string("out", "bench_sampling.json", "Output JSON path.")
 flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string.")
 flags.DEFINE_float("seconds", 5.0, "Measurement time per contender.")
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds.")
-flags.DEFINE_integer("lockstep_batch", 256, "Episodes per lockstep batch.")
+flags.DEFINE_integer("lockstep_batch", 2048, "Episodes per lockstep batch (the learner uses 2048).")
 flags.DEFINE_integer("tree_batch", 16384, "Episodes per tree-sampler batch.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 

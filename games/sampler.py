@@ -98,54 +98,82 @@ class LockstepSampler(Sampler):
   """Steps B pyspiel states in lockstep, one batched policy call per decision step.
 
   What a node needs (each player's information-state tensor, the legal mask, the acting
-  player, chance outcomes and their cumulative probabilities) is cached by the history
-  string, so a node revisited in later episodes costs one dictionary look-up instead of
-  N+1 pyspiel calls and their list conversions. The cache is capped at `cache_size` nodes.
+  player, chance outcomes and their cumulative probabilities) is memoised per node, and
+  nodes are numbered as they are first reached: a transition seen before costs one
+  dictionary look-up on (node id, action) instead of N+1 pyspiel calls and their list
+  conversions. At most `cache_size` nodes are memoised; past that, nodes are recomputed.
   """
 
   def __init__(self, sgame: SpielGame, seed: int, cache_size: int = 1_000_000):
     super().__init__(sgame, seed)
     self.cache_size = cache_size
-    self._cache: dict = {}
+    self._nodes: list = []          # node id -> (kind, player | outcomes, payload)
+    self._children: dict = {}       # (node id, action) -> node id
+    self._stride = max(sgame.num_actions, sgame.game.max_chance_outcomes()) + 1
     # Uniforms drawn per step in one call: enough for this many chance nodes per game.
     self._max_chain = 2
 
-  def _node(self, state):
-    key = state.history_str()
-    hit = self._cache.get(key)
-    if hit is not None:
-      return hit
+  def _node_of(self, state) -> tuple:
     if state.is_chance_node():
       outcomes, probs = zip(*state.chance_outcomes())
       cdf = np.cumsum(probs)
-      hit = (0, outcomes, (cdf / cdf[-1]).tolist())
-    elif state.is_terminal():
-      hit = (2, None, None)
-    else:
-      sg = self.sgame
-      enc = np.asarray([state.information_state_tensor(p) for p in range(sg.num_players)],
-                       dtype=np.float32).reshape(-1)
-      mask = np.zeros(sg.num_actions, dtype=bool)
-      mask[state.legal_actions()] = True
-      hit = (1, state.current_player(), (enc, mask))
-    if len(self._cache) < self.cache_size:
-      self._cache[key] = hit
-    return hit
+      return (0, outcomes, (cdf / cdf[-1]).tolist())
+    if state.is_terminal():
+      return (2, None, None)
+    sg = self.sgame
+    enc = np.asarray([state.information_state_tensor(p) for p in range(sg.num_players)],
+                     dtype=np.float32).reshape(-1)
+    mask = np.zeros(sg.num_actions, dtype=bool)
+    mask[state.legal_actions()] = True
+    return (1, state.current_player(), (enc, mask))
+
+  def _memo(self, state) -> int:
+    """Id of a new memoised node for `state`, or -1 once the cache is full."""
+    if len(self._nodes) >= self.cache_size:
+      return -1
+    self._nodes.append(self._node_of(state))
+    return len(self._nodes) - 1
+
+  def _step(self, nid: int, action: int, state) -> tuple[int, tuple]:
+    """Applies `action` to `state`; returns the (id, record) of the node reached."""
+    state.apply_action(action)
+    if nid >= 0:
+      key = nid * self._stride + action
+      child = self._children.get(key)
+      if child is None:
+        child = self._memo(state)
+        if child >= 0:
+          self._children[key] = child
+      if child >= 0:
+        return child, self._nodes[child]
+    return -1, self._node_of(state)
 
   def sample(self, policy_fn: PolicyFn, batch_size: int) -> Trajectories:
     sg = self.sgame
     n, a_dim, d = sg.num_players, sg.num_actions, sg.info_state_size
     states = [sg.new_initial_state() for _ in range(batch_size)]
+    if not self._nodes:
+      self._memo(sg.new_initial_state())
+    nid = [0] * batch_size
+    cur = [self._nodes[0]] * batch_size
     chance = [[] for _ in range(batch_size)]
     steps = []  # per step: (episode idx array, info, history, mask, player, action, probs)
     active = list(range(batch_size))
     t = 0
     while True:
+      u = iter(self.rng.random(len(active) * self._max_chain).tolist())
       nodes, still = [], []
-      self._u = iter(self.rng.random(len(active) * self._max_chain).tolist())
       for i in active:
-        node = self._resolve_chance(states[i], chance[i])
-        if node is not None:
+        node = cur[i]
+        while node[0] == 0:  # chance: inverse-CDF draw from the memoised cumulative sums
+          outcomes, cdf = node[1], node[2]
+          x = next(u, None)
+          x = float(self.rng.random()) if x is None else x
+          k = min(bisect.bisect_right(cdf, x), len(outcomes) - 1)
+          chance[i].append(outcomes[k])
+          nid[i], node = self._step(nid[i], outcomes[k], states[i])
+          cur[i] = node
+        if node[0] == 1:
           nodes.append(node)
           still.append(i)
       active = still
@@ -163,26 +191,12 @@ class LockstepSampler(Sampler):
       probs = policy_fn(batch)
       acts = sample_actions(probs, mask, self.rng.random(r)).numpy()
       for i, a in zip(active, acts.tolist()):
-        states[i].apply_action(a)
+        nid[i], cur[i] = self._step(nid[i], a, states[i])
       steps.append((np.asarray(active), info, hist, mask, players, acts,
                     probs.detach().to("cpu", torch.float32)))
       t += 1
     returns = torch.tensor(np.asarray([s.returns() for s in states], dtype=np.float32))
     return _pad(steps, batch_size, n, a_dim, d, returns, chance)
-
-  def _resolve_chance(self, state, log):
-    """Samples chance nodes until a decision; returns its cached node, None at the end."""
-    node = self._node(state)
-    while node[0] == 0:
-      outcomes, cdf = node[1], node[2]
-      u = next(self._u, None)
-      if u is None:  # more consecutive chance nodes than budgeted: draw one more
-        u = float(self.rng.random())
-      k = min(bisect.bisect_right(cdf, u), len(outcomes) - 1)
-      state.apply_action(outcomes[k])
-      log.append(outcomes[k])
-      node = self._node(state)
-    return node if node[0] == 1 else None
 
 
 def _pad(steps, batch_size, n, a_dim, d, returns, chance) -> Trajectories:

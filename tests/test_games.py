@@ -148,3 +148,15 @@ def test_make_sampler_rejects_unknown_backend():
   with pytest.raises(ValueError, match="sampler must be one of"):
     games.make_sampler("kuhn_poker", 0, "fast")
   assert isinstance(games.make_sampler("kuhn_poker", 0, "pyspiel"), LockstepSampler)
+
+
+def test_lockstep_node_cache_limit_changes_nothing():
+  """Past the memo limit nodes are recomputed from pyspiel: same episodes either way."""
+  sg = load_game("leduc_poker")
+  a = LockstepSampler(sg, seed=11).sample(uniform_policy, 128)
+  small = LockstepSampler(sg, seed=11, cache_size=7)
+  b = small.sample(uniform_policy, 128)
+  assert len(small._nodes) == 7
+  for x, y in zip(a, b):
+    if x is not None:
+      assert torch.equal(x, y)

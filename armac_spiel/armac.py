@@ -2,9 +2,12 @@
 
 Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMAC.md):
 
-1. Episodes are split into G groups; group g's opponent plays a past policy
-   pi^j = RM(W^j) drawn from a bounded buffer of past (W^j, q^j) (or the current policy),
-   the learning player i (alternating by episode) plays mu = (1-eps) pi^j + eps uniform
+1. Episodes are split into G groups. The first `current_groups` groups play the current
+   policy pi^t (their opponent states feed the mean policy); in each other group the
+   opponent plays a policy pi^j = RM(W^j) from the bounded buffer of past (W^j, q^j) or the
+   current one, drawn uniformly (`policy_draw=uniform`, as in the paper) or where the
+   regret replay is furthest below policy j's CFR weight (`balanced`, the default).
+   The learning player i (alternating by episode) plays mu = (1-eps) pi^j + eps uniform
    (or the scheduler's mixed policy in place of pi^j).
 2. The history critic q(h, .) is trained with Tree-Backup targets towards the current
    policy pi^t = RM(W^t) for both players:
@@ -13,8 +16,11 @@ Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMA
    The trained critic is q^t; (W^t, q^t) joins the buffer.
 3. At the learner's states of group j, the regret target over all legal actions is
      r^j(s, a) = q^j_i(h, a) - sum_b pi^j(b|s) q^j_i(h, b).
-   W regresses on these targets (mean over past j), so pi^{t+1} = RM(W^{t+1}) where
-   RM = NormalizedReLU (uniform where no regret is positive).
+   W regresses on these targets over a reservoir of all past epochs, each policy j counted
+   with its CFR weight (uniform, or linear as in LCFR) whatever its number of draws, so W
+   predicts the weighted mean past regret and pi^{t+1} = RM(W^{t+1}), RM = NormalizedReLU
+   (uniform where no regret is positive). Targets are scaled by sqrt(t+1): mean regrets
+   shrink like 1/sqrt(t), SGD's jitter does not, and RM ignores the scale.
 4. The mean-policy network (actor) is trained with cross-entropy towards pi^t(s) at the
    opponent's states of groups that played the current policy.
 

@@ -103,8 +103,8 @@ def validate(c: ARMACConfig) -> None:
     need(isinstance(v, int) and v >= 0, name, "an integer >= 0")
   need(c.episodes_per_epoch % c.groups_per_epoch == 0, "episodes_per_epoch",
        f"a multiple of groups_per_epoch ({c.groups_per_epoch})")
-  need(1 <= c.current_groups <= c.groups_per_epoch, "current_groups",
-       f"between 1 and groups_per_epoch ({c.groups_per_epoch})")
+  need(1 <= c.current_groups < c.groups_per_epoch, "current_groups",
+       f">= 1 and below groups_per_epoch ({c.groups_per_epoch}): the other groups feed W")
   need(0.0 <= c.explore_eps <= 1.0, "explore_eps", "in [0, 1]")
   need(0.0 <= c.tb_lambda <= 1.0, "tb_lambda", "in [0, 1]")
   need(c.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")

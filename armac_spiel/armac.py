@@ -269,39 +269,46 @@ class ARMAC:
                                f"{name}_lr or check the inputs")
     return v
 
-  def _train_critic(self) -> float:
-    cfg = self.cfg
+  def _fit(self, name: str, buffer: TensorBuffer, steps: int, batch: int, loss_fn) -> float:
+    """`steps` Adam steps of network `name` on minibatches of `buffer`; mean loss."""
     losses = []
-    for _ in range(cfg.critic_steps):
-      d = {k: v.to(self.device) for k, v in
-           self.critic_replay.sample(cfg.critic_batch_episodes, self.gen).items()}
-      valid = d["valid"]
-      ret = d["returns"][:, :self.heads]  # player 0's value in 2p zero-sum
-      out = self.critic(d["history"]).unflatten(-1, (self.heads, -1))  # (E, T, H, A)
-      a_idx = d["action"][..., None, None].expand(*d["action"].shape, self.heads, 1)
-      q_a = out.gather(-1, a_idx).squeeze(-1)  # (E, T, H)
-      with torch.no_grad():
-        pi = self._rm(d["info"], d["mask"])  # current policy, (E, T, A)
-        q = out.detach()
-        v = (q * pi.unsqueeze(2)).sum(-1)  # (E, T, H)
-        c = pi.gather(-1, d["action"].unsqueeze(-1))  # (E, T, 1)
-        target = torch.zeros_like(q_a)
-        g_next = ret
-        for t in range(self.t_max - 1, -1, -1):
-          if t + 1 < self.t_max:
-            boot = v[:, t + 1] + cfg.tb_lambda * c[:, t + 1] * (g_next - q_a[:, t + 1].detach())
-            g_t = torch.where(valid[:, t + 1, None], boot, ret)
-          else:
-            g_t = ret
-          target[:, t] = g_t
-          g_next = g_t
-      err = ((q_a - target) ** 2).mean(-1)
-      loss = (err * valid).sum() / valid.sum().clamp_min(1)
-      self.opt["critic"].zero_grad(set_to_none=True)
+    for _ in range(steps):
+      d = {k: v.to(self.device) for k, v in buffer.sample(batch, self.gen).items()}
+      loss = loss_fn(d)
+      self.opt[name].zero_grad(set_to_none=True)
       loss.backward()
-      self.opt["critic"].step()
-      losses.append(self._check("critic", loss))
+      self.opt[name].step()
+      losses.append(self._check(name, loss))
     return float(np.mean(losses)) if losses else float("nan")
+
+  def _train_critic(self) -> float:
+    return self._fit("critic", self.critic_replay, self.cfg.critic_steps,
+                     self.cfg.critic_batch_episodes, self._critic_loss)
+
+  def _critic_loss(self, d: dict) -> torch.Tensor:
+    """Tree-Backup regression of q(h_t, a_t) towards the current policy's return."""
+    valid = d["valid"]
+    ret = d["returns"][:, :self.heads]  # player 0's value in 2p zero-sum
+    out = self.critic(d["history"]).unflatten(-1, (self.heads, -1))  # (E, T, H, A)
+    a_idx = d["action"][..., None, None].expand(*d["action"].shape, self.heads, 1)
+    q_a = out.gather(-1, a_idx).squeeze(-1)  # (E, T, H)
+    with torch.no_grad():
+      pi = self._rm(d["info"], d["mask"])  # current policy, (E, T, A)
+      v = (out.detach() * pi.unsqueeze(2)).sum(-1)  # (E, T, H)
+      c = pi.gather(-1, d["action"].unsqueeze(-1))  # (E, T, 1)
+      target = torch.zeros_like(q_a)
+      g_next = ret
+      for t in range(self.t_max - 1, -1, -1):
+        if t + 1 < self.t_max:
+          boot = v[:, t + 1] + self.cfg.tb_lambda * c[:, t + 1] * (
+              g_next - q_a[:, t + 1].detach())
+          g_t = torch.where(valid[:, t + 1, None], boot, ret)
+        else:
+          g_t = ret
+        target[:, t] = g_t
+        g_next = g_t
+    err = ((q_a - target) ** 2).mean(-1)
+    return (err * valid).sum() / valid.sum().clamp_min(1)
 
   def _grow_draws(self, n: int) -> None:
     if len(self.draws) < n:
@@ -318,40 +325,29 @@ class ARMAC:
     return (target / self.draws[j].clamp_min(1.0)).float()
 
   def _train_regret(self) -> float:
-    cfg = self.cfg
-    losses = []
-    for _ in range(cfg.regret_steps):
-      d = {k: v.to(self.device) for k, v in
-           self.regret_replay.sample(cfg.regret_batch, self.gen).items()}
-      w = d["weight"] * self._regret_sample_weight(d["j"].cpu()).to(self.device)
-      # Mean regrets shrink like 1/sqrt(t) while SGD's output jitter does not; regressing
-      # on sqrt(t)-scaled targets keeps their ratio fixed. RM is invariant to the scale.
-      scale = float(np.sqrt(self.epoch + 1.0)) if cfg.regret_scale_sqrt_t else 1.0
-      err = ((self.regret(d["info"]) - scale * d["target"]) ** 2 * d["mask"]).sum(-1)
-      loss = (err * w).sum() / w.sum()
-      self.opt["regret"].zero_grad(set_to_none=True)
-      loss.backward()
-      self.opt["regret"].step()
-      losses.append(self._check("regret", loss))
-    return float(np.mean(losses)) if losses else float("nan")
+    return self._fit("regret", self.regret_replay, self.cfg.regret_steps,
+                     self.cfg.regret_batch, self._regret_loss)
+
+  def _regret_loss(self, d: dict) -> torch.Tensor:
+    w = d["weight"] * self._regret_sample_weight(d["j"].cpu()).to(self.device)
+    # Mean regrets shrink like 1/sqrt(t) while SGD's output jitter does not; regressing
+    # on sqrt(t)-scaled targets keeps their ratio fixed. RM is invariant to the scale.
+    scale = float(np.sqrt(self.epoch + 1.0)) if self.cfg.regret_scale_sqrt_t else 1.0
+    err = ((self.regret(d["info"]) - scale * d["target"]) ** 2 * d["mask"]).sum(-1)
+    return (err * w).sum() / w.sum()
 
   def _train_actor(self) -> float:
-    cfg = self.cfg
-    losses = []
-    for _ in range(cfg.actor_steps):
-      d = {k: v.to(self.device) for k, v in
-           self.actor_replay.sample(cfg.actor_batch, self.gen).items()}
-      w = d["weight"]
-      if cfg.average_weighting == "linear":
-        w = w * (d["epoch"].double() + 1.0).to(w.dtype)
-      logp = masked_log_softmax(self.actor(d["info"]), d["mask"])
-      ce = -(d["probs"] * logp.masked_fill(~d["mask"], 0.0)).sum(-1)
-      loss = (ce * w).sum() / w.sum()
-      self.opt["actor"].zero_grad(set_to_none=True)
-      loss.backward()
-      self.opt["actor"].step()
-      losses.append(self._check("actor", loss))
-    return float(np.mean(losses)) if losses else float("nan")
+    return self._fit("actor", self.actor_replay, self.cfg.actor_steps,
+                     self.cfg.actor_batch, self._actor_loss)
+
+  def _actor_loss(self, d: dict) -> torch.Tensor:
+    """Cross-entropy towards pi^t, weighted by epoch (linear averaging) when configured."""
+    w = d["weight"]
+    if self.cfg.average_weighting == "linear":
+      w = w * (d["epoch"].double() + 1.0).to(w.dtype)
+    logp = masked_log_softmax(self.actor(d["info"]), d["mask"])
+    ce = -(d["probs"] * logp.masked_fill(~d["mask"], 0.0)).sum(-1)
+    return (ce * w).sum() / w.sum()
 
   @torch.no_grad()
   def _targets(self, traj: Trajectories, learner: torch.Tensor, slots: torch.Tensor):

@@ -149,14 +149,3 @@ def cfr_plus_table(game_string: str, iterations: int) -> torch.Tensor:
   for _ in range(iterations):
     solver.evaluate_and_update_policy()
   return tabularise(game_string, solver.average_policy())
-
-
-def exploitability_fast(game_string: str, pol: PolicyLike) -> float:
-  """Exploitability by the fastest exact route: the compiled tree when the game fits
-  (agrees with pyspiel to 1e-9, see tests/test_tree.py), else pyspiel's C++ evaluator."""
-  from games import tree
-  probs = tabularise(game_string, pol)
-  if tree.tree_fits(game_string):
-    load_game(game_string).require_two_player_zero_sum("exploitability")
-    return float(tree.compile_tree(game_string).exploitability(probs))
-  return exploitability(game_string, probs)

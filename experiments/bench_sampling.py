@@ -4,8 +4,11 @@
 
 Keys: `plain_pyspiel_eps` (a plain pyspiel loop, uniform random actions), `lockstep_eps`
 (LockstepSampler with a small MLP policy in the loop), and, where the compiled tree backend
-exists, `tree_eps` (TreeSampler with the same MLP) and `eval_s_leduc` (exact evaluation of the
-MLP policy on Leduc, tabularisation included). The contenders alternate in rounds; rates are
+exists, `tree_eps` (TreeSampler with the same MLP as a `TablePolicy`: the network runs once per
+batch on all 936 information states and every step is a table look-up; encodings are gathered
+when read, not here), `tree_rowwise_eps` (TreeSampler calling the MLP on every decision row, as
+a learner whose policy differs per episode does) and `eval_s_leduc` (exact evaluation of the MLP
+policy on Leduc, tabularisation included). The contenders alternate in rounds; rates are
 medians over rounds and ratios against plain pyspiel medians of the per-round ratios.
 """
 
@@ -45,6 +48,7 @@ def mlp_policy(sgame):
   def policy(batch):
     return masked_softmax(net(batch.info_state), batch.legal_mask)
 
+  @torch.inference_mode()
   def table_fn(x, mask):
     return masked_softmax(net(x), mask)
 
@@ -101,7 +105,9 @@ def main(argv):
   has_tree = tree is not None and tree.tree_fits(FLAGS.game_name)
   if has_tree:
     ts = tree.TreeSampler(sg, FLAGS.seed)
-    fns["tree"] = lambda: ts.sample(policy, FLAGS.tree_batch).batch_size
+    table_policy = games.TablePolicy(table_fn)
+    fns["tree"] = lambda: ts.sample(table_policy, FLAGS.tree_batch).batch_size
+    fns["tree_rowwise"] = lambda: ts.sample(policy, FLAGS.tree_batch).batch_size
   per_round = rates(fns, FLAGS.seconds, FLAGS.rounds)
   plain = np.asarray(per_round["plain_pyspiel"])
   for k, r in per_round.items():

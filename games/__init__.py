@@ -2,8 +2,8 @@
 
 from games.spiel import GameError, GameSizes, SpielGame, load_game
 from games.infostates import InfoStateTable, infostate_table
-from games.sampler import (LockstepSampler, PolicyFn, Sampler, StepBatch, Trajectories,
-                           sample_actions)
+from games.sampler import (LockstepSampler, PolicyFn, Sampler, StepBatch, TablePolicy,
+                           Trajectories, sample_actions)
 
 SAMPLER_BACKENDS = ("auto", "pyspiel", "tree")
 

@@ -40,19 +40,47 @@ class StepBatch(NamedTuple):
 PolicyFn = Callable[[StepBatch], torch.Tensor]
 
 
-class Trajectories(NamedTuple):
-  """B episodes padded to T decision steps. Padded entries have valid=False."""
-  info_state: torch.Tensor     # (B, T, D) float32
-  history: torch.Tensor        # (B, T, N*D) float32, all players' info-state tensors
-  legal_mask: torch.Tensor     # (B, T, A) bool
-  player: torch.Tensor         # (B, T) long, -1 on padding
-  action: torch.Tensor         # (B, T) long, -1 on padding
-  behaviour: torch.Tensor      # (B, T, A) float32, the probabilities the action was drawn from
-  valid: torch.Tensor          # (B, T) bool
-  length: torch.Tensor         # (B,) long, decision steps per episode
-  returns: torch.Tensor        # (B, N) float32, terminal returns
-  chance: torch.Tensor         # (B, C) long, chance outcomes in order, -1 padded
-  node: torch.Tensor | None = None  # (B, T) long node ids (tree backend only)
+class TablePolicy:
+  """A policy that depends on the information state only: `fn(info (S, D), legal (S, A))`
+  returns (S, A) probabilities. It is also a PolicyFn (called on a step's rows), so every
+  backend accepts it; a backend that enumerates the information states (the compiled tree)
+  calls `fn` once per batch on all of them and plays every step by table look-ups."""
+
+  def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    self.fn = fn
+
+  def __call__(self, batch: StepBatch) -> torch.Tensor:
+    return self.fn(batch.info_state, batch.legal_mask)
+
+
+_TRAJ_FIELDS = ("info_state", "history", "legal_mask", "player", "action", "behaviour",
+                "valid", "length", "returns", "chance", "node")
+
+
+class Trajectories:
+  """B episodes padded to T decision steps. Padded entries have valid=False.
+
+  Fields (tensors):
+    info_state (B, T, D) float32; history (B, T, N*D) float32, all players' info-state
+    tensors; legal_mask (B, T, A) bool; player (B, T) long, -1 on padding; action (B, T)
+    long, -1 on padding; behaviour (B, T, A) float32, the probabilities each action was drawn
+    from; valid (B, T) bool; length (B,) decision steps; returns (B, N) float32; chance (B, C)
+    long outcomes in order, -1 padded; node (B, T) long node ids (tree backend) or None.
+
+  A field may be given as a zero-argument callable: it is gathered on first access and kept
+  (the tree backend gathers encodings from its tables only when a consumer reads them).
+  """
+
+  __slots__ = tuple("_" + f for f in _TRAJ_FIELDS)
+
+  def __init__(self, info_state, history, legal_mask, player, action, behaviour, valid,
+               length, returns, chance, node=None):
+    for f, v in zip(_TRAJ_FIELDS, (info_state, history, legal_mask, player, action,
+                                   behaviour, valid, length, returns, chance, node)):
+      object.__setattr__(self, "_" + f, v)
+
+  def __iter__(self):
+    return (getattr(self, f) for f in _TRAJ_FIELDS)
 
   @property
   def batch_size(self) -> int:
@@ -60,6 +88,20 @@ class Trajectories(NamedTuple):
 
   def to(self, device) -> "Trajectories":
     return Trajectories(*[None if x is None else x.to(device) for x in self])
+
+
+def _lazy_field(name: str):
+  def get(self):
+    v = object.__getattribute__(self, "_" + name)
+    if callable(v) and not isinstance(v, torch.Tensor):
+      v = v()
+      object.__setattr__(self, "_" + name, v)
+    return v
+  return property(get)
+
+
+for _f in _TRAJ_FIELDS:
+  setattr(Trajectories, _f, _lazy_field(_f))
 
 
 class Sampler(abc.ABC):

@@ -23,7 +23,8 @@ import pyspiel
 import torch
 
 from games.infostates import infostate_table
-from games.sampler import PolicyFn, Sampler, StepBatch, Trajectories, sample_actions
+from games.sampler import (PolicyFn, Sampler, StepBatch, TablePolicy, Trajectories,
+                           sample_actions)
 from games.spiel import GameError, SpielGame, load_game
 
 # Node counts: kuhn_poker 58, leduc_poker 9457, liars_dice(numdice=1) 294883,
@@ -481,8 +482,19 @@ class TreeSampler(Sampler):
     self.tree = compile_tree(sgame.game_string, max_nodes)
     t = self.tree
     m, s = t.num_nodes, t.num_infostates
-    self._paths = _chance_paths(t)
+    self._paths = cp = _chance_paths(t)
+    # Guide table (Chen & Asau) over segment + u: bin j = floor(key * K) starts the search at
+    # the first path whose cumulative sum exceeds j / K; `_guide_steps` increments finish it.
+    # K is a power of two, so j / K and key * K are exact and the result equals searchsorted.
+    n_seg = len(cp.last)
+    widest = int(np.diff(np.concatenate([[-1], cp.last])).max()) if n_seg else 1
+    self._guide_k = 1 << int(np.ceil(np.log2(4 * widest)))
+    points = np.arange(n_seg * self._guide_k + 1) / self._guide_k
+    self._guide = np.searchsorted(cp.cum, points, side="right")
+    self._guide_steps = int(np.diff(self._guide).max()) if n_seg else 0
+    self._cum_ext = np.append(cp.cum, np.inf)
     self._children = t.children.numpy()
+    self._children_flat = self._children.reshape(-1)
     self._terminal = np.append(t.kind.numpy() == TERMINAL, False)
     # Index m (numpy: -1) is the padding node; infostate s is the padding (zero) row.
     self._infostate = np.append(np.where(t.infostate.numpy() >= 0, t.infostate.numpy(), s), s)
@@ -504,15 +516,24 @@ class TreeSampler(Sampler):
     self._max_steps = max(int(dec.max()), 1)
     self._max_chance = max(int(cha.max()), 1)
 
-  def _advance(self, ep, node, chance, count, final):
-    """Resolves chance runs in place, logs terminals in `final`; returns the rows that decide."""
+  def _path_rows(self, seg: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Path rows drawn in segments `seg` by uniforms `u`: searchsorted(cum, seg + u, 'right')
+    clamped to the segment's last row, looked up through the guide table."""
+    key = seg + u
+    k = self._guide[(key * self._guide_k).astype(np.int64)]
+    for _ in range(self._guide_steps):
+      k += self._cum_ext[k] <= key
+    return np.minimum(k, self._paths.last[seg], out=k)
+
+  def _advance(self, ep, node, chance, count, final, length, steps):
+    """Resolves chance runs in place, logs terminals (node in `final`, decision steps taken in
+    `length`); returns the rows that decide."""
     cp = self._paths
     seg = cp.segment[node]
     rows = np.flatnonzero(seg >= 0)
     if rows.size:
       sg = seg[rows]
-      k = np.searchsorted(cp.cum, sg + self.rng.random(rows.size), side="right")
-      np.minimum(k, cp.last[sg], out=k)
+      k = self._path_rows(sg, self.rng.random(rows.size))
       e = ep[rows]
       n = cp.length[k]
       pos = count[e]
@@ -526,49 +547,89 @@ class TreeSampler(Sampler):
       node[rows] = cp.target[k]
     term = self._terminal[node]
     if term.any():
-      final[ep[term]] = node[term]
-      keep = ~term
-      return ep[keep], node[keep]
+      idx = np.flatnonzero(term)
+      done = ep[idx]
+      final[done] = node[idx]
+      length[done] = steps
+      idx = np.flatnonzero(~term)
+      return ep[idx], node[idx]
     return ep, node
 
+  def _table(self, policy: TablePolicy):
+    """The policy over every information state (one call), as float32 probabilities with a
+    zero padding row, and per node [cdf (A), total, nextafter(total, 0)] in float64, laid
+    out as `sample_actions` builds them: both paths draw the same actions from the same
+    uniforms."""
+    s_n, a_dim = self.tree.num_infostates, self.tree.num_actions
+    with torch.no_grad():
+      probs = policy.fn(self._info[:s_n], self._legal[:s_n]).detach().to("cpu")
+    p = probs.to(torch.float64).clamp_min(0.0).mul_(self._legal[:s_n])
+    tab = np.zeros((s_n + 1, a_dim + 2))
+    tab[:s_n, :a_dim] = torch.cumsum(p, 1).numpy()
+    tab[:, a_dim] = tab[:, a_dim - 1]
+    tab[:, a_dim + 1] = np.nextafter(tab[:, a_dim], 0.0)
+    beh = torch.cat([probs.to(torch.float32), torch.zeros(1, a_dim)])
+    return beh, tab[self._infostate]
+
   def sample(self, policy_fn: PolicyFn, batch_size: int) -> Trajectories:
+    """Plays `batch_size` episodes. A `TablePolicy` is evaluated once on every information
+    state and each step is a table look-up; any other PolicyFn is called once per step."""
     t = self.tree
     b, a_dim, t_cap, pad = batch_size, t.num_actions, self._max_steps, t.num_nodes
+    tabular = isinstance(policy_fn, TablePolicy)
+    if tabular:
+      beh_table, node_tab = self._table(policy_fn)
+    else:
+      beh = np.zeros((b, t_cap, a_dim), dtype=np.float32)
     nodes = np.full((t_cap, b), pad, dtype=np.int64)  # time-major: one row write per step
     action = np.full((t_cap, b), -1, dtype=np.int64)
-    beh = np.zeros((b, t_cap, a_dim), dtype=np.float32)
     chance = np.full((b, self._max_chance), -1, dtype=np.int64)
     count = np.zeros(b, dtype=np.int64)
     final = np.zeros(b, dtype=np.int64)
-    ep, node = self._advance(np.arange(b), np.zeros(b, dtype=np.int64), chance, count, final)
+    length = np.zeros(b, dtype=np.int64)
+    ep, node = self._advance(np.arange(b), np.zeros(b, dtype=np.int64), chance, count, final,
+                             length, 0)
     step = 0
     while ep.size:
-      s = torch.from_numpy(self._infostate[node])
-      legal = torch.index_select(self._legal, 0, s)
-      batch = StepBatch(torch.index_select(self._info, 0, s), legal,
-                        torch.from_numpy(self._player[node]), torch.from_numpy(ep), step, s)
-      probs = policy_fn(batch)
-      acts = sample_actions(probs, legal, self.rng.random(ep.size)).numpy()
+      if tabular:
+        c = node_tab[node]
+        key = np.minimum(self.rng.random(ep.size) * c[:, a_dim], c[:, a_dim + 1])
+        acts = (c[:, 0] <= key).astype(np.int64)  # = count of cdf entries <= key, clamped
+        for k in range(1, a_dim - 1):
+          acts += c[:, k] <= key
+      else:
+        s = torch.from_numpy(self._infostate[node])
+        legal = torch.index_select(self._legal, 0, s)
+        batch = StepBatch(torch.index_select(self._info, 0, s), legal,
+                          torch.from_numpy(self._player[node]), torch.from_numpy(ep), step, s)
+        probs = policy_fn(batch)
+        acts = sample_actions(probs, legal, self.rng.random(ep.size)).numpy()
+        beh[ep, step] = probs.detach().to("cpu", torch.float32).numpy()
       nodes[step, ep] = node
       action[step, ep] = acts
-      beh[ep, step] = probs.detach().to("cpu", torch.float32).numpy()
-      node = self._children[node, acts]
-      ep, node = self._advance(ep, node, chance, count, final)
+      node = self._children_flat[node * self._children.shape[1] + acts]
       step += 1
+      ep, node = self._advance(ep, node, chance, count, final, length, step)
     t_max = max(step, 1)
     ids = np.ascontiguousarray(nodes[:t_max].T)
-    sid = torch.from_numpy(self._infostate[ids]).view(-1)
     ids_t = torch.from_numpy(ids)
-    info = torch.index_select(self._info, 0, sid).view(b, t_max, -1)
-    hist = torch.index_select(self._history, 0, ids_t.view(-1)).view(b, t_max, -1)
-    legal = torch.index_select(self._legal, 0, sid).view(b, t_max, a_dim)
-    player = torch.from_numpy(self._player[ids])
-    valid = ids_t != pad
-    node_out = ids_t.masked_fill_(~valid, -1)
-    if t_max < t_cap:
-      beh = np.ascontiguousarray(beh[:, :t_max])
+    valid = ids != pad
+    sid = functools.cache(lambda: torch.from_numpy(self._infostate[ids]).view(-1))
+    if tabular:
+      behaviour = lambda: torch.index_select(beh_table, 0, sid()).view(b, t_max, a_dim)
+    else:
+      behaviour = torch.from_numpy(np.ascontiguousarray(beh[:, :t_max]) if t_max < t_cap
+                                   else beh)
+    # Encodings (and the other per-step fields) are gathered from the tree's tables when
+    # first read.
+    info = lambda: torch.index_select(self._info, 0, sid()).view(b, t_max, -1)
+    hist = lambda: torch.index_select(self._history, 0, ids_t.view(-1)).view(b, t_max, -1)
+    legal = lambda: torch.index_select(self._legal, 0, sid()).view(b, t_max, a_dim)
+    player = lambda: torch.from_numpy(self._player[ids])
     c_max = max(int(count.max()) if b else 0, 1)
     return Trajectories(
         info, hist, legal, player, torch.from_numpy(np.ascontiguousarray(action[:t_max].T)),
-        torch.from_numpy(beh), valid, valid.sum(1), torch.from_numpy(self._returns[final]),
-        torch.from_numpy(np.ascontiguousarray(chance[:, :c_max])), node_out)
+        behaviour, torch.from_numpy(valid), torch.from_numpy(length),
+        torch.from_numpy(self._returns[final]),
+        torch.from_numpy(np.ascontiguousarray(chance[:, :c_max])),
+        lambda: torch.from_numpy(np.where(valid, ids, -1)))

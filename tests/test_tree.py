@@ -6,7 +6,8 @@ import pytest
 import scipy.stats
 import torch
 
-from games import GameError, LockstepSampler, load_game, make_sampler
+from games import (GameError, LockstepSampler, StepBatch, TablePolicy, Trajectories, load_game,
+                   make_sampler)
 from games.tree import CHANCE, DECISION, TERMINAL, TreeSampler, compile_tree, tree_fits
 
 SMALL = ["kuhn_poker", "leduc_poker"]
@@ -228,3 +229,44 @@ def test_sample_actions_inverse_cdf_edges():
   assert sample_actions(probs, legal, np.zeros(4)).tolist() == [0, 0, 0, 1]
   # Cut points: action k is drawn for u * total in [cdf[k-1], cdf[k]).
   assert sample_actions(probs[2:3], legal[2:3], np.asarray([0.4])).tolist() == [1]
+
+
+@pytest.mark.parametrize("game_string", SMALL + ["liars_dice(numdice=1)"])
+def test_table_policy_path_draws_the_same_episodes(game_string):
+  """A TablePolicy (one call on every information state, then table look-ups) plays exactly
+  the episodes the per-step path plays with the same seed and the same policy."""
+  sgame = load_game(game_string)
+  d, a = sgame.info_state_size, sgame.num_actions
+  rowwise = _mlp_policy(d, a, seed=4)
+  table = TablePolicy(lambda x, m: rowwise(StepBatch(x, m, None, None, 0)))
+  x = TreeSampler(sgame, 11).sample(rowwise, 3000)
+  y = TreeSampler(sgame, 11).sample(table, 3000)
+  for name in ("info_state", "history", "legal_mask", "player", "action", "valid", "length",
+               "returns", "chance", "node"):
+    assert torch.equal(getattr(x, name), getattr(y, name)), name
+  torch.testing.assert_close(x.behaviour, y.behaviour, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("game_string", SMALL)
+def test_guide_table_equals_searchsorted(game_string):
+  ts = TreeSampler(load_game(game_string), 0)
+  cp = ts._paths
+  rng = np.random.default_rng(5)
+  seg = rng.integers(len(cp.last), size=100_000)
+  u = rng.random(100_000)
+  u[:4] = [0.0, np.nextafter(1.0, 0.0), 0.5, 0.25]  # bin edges and the top of [0, 1)
+  want = np.minimum(np.searchsorted(cp.cum, seg + u, side="right"), cp.last[seg])
+  assert np.array_equal(ts._path_rows(seg, u), want)
+
+
+def test_lazy_trajectory_fields_are_gathered_once():
+  calls = []
+
+  def info():
+    calls.append(1)
+    return torch.ones(2, 1, 3)
+
+  z = torch.zeros(2, 1, dtype=torch.long)
+  traj = Trajectories(info, info, z, z, z, z, z.bool(), z[:, 0], z.float(), z)
+  assert traj.info_state.shape == (2, 1, 3) and traj.info_state is traj.info_state
+  assert len(calls) == 1

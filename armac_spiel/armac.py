@@ -51,6 +51,41 @@ class NonFiniteLossError(FloatingPointError):
   """A training loss became NaN or infinite; the message names the loss and epoch."""
 
 
+def unique_forward(net: torch.nn.Module, x: torch.Tensor, ids: torch.Tensor | None):
+  """net(x) for rows x (..., D), run once per distinct id and gathered back.
+
+  Rows with equal ids must have equal x (ids are compiled-tree node or information-state
+  ids). Autograd flows through the gather, so any loss of the result and its gradient are
+  those of net(x); only the cost changes (a Kuhn minibatch of 4096 rows has at most 12
+  distinct information states). Without ids this is net(x).
+  """
+  if ids is None:
+    return net(x)
+  flat = ids.reshape(-1)
+  uniq, inv = torch.unique(flat, return_inverse=True)
+  rep = torch.empty(len(uniq), dtype=torch.long, device=flat.device)
+  rep.scatter_(0, inv, torch.arange(len(flat), device=flat.device))  # one row per id
+  out = net(x.reshape(len(flat), -1)[rep])
+  return out[inv].reshape(*ids.shape, out.shape[-1])
+
+
+def learner_ids(cfg: ARMACConfig, slot_epochs: torch.Tensor, n_players: int) -> torch.Tensor:
+  """(B,) learning player of each episode of an epoch, given each group's policy epoch.
+
+  Episodes alternate by batch index (i mod N). With `alternating_updates`, as in CFR with
+  alternating updates, the groups that replay policy j estimate the regrets of player
+  j mod N only, so player i's regrets at j are measured against the opponent policy that
+  already answered i's previous update; the current groups (mean-policy data) keep
+  alternating by episode."""
+  b, g = cfg.episodes_per_epoch, cfg.groups_per_epoch
+  per = b // g
+  learner = torch.arange(b) % n_players
+  if cfg.alternating_updates:
+    past = slot_epochs.repeat_interleave(per) % n_players
+    learner = torch.where(torch.arange(b) >= cfg.current_groups * per, past, learner)
+  return learner
+
+
 class NetworkPolicy(os_policy.Policy):
   """An OpenSpiel policy backed by a batched function of (info_state, legal_mask)."""
 
@@ -114,6 +149,11 @@ class ARMAC:
     self.draws = torch.zeros(0, dtype=torch.float64)  # times each policy epoch was drawn
     self.actor_replay = TensorBuffer(cfg.actor_replay, "reservoir")
     self.sampler = make_sampler(game_string, seed, cfg.sampler)
+    # Compiled-tree samplers report node ids: replay rows then carry node / information-state
+    # ids, and the losses run each network once per distinct input (see unique_forward).
+    tree = getattr(self.sampler, "tree", None)
+    self._node_sid = None if tree is None else torch.cat(
+        [tree.infostate, torch.tensor([-1])]).to(self.device)  # index -1: padding -> -1
     self.rng = np.random.default_rng([seed, 1])
     self.gen = torch.Generator().manual_seed(seed + 2)
     self.scheduler = scheduler  # see armac_spiel/scheduler_glue.py for the interface
@@ -165,7 +205,9 @@ class ARMAC:
     slots = torch.full((g,), CURRENT, dtype=torch.long)
     n_past = g - cfg.current_groups
     # Candidates: the kept past policies and the current one (index bank.size).
-    if cfg.policy_draw == "uniform":
+    if cfg.policy_draw == "current":
+      pick = np.full(n_past, self.bank.size)
+    elif cfg.policy_draw == "uniform":
       pick = self.rng.integers(self.bank.size + 1, size=n_past)
     else:
       pick = self._balanced_picks(n_past)
@@ -203,7 +245,7 @@ class ARMAC:
     cfg, sg = self.cfg, self.sgame
     b, g = cfg.episodes_per_epoch, cfg.groups_per_epoch
     per = b // g
-    learner = torch.arange(b) % self.n_players
+    learner = learner_ids(cfg, self._slot_epochs(slots), self.n_players)
     eps = cfg.explore_eps
 
     def policy_fn(batch: StepBatch) -> torch.Tensor:
@@ -246,7 +288,8 @@ class ARMAC:
       shape[1] = t_pad
       return torch.cat([x, torch.full(shape, value, dtype=x.dtype)], 1)
 
-    return {"history": pad(traj.history), "info": pad(traj.info_state),
+    ids = {} if traj.node is None else {"node": pad(traj.node, -1)}
+    return {**ids, "history": pad(traj.history), "info": pad(traj.info_state),
             "mask": pad(traj.legal_mask, True), "player": pad(traj.player, -1),
             "action": pad(traj.action, 0).clamp_min(0), "valid": pad(traj.valid, False),
             "returns": traj.returns}
@@ -289,11 +332,13 @@ class ARMAC:
     """Tree-Backup regression of q(h_t, a_t) towards the current policy's return."""
     valid = d["valid"]
     ret = d["returns"][:, :self.heads]  # player 0's value in 2p zero-sum
-    out = self.critic(d["history"]).unflatten(-1, (self.heads, -1))  # (E, T, H, A)
+    node = d.get("node")
+    out = unique_forward(self.critic, d["history"], node).unflatten(-1, (self.heads, -1))
     a_idx = d["action"][..., None, None].expand(*d["action"].shape, self.heads, 1)
     q_a = out.gather(-1, a_idx).squeeze(-1)  # (E, T, H)
     with torch.no_grad():
-      pi = self._rm(d["info"], d["mask"])  # current policy, (E, T, A)
+      sid = None if node is None else self._node_sid[node]
+      pi = regret_matching(unique_forward(self.regret, d["info"], sid), d["mask"])  # (E, T, A)
       v = (out.detach() * pi.unsqueeze(2)).sum(-1)  # (E, T, H)
       c = pi.gather(-1, d["action"].unsqueeze(-1))  # (E, T, 1)
       target = torch.zeros_like(q_a)
@@ -333,7 +378,8 @@ class ARMAC:
     # Mean regrets shrink like 1/sqrt(t) while SGD's output jitter does not; regressing
     # on sqrt(t)-scaled targets keeps their ratio fixed. RM is invariant to the scale.
     scale = float(np.sqrt(self.epoch + 1.0)) if self.cfg.regret_scale_sqrt_t else 1.0
-    err = ((self.regret(d["info"]) - scale * d["target"]) ** 2 * d["mask"]).sum(-1)
+    w_s = unique_forward(self.regret, d["info"], d.get("sid"))
+    err = ((w_s - scale * d["target"]) ** 2 * d["mask"]).sum(-1)
     return (err * w).sum() / w.sum()
 
   def _train_actor(self) -> float:
@@ -345,7 +391,7 @@ class ARMAC:
     w = d["weight"]
     if self.cfg.average_weighting == "linear":
       w = w * (d["epoch"].double() + 1.0).to(w.dtype)
-    logp = masked_log_softmax(self.actor(d["info"]), d["mask"])
+    logp = masked_log_softmax(unique_forward(self.actor, d["info"], d.get("sid")), d["mask"])
     ce = -(d["probs"] * logp.masked_fill(~d["mask"], 0.0)).sum(-1)
     return (ce * w).sum() / w.sum()
 
@@ -371,7 +417,12 @@ class ARMAC:
     current_ep = current_ep.repeat_interleave(per).unsqueeze(1)
     sel = (is_learner & ~current_ep).to(dev)
     j_epoch = self._slot_epochs(slots).repeat_interleave(per).unsqueeze(1).expand(b, t)
-    self.regret_replay.add({"info": info[sel].cpu(), "mask": mask[sel].cpu(),
+    sid = None if traj.node is None else self._node_sid[traj.node.to(dev)]
+
+    def ids(rows):  # information-state ids of the rows (tree sampler), for unique_forward
+      return {} if sid is None else {"sid": sid[rows].cpu()}
+
+    self.regret_replay.add({**ids(sel), "info": info[sel].cpu(), "mask": mask[sel].cpu(),
                             "target": adv[sel].cpu(), "weight": weight[sel].cpu(),
                             "j": j_epoch[sel.cpu()]}, self.gen)
     # Realised draw counts per policy epoch: the replay holds policy j's targets in
@@ -381,7 +432,7 @@ class ARMAC:
     self.draws.index_add_(0, past, torch.ones(len(past), dtype=torch.float64))
     opp = (traj.valid & ~is_learner & current_ep).to(dev)
     n = int(opp.sum())
-    self.actor_replay.add({"info": info[opp].cpu(), "mask": mask[opp].cpu(),
+    self.actor_replay.add({**ids(opp), "info": info[opp].cpu(), "mask": mask[opp].cpu(),
                            "probs": pi_j[opp].cpu(), "weight": weight[opp].cpu(),
                            "epoch": torch.full((n,), self.epoch, dtype=torch.long)}, self.gen)
     return {"regret_rows": int(sel.sum()), "actor_rows": n}

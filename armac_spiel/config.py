@@ -18,6 +18,7 @@ SAMPLERS = ("auto", "pyspiel", "tree")
 WEIGHTINGS = ("uniform", "linear")
 LR_DECAYS = ("none", "sqrt", "linear")
 SCHEDULER_MODES = ("off", "continuous", "discrete")
+POLICY_DRAWS = ("uniform", "balanced", "current")
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,8 @@ class ARMACConfig:
   groups_per_epoch: int = 16         # distinct past policies j per epoch (episodes split evenly)
   current_groups: int = 4            # groups that play the current policy (mean-policy data)
   explore_eps: float = 0.1           # epsilon-uniform exploration of the learning player
+  alternating_updates: bool = True   # policy j's regrets are for player j mod N only (as CFR's
+                                     # alternating updates); False: both players every epoch
   sampler: str = "auto"
   # Policy buffer (past regret nets and critics).
   max_snapshots: int = 256
@@ -106,11 +109,12 @@ def validate(c: ARMACConfig) -> None:
   need(1 <= c.current_groups < c.groups_per_epoch, "current_groups",
        f">= 1 and below groups_per_epoch ({c.groups_per_epoch}): the other groups feed W")
   need(0.0 <= c.explore_eps <= 1.0, "explore_eps", "in [0, 1]")
+  need(isinstance(c.alternating_updates, bool), "alternating_updates", "true or false")
   need(0.0 <= c.tb_lambda <= 1.0, "tb_lambda", "in [0, 1]")
   need(c.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")
   need(c.lr_decay_epochs > 0, "lr_decay_epochs", "> 0")
   need(c.min_lr >= 0, "min_lr", ">= 0")
-  need(c.policy_draw in ("uniform", "balanced"), "policy_draw", "'uniform' or 'balanced'")
+  need(c.policy_draw in POLICY_DRAWS, "policy_draw", f"one of {POLICY_DRAWS}")
   need(c.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
   need(c.snapshot_weighting in WEIGHTINGS, "snapshot_weighting", f"one of {WEIGHTINGS}")
   need(c.average_weighting in WEIGHTINGS, "average_weighting", f"one of {WEIGHTINGS}")

@@ -62,7 +62,8 @@ from armac_spiel.atomic import atomic_torch_save, atomic_write_bytes
 
 FORMAT = "armac-spiel/replay-v1"
 POLICY_FORMAT = "armac-spiel/replay-policy-v1"
-LEARNER_RULE = "batch_index % num_players"
+LEARNER_RULE = ("armac.learner_ids: batch_index % num_players, or with alternating_updates "
+                "the epoch of the group's policy % num_players in the past-policy groups")
 _FILE_RE = re.compile(r"^replay-(\d{5,})\.jsonl(\.gz)?$")
 _POLICY_RE = re.compile(r"^policy-e(\d{7,})\.pt$")
 _BASE_FIELDS = ("regret_policy", "behaviour")
@@ -513,6 +514,18 @@ class _Policy:
     self.eps = float(ck["explore_eps"])
     self.per = self.cfg.episodes_per_epoch // self.cfg.groups_per_epoch
     self._regen = None
+    self._learners = None
+
+  def learner(self, batch_index: int) -> int:
+    """The learning player the trainer assigns to this batch index (armac.learner_ids)."""
+    if self._learners is None:
+      from armac_spiel.armac import learner_ids
+      bank = self.ck["params"]["bank"]
+      bank_epoch = dict(zip(bank["slots"], bank["epoch"]))
+      ep = torch.tensor([self.ck["epoch"] if s < 0 else bank_epoch.get(s, -1)
+                         for s in self.slots])
+      self._learners = learner_ids(self.cfg, ep, self.sgame.num_players)
+    return int(self._learners[batch_index])
 
   @torch.no_grad()
   def regret_policy(self, slot: int, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -679,8 +692,9 @@ def _check_episode(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> None:
     return
   if rec["slot"] != pol.slots[g]:
     chk.fail(0, "slot", f"slot {rec['slot']} != policy file's slot {pol.slots[g]}")
-  if rec["learner"] != i % n_players:
-    chk.fail(0, "learner", f"learner {rec['learner']} != {LEARNER_RULE} = {i % n_players}")
+  want = pol.learner(i)
+  if rec["learner"] != want:
+    chk.fail(0, "learner", f"learner {rec['learner']} != {want} ({LEARNER_RULE})")
   steps, chance = rec["steps"], rec["chance"]
   n = len(steps["action"])
   extras = [k for k in steps if k not in (*_STEP_KEYS,)]

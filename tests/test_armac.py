@@ -15,7 +15,7 @@ from open_spiel.python.algorithms import exploitability as os_exploitability
 
 from armac_spiel import config as config_lib
 from armac_spiel import evaluation, policy_io, run_io, trainer
-from armac_spiel.armac import ARMAC, NonFiniteLossError
+from armac_spiel.armac import ARMAC, CURRENT, NonFiniteLossError, unique_forward
 from armac_spiel.networks import MLP, SnapshotBank, regret_matching
 
 TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
@@ -43,6 +43,45 @@ def test_smoke_epochs_give_valid_policies(game, sampler):
   probs = a.average_policy().action_probabilities(state)
   assert sorted(probs) == state.legal_actions()
   assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_unique_forward_gives_the_same_outputs_and_gradients():
+  torch.manual_seed(0)
+  net = MLP(5, (8,), 3)
+  base = torch.randn(6, 5)
+  ids = torch.tensor([[4, 1, 4, 0], [2, 1, 5, 4], [3, 3, 0, 2]])  # (3, 4) rows of 6 ids
+  x = base[ids]
+  y = torch.randn(3, 4, 3)
+  grads = []
+  for f in (lambda: net(x), lambda: unique_forward(net, x, ids)):
+    net.zero_grad()
+    out = f()
+    ((out - y) ** 2).sum().backward()
+    grads.append([p.grad.clone() for p in net.parameters()])
+    assert out.shape == (3, 4, 3)
+  torch.testing.assert_close(unique_forward(net, x, ids), net(x))
+  for a, b in zip(*grads):
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("alternating", [True, False])
+def test_alternating_updates_assign_the_learner_per_policy(alternating):
+  """With alternating updates, episodes replaying policy j learn for player j mod 2 only;
+  current groups (mean-policy data) keep alternating by episode."""
+  cfg = config_lib.ARMACConfig(**{**TINY, "policy_draw": "uniform", "max_snapshots": 8},
+                               alternating_updates=alternating)
+  a = ARMAC("kuhn_poker", cfg, seed=0)
+  for _ in range(5):
+    a.run_epoch()
+  slots = torch.tensor([CURRENT, 0, 1, CURRENT])
+  _, learner = a._sample(slots)
+  per = cfg.episodes_per_epoch // cfg.groups_per_epoch
+  alt = torch.arange(per) % 2
+  epochs = a._slot_epochs(slots)
+  assert torch.equal(learner[:per], alt)
+  for g in range(1, 4):
+    want = torch.full((per,), int(epochs[g]) % 2) if alternating else alt
+    assert torch.equal(learner[g * per:(g + 1) * per], want), g
 
 
 def test_regret_matching_is_normalized_relu_and_uniform_when_none_positive():
@@ -113,7 +152,9 @@ def test_existing_run_needs_resume(tmp_path):
 @pytest.mark.parametrize("bad, field", [
     ({"explore_eps": 2.0}, "explore_eps"), ({"sampler": "fast"}, "sampler"),
     ({"critic_hidden": []}, "critic_hidden"), ({"episodes_per_epoch": 65}, "episodes_per_epoch"),
-    ({"regret_lr": -1.0}, "regret_lr"), ({"scheduler_mode": "on"}, "scheduler_mode")])
+    ({"regret_lr": -1.0}, "regret_lr"), ({"scheduler_mode": "on"}, "scheduler_mode"),
+    ({"alternating_updates": "yes"}, "alternating_updates"),
+    ({"policy_draw": "newest"}, "policy_draw")])
 def test_config_errors_name_the_field(bad, field):
   with pytest.raises(config_lib.ConfigError, match=f"'{field}'"):
     config_lib.from_dict(bad)

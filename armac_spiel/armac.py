@@ -7,8 +7,14 @@ Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMA
    opponent plays a policy pi^j = RM(W^j) from the bounded buffer of past (W^j, q^j) or the
    current one, drawn uniformly (`policy_draw=uniform`, as in the paper) or where the
    regret replay is furthest below policy j's CFR weight (`balanced`, the default).
-   The learning player i (alternating by episode) plays mu = (1-eps) pi^j + eps uniform
-   (or the scheduler's mixed policy in place of pi^j).
+   The learning player i plays mu = (1-eps) pi^j + eps uniform (or the scheduler's mixed
+   policy in place of pi^j). i alternates by episode; with `alternating_updates` (default),
+   as in CFR with alternating updates, the groups replaying policy j learn for player
+   j mod N only (see learner_ids); exact CFR converges several times faster that way (see
+   README, Convergence).
+   With linear CFR weights the balanced draw gives most past groups to the newest policy
+   (its weight share is largest and it has no draws yet); `policy_draw=current` gives it
+   all of them.
 2. The history critic q(h, .) is trained with Tree-Backup targets towards the current
    policy pi^t = RM(W^t) for both players:
      G_t = V(h_{t+1}) + lam * pi(a_{t+1}|s_{t+1}) (G_{t+1} - q(h_{t+1}, a_{t+1})),
@@ -120,7 +126,7 @@ class ARMAC:
   are OpenSpiel policies; `state_dict()` / `load_state_dict()` checkpoint everything."""
 
   def __init__(self, game_string: str, config: ARMACConfig, seed: int, device="cpu",
-               scheduler=None, recorder=None):
+               scheduler=None, recorder=None, unique_inputs: bool = True):
     self.game_string = game_string
     self.sgame = sg = load_game(game_string)
     self.cfg = cfg = config
@@ -151,7 +157,8 @@ class ARMAC:
     self.sampler = make_sampler(game_string, seed, cfg.sampler)
     # Compiled-tree samplers report node ids: replay rows then carry node / information-state
     # ids, and the losses run each network once per distinct input (see unique_forward).
-    tree = getattr(self.sampler, "tree", None)
+    # unique_inputs=False turns this off (same losses, for benchmarks).
+    tree = getattr(self.sampler, "tree", None) if unique_inputs else None
     self._node_sid = None if tree is None else torch.cat(
         [tree.infostate, torch.tensor([-1])]).to(self.device)  # index -1: padding -> -1
     self.rng = np.random.default_rng([seed, 1])
@@ -288,7 +295,7 @@ class ARMAC:
       shape[1] = t_pad
       return torch.cat([x, torch.full(shape, value, dtype=x.dtype)], 1)
 
-    ids = {} if traj.node is None else {"node": pad(traj.node, -1)}
+    ids = {} if traj.node is None or self._node_sid is None else {"node": pad(traj.node, -1)}
     return {**ids, "history": pad(traj.history), "info": pad(traj.info_state),
             "mask": pad(traj.legal_mask, True), "player": pad(traj.player, -1),
             "action": pad(traj.action, 0).clamp_min(0), "valid": pad(traj.valid, False),
@@ -417,7 +424,8 @@ class ARMAC:
     current_ep = current_ep.repeat_interleave(per).unsqueeze(1)
     sel = (is_learner & ~current_ep).to(dev)
     j_epoch = self._slot_epochs(slots).repeat_interleave(per).unsqueeze(1).expand(b, t)
-    sid = None if traj.node is None else self._node_sid[traj.node.to(dev)]
+    sid = None if traj.node is None or self._node_sid is None else (
+        self._node_sid[traj.node.to(dev)])
 
     def ids(rows):  # information-state ids of the rows (tree sampler), for unique_forward
       return {} if sid is None else {"sid": sid[rows].cpu()}

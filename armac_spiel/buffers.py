@@ -57,7 +57,8 @@ class TensorBuffer:
     return {k: v[idx] for k, v in self.data.items()}
 
   def state_dict(self) -> dict:
-    return {"data": {k: v[:self.size] for k, v in self.data.items()},
+    # clone: a slice is a view, and torch.save would write the whole capacity's storage.
+    return {"data": {k: v[:self.size].clone() for k, v in self.data.items()},
             "size": self.size, "added": self.added}
 
   def load_state_dict(self, d: dict) -> None:

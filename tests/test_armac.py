@@ -203,3 +203,15 @@ def test_kill_and_resume_keeps_prefix_and_matches_uninterrupted(tmp_path):
   subprocess.run(_cli(ref, f"--config={cfg}"), cwd=REPO, check=True, capture_output=True)
   assert _strip(run_io.read_metrics(str(metrics))) == _strip(
       run_io.read_metrics(str(ref / "metrics.jsonl")))
+
+
+def test_replay_state_dict_saves_only_the_filled_rows(tmp_path):
+  from armac_spiel.buffers import TensorBuffer
+  buf = TensorBuffer(100_000, "reservoir")
+  buf.add({"x": torch.ones(10, 8)}, torch.Generator().manual_seed(0))
+  path = tmp_path / "buf.pt"
+  torch.save(buf.state_dict(), path)
+  assert path.stat().st_size < 20_000  # 10 rows, not the 100,000-row capacity (3.2 MB)
+  other = TensorBuffer(100_000, "reservoir")
+  other.load_state_dict(torch.load(path))
+  assert len(other) == 10 and torch.equal(other.data["x"][:10], torch.ones(10, 8))

@@ -13,8 +13,8 @@ Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMA
    j mod N only (see learner_ids); exact CFR converges several times faster that way (see
    README, Convergence).
    With linear CFR weights the balanced draw favours the newest policy (its weight share is
-   largest and it has no draws yet: on Kuhn it took every past group in each of the first
-   26 epochs); `policy_draw=current` always gives it all of them.
+   largest and it has no draws yet: on Kuhn it took every past group at epochs 1, 6, ...,
+   26, the ones printed); `policy_draw=current` always gives it all of them.
 2. The history critic q(h, .) is trained with Tree-Backup targets towards the current
    policy pi^t = RM(W^t) for both players:
      G_t = V(h_{t+1}) + lam * pi(a_{t+1}|s_{t+1}) (G_{t+1} - q(h_{t+1}, a_{t+1})),

@@ -77,7 +77,7 @@ class Trajectories:
                length, returns, chance, node=None):
     for f, v in zip(_TRAJ_FIELDS, (info_state, history, legal_mask, player, action,
                                    behaviour, valid, length, returns, chance, node)):
-      object.__setattr__(self, "_" + f, v)
+      setattr(self, "_" + f, v)
 
   def __iter__(self):
     return (getattr(self, f) for f in _TRAJ_FIELDS)
@@ -92,10 +92,10 @@ class Trajectories:
 
 def _lazy_field(name: str):
   def get(self):
-    v = object.__getattribute__(self, "_" + name)
+    v = getattr(self, "_" + name)
     if callable(v) and not isinstance(v, torch.Tensor):
       v = v()
-      object.__setattr__(self, "_" + name, v)
+      setattr(self, "_" + name, v)
     return v
   return property(get)
 

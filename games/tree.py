@@ -494,7 +494,8 @@ class TreeSampler(Sampler):
     self._guide_steps = int(np.diff(self._guide).max()) if n_seg else 0
     self._cum_ext = np.append(cp.cum, np.inf)
     self._children = t.children.numpy()
-    self._children_flat = self._children.reshape(-1)
+    self._children_flat = self._children.reshape(-1)  # child of (n, a) at n * width + a
+    self._child_width = self._children.shape[1]
     self._terminal = np.append(t.kind.numpy() == TERMINAL, False)
     # Index m (numpy: -1) is the padding node; infostate s is the padding (zero) row.
     self._infostate = np.append(np.where(t.infostate.numpy() >= 0, t.infostate.numpy(), s), s)
@@ -607,7 +608,7 @@ class TreeSampler(Sampler):
         beh[ep, step] = probs.detach().to("cpu", torch.float32).numpy()
       nodes[step, ep] = node
       action[step, ep] = acts
-      node = self._children_flat[node * self._children.shape[1] + acts]
+      node = self._children_flat[node * self._child_width + acts]
       step += 1
       ep, node = self._advance(ep, node, chance, count, final, length, step)
     t_max = max(step, 1)

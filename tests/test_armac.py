@@ -215,3 +215,12 @@ def test_replay_state_dict_saves_only_the_filled_rows(tmp_path):
   other = TensorBuffer(100_000, "reservoir")
   other.load_state_dict(torch.load(path))
   assert len(other) == 10 and torch.equal(other.data["x"][:10], torch.ones(10, 8))
+
+
+def test_policy_draw_current_replays_only_the_current_policy():
+  cfg = config_lib.ARMACConfig(**TINY, policy_draw="current")
+  a = ARMAC("kuhn_poker", cfg, seed=0)
+  for _ in range(3):
+    a.run_epoch()
+  assert a.bank.size > 0  # past policies exist, and none is drawn
+  assert (a._draw_slots() == CURRENT).all()

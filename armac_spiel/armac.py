@@ -45,7 +45,7 @@ import torch
 from open_spiel.python import policy as os_policy
 
 from armac_spiel.buffers import TensorBuffer
-from armac_spiel.config import ARMACConfig
+from armac_spiel.config import ARMACConfig, ConfigError
 from armac_spiel.networks import (MLP, SnapshotBank, masked_log_softmax, masked_softmax,
                                   regret_matching, uniform_policy)
 from games import StepBatch, Trajectories, infostate_table, load_game, make_sampler
@@ -158,7 +158,14 @@ class ARMAC:
     # Compiled-tree samplers report node ids: replay rows then carry node / information-state
     # ids, and the losses run each network once per distinct input (see unique_forward).
     # unique_inputs=False turns this off (same losses, for benchmarks).
-    tree = getattr(self.sampler, "tree", None) if unique_inputs else None
+    # regret_fit=states needs the ids whatever unique_inputs says.
+    tree = getattr(self.sampler, "tree", None) if (
+        unique_inputs or cfg.regret_fit == "states") else None
+    if cfg.regret_fit == "states" and tree is None:
+      raise ConfigError(f"config field 'regret_fit' = 'states' needs information-state ids, "
+                        f"which only the tree sampler gives ({game_string} uses the "
+                        f"{type(self.sampler).__name__}); use 'rows'")
+    self._tree = tree
     self._node_sid = None if tree is None else torch.cat(
         [tree.infostate, torch.tensor([-1])]).to(self.device)  # index -1: padding -> -1
     self.rng = np.random.default_rng([seed, 1])
@@ -377,8 +384,53 @@ class ARMAC:
     return (target / self.draws[j].clamp_min(1.0)).float()
 
   def _train_regret(self) -> float:
+    if self.cfg.regret_fit == "states":
+      return self._train_regret_states()
     return self._fit("regret", self.regret_replay, self.cfg.regret_steps,
                      self.cfg.regret_batch, self._regret_loss)
+
+  def _state_regret_targets(self):
+    """Per information state s seen in the regret replay: the weighted mean of its targets
+    (the minimiser of _regret_loss's row-wise MSE over the whole replay), scaled to unit RMS
+    over the legal actions. Returns (state ids, targets (S', A), legal masks (S', A))."""
+    tree, n = self._tree, len(self.regret_replay)
+    d = {k: v[:n] for k, v in self.regret_replay.data.items()}
+    w = (d["weight"] * self._regret_sample_weight(d["j"])).double()
+    num = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
+    num.index_add_(0, d["sid"], w[:, None] * d["target"].double())
+    den = torch.zeros(tree.num_infostates, dtype=torch.float64).index_add_(0, d["sid"], w)
+    seen = (den > 0).nonzero().squeeze(1)
+    mean = num[seen] / den[seen, None]
+    mask = tree.info_legal[seen]
+    rms = (mean.pow(2).sum(1) / mask.sum(1).clamp_min(1)).sqrt()
+    y = torch.where(rms[:, None] > 0, mean / rms.clamp_min(1e-300)[:, None], 0.0)
+    return seen, y.float(), mask
+
+  def _train_regret_states(self) -> float:
+    """regret_fit=states: W regresses on each seen information state's mean target, every
+    state weighted alike, in full batches (minibatches of regret_batch states if more).
+
+    The row-wise loss weights a state by its sampling frequency, so rarely reached states
+    are fitted worst, and its minibatch gradients carry the targets' variance across
+    histories (the opponent's cards); regret matching needs only each state's direction of
+    mean regret, which is invariant to a positive per-state scale. Fitting the unit-RMS
+    means directly removes both problems (Leduc, exact critic: see README, Convergence).
+    """
+    if not len(self.regret_replay):
+      return float("nan")
+    seen, y, mask = self._state_regret_targets()
+    x = self._tree.info_tensors[seen].to(self.device)
+    y, mask = y.to(self.device), mask.to(self.device)
+    losses = []
+    for _ in range(self.cfg.regret_steps):
+      idx = slice(None) if len(seen) <= self.cfg.regret_batch else torch.randint(
+          len(seen), (self.cfg.regret_batch,), generator=self.gen).to(self.device)
+      loss = ((self.regret(x[idx]) - y[idx]) ** 2 * mask[idx]).sum(-1).mean()
+      self.opt["regret"].zero_grad(set_to_none=True)
+      loss.backward()
+      self.opt["regret"].step()
+      losses.append(self._check("regret", loss))
+    return float(np.mean(losses)) if losses else float("nan")
 
   def _regret_loss(self, d: dict) -> torch.Tensor:
     w = d["weight"] * self._regret_sample_weight(d["j"].cpu()).to(self.device)

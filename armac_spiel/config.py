@@ -19,6 +19,7 @@ WEIGHTINGS = ("uniform", "linear")
 LR_DECAYS = ("none", "sqrt", "linear")
 SCHEDULER_MODES = ("off", "continuous", "discrete")
 POLICY_DRAWS = ("uniform", "balanced", "current")
+REGRET_FITS = ("rows", "states")
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,8 @@ class ARMACConfig:
   regret_steps: int = 8
   regret_batch: int = 2048
   regret_scale_sqrt_t: bool = True   # regress on sqrt(t+1) * targets (see ARMAC._train_regret)
+  regret_fit: str = "rows"           # rows: SGD on replay rows | states: full-batch on the
+                                     # replay's per-information-state means (see ARMAC)
   # Mean-policy network (actor).
   actor_replay: int = 200_000
   actor_steps: int = 8
@@ -116,6 +119,9 @@ def validate(c: ARMACConfig) -> None:
   need(c.min_lr >= 0, "min_lr", ">= 0")
   need(c.policy_draw in POLICY_DRAWS, "policy_draw", f"one of {POLICY_DRAWS}")
   need(c.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
+  need(c.regret_fit in REGRET_FITS, "regret_fit", f"one of {REGRET_FITS}")
+  need(c.regret_fit == "rows" or c.sampler != "pyspiel", "regret_fit",
+       "'rows' with sampler 'pyspiel': 'states' needs information-state ids (tree sampler)")
   need(c.snapshot_weighting in WEIGHTINGS, "snapshot_weighting", f"one of {WEIGHTINGS}")
   need(c.average_weighting in WEIGHTINGS, "average_weighting", f"one of {WEIGHTINGS}")
   need(c.scheduler_mode in SCHEDULER_MODES, "scheduler_mode", f"one of {SCHEDULER_MODES}")

@@ -154,7 +154,8 @@ def test_existing_run_needs_resume(tmp_path):
     ({"critic_hidden": []}, "critic_hidden"), ({"episodes_per_epoch": 65}, "episodes_per_epoch"),
     ({"regret_lr": -1.0}, "regret_lr"), ({"scheduler_mode": "on"}, "scheduler_mode"),
     ({"alternating_updates": "yes"}, "alternating_updates"),
-    ({"policy_draw": "newest"}, "policy_draw")])
+    ({"policy_draw": "newest"}, "policy_draw"), ({"regret_fit": "tabular"}, "regret_fit"),
+    ({"regret_fit": "states", "sampler": "pyspiel"}, "regret_fit")])
 def test_config_errors_name_the_field(bad, field):
   with pytest.raises(config_lib.ConfigError, match=f"'{field}'"):
     config_lib.from_dict(bad)
@@ -224,3 +225,43 @@ def test_policy_draw_current_replays_only_the_current_policy():
     a.run_epoch()
   assert a.bank.size > 0  # past policies exist, and none is drawn
   assert (a._draw_slots() == CURRENT).all()
+
+
+def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
+  cfg = config_lib.ARMACConfig(**TINY, regret_fit="states")
+  a = ARMAC("leduc_poker", cfg, seed=0)
+  for _ in range(4):
+    a.run_epoch()
+  seen, y, mask = a._state_regret_targets()
+  # Brute force: loop over the replay's rows, one information state at a time.
+  n = len(a.regret_replay)
+  d = {k: v[:n] for k, v in a.regret_replay.data.items()}
+  w = (d["weight"] * a._regret_sample_weight(d["j"])).double()
+  sids = sorted(set(d["sid"].tolist()))
+  assert seen.tolist() == sids and len(sids) > 20
+  for k, s in enumerate(sids):
+    rows = d["sid"] == s
+    mean = (w[rows, None] * d["target"][rows].double()).sum(0) / w[rows].sum()
+    legal = a._tree.info_legal[s]
+    assert torch.equal(mask[k], legal)
+    rms = float(mean[legal].pow(2).mean().sqrt())
+    want = mean / rms if rms > 0 else mean * 0
+    assert torch.allclose(y[k].double(), want, atol=1e-5), (s, y[k], want)
+    if rms > 0:  # regret matching is invariant to the per-state scale
+      assert torch.allclose(regret_matching(y[k:k + 1], mask[k:k + 1]).double(),
+                            regret_matching(mean[None], legal[None]), atol=1e-5)
+
+
+def test_regret_fit_states_fits_w_to_the_state_means():
+  cfg = config_lib.ARMACConfig(**{**TINY, "regret_steps": 0, "regret_hidden": (64, 64)},
+                               regret_fit="states")
+  a = ARMAC("kuhn_poker", cfg, seed=0)
+  for _ in range(3):
+    a.run_epoch()
+  seen, y, mask = a._state_regret_targets()
+  x = a._tree.info_tensors[seen]
+  before = float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean())
+  a.cfg = a.cfg.replace(regret_steps=400)
+  a._train_regret()
+  after = float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean())
+  assert after < 0.01 * before and after < 1e-2, (before, after)

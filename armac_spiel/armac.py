@@ -158,12 +158,12 @@ class ARMAC:
     # Compiled-tree samplers report node ids: replay rows then carry node / information-state
     # ids, and the losses run each network once per distinct input (see unique_forward).
     # unique_inputs=False turns this off (same losses, for benchmarks).
-    # regret_fit=states needs the ids whatever unique_inputs says.
-    tree = getattr(self.sampler, "tree", None) if (
-        unique_inputs or cfg.regret_fit == "states") else None
-    if cfg.regret_fit == "states" and tree is None:
-      raise ConfigError(f"config field 'regret_fit' = 'states' needs information-state ids, "
-                        f"which only the tree sampler gives ({game_string} uses the "
+    # regret_fit / actor_fit = states need the ids whatever unique_inputs says.
+    by_state = [f for f in ("regret_fit", "actor_fit") if getattr(cfg, f) == "states"]
+    tree = getattr(self.sampler, "tree", None) if (unique_inputs or by_state) else None
+    if by_state and tree is None:
+      raise ConfigError(f"config field '{by_state[0]}' = 'states' needs information-state "
+                        f"ids, which only the tree sampler gives ({game_string} uses the "
                         f"{type(self.sampler).__name__}); use 'rows'")
     self._tree = tree
     self._node_sid = None if tree is None else torch.cat(
@@ -442,8 +442,45 @@ class ARMAC:
     return (err * w).sum() / w.sum()
 
   def _train_actor(self) -> float:
+    if self.cfg.actor_fit == "states":
+      return self._train_actor_states()
     return self._fit("actor", self.actor_replay, self.cfg.actor_steps,
                      self.cfg.actor_batch, self._actor_loss)
+
+  def _state_policy_targets(self):
+    """Per information state s seen in the actor replay: the weighted mean of its target
+    policies, the minimiser of _actor_loss's cross-entropy over the whole replay (with
+    explore_eps = 1 a row's frequency is the acting player's own reach, so this is CFR's
+    average policy). Returns (state ids, mean policies (S', A), legal masks (S', A))."""
+    tree, n = self._tree, len(self.actor_replay)
+    d = {k: v[:n] for k, v in self.actor_replay.data.items()}
+    w = d["weight"].double()
+    if self.cfg.average_weighting == "linear":
+      w = w * (d["epoch"].double() + 1.0)
+    num = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
+    num.index_add_(0, d["sid"], w[:, None] * d["probs"].double())
+    den = torch.zeros(tree.num_infostates, dtype=torch.float64).index_add_(0, d["sid"], w)
+    seen = (den > 0).nonzero().squeeze(1)
+    return seen, (num[seen] / den[seen, None]).float(), tree.info_legal[seen]
+
+  def _train_actor_states(self) -> float:
+    """actor_fit=states: cross-entropy towards each seen state's mean policy, states
+    weighted alike, full batches (minibatches of actor_batch states if more). Same
+    minimiser per state as the row-wise loss, without its minibatch noise."""
+    seen, p, mask = self._state_policy_targets()
+    x = self._tree.info_tensors[seen].to(self.device)
+    p, mask = p.to(self.device), mask.to(self.device)
+    losses = []
+    for _ in range(self.cfg.actor_steps):
+      idx = slice(None) if len(seen) <= self.cfg.actor_batch else torch.randint(
+          len(seen), (self.cfg.actor_batch,), generator=self.gen).to(self.device)
+      logp = masked_log_softmax(self.actor(x[idx]), mask[idx])
+      loss = -(p[idx] * logp.masked_fill(~mask[idx], 0.0)).sum(-1).mean()
+      self.opt["actor"].zero_grad(set_to_none=True)
+      loss.backward()
+      self.opt["actor"].step()
+      losses.append(self._check("actor", loss))
+    return float(np.mean(losses)) if losses else float("nan")
 
   def _actor_loss(self, d: dict) -> torch.Tensor:
     """Cross-entropy towards pi^t, weighted by epoch (linear averaging) when configured."""

@@ -68,6 +68,8 @@ class ARMACConfig:
   actor_steps: int = 8
   actor_batch: int = 2048
   average_weighting: str = "linear"   # weight of epoch t's policy in the average
+  actor_fit: str = "rows"             # rows: SGD on replay rows | states: full-batch on the
+                                      # replay's per-information-state mean policies
   # Scheduler between actor and regret policies.
   scheduler_mode: str = "off"
   # Run control.
@@ -119,9 +121,10 @@ def validate(c: ARMACConfig) -> None:
   need(c.min_lr >= 0, "min_lr", ">= 0")
   need(c.policy_draw in POLICY_DRAWS, "policy_draw", f"one of {POLICY_DRAWS}")
   need(c.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
-  need(c.regret_fit in REGRET_FITS, "regret_fit", f"one of {REGRET_FITS}")
-  need(c.regret_fit == "rows" or c.sampler != "pyspiel", "regret_fit",
-       "'rows' with sampler 'pyspiel': 'states' needs information-state ids (tree sampler)")
+  for name in ("regret_fit", "actor_fit"):
+    need(getattr(c, name) in REGRET_FITS, name, f"one of {REGRET_FITS}")
+    need(getattr(c, name) == "rows" or c.sampler != "pyspiel", name,
+         "'rows' with sampler 'pyspiel': 'states' needs information-state ids (tree sampler)")
   need(c.snapshot_weighting in WEIGHTINGS, "snapshot_weighting", f"one of {WEIGHTINGS}")
   need(c.average_weighting in WEIGHTINGS, "average_weighting", f"one of {WEIGHTINGS}")
   need(c.scheduler_mode in SCHEDULER_MODES, "scheduler_mode", f"one of {SCHEDULER_MODES}")

@@ -370,6 +370,29 @@ def _build(sgame: SpielGame, max_nodes: int) -> GameTree:
       parent_slot=long(slot))
 
 
+def exact_q(tree, probs: torch.Tensor) -> torch.Tensor:
+  """(M, A) player-0 action values of every decision node under the table `probs`."""
+  v = torch.zeros(tree.num_nodes, dtype=torch.float64)
+  q = torch.zeros(tree.num_nodes, tree.num_actions, dtype=torch.float64)
+  b = tree._depth_bounds
+  zero = torch.zeros((), dtype=torch.float64)
+  for d in range(len(b) - 2, -1, -1):  # children are one level deeper
+    nodes = torch.arange(b[d], b[d + 1])
+    kind = tree.kind[nodes]
+    term = nodes[kind == TERMINAL]
+    v[term] = tree.returns[term, 0]
+    ch = nodes[kind == CHANCE]
+    if len(ch):
+      c = tree.children[ch]
+      v[ch] = (tree.chance_prob[ch] * torch.where(c >= 0, v[c.clamp_min(0)], zero)).sum(1)
+    dn = nodes[kind == DECISION]
+    if len(dn):
+      c = tree.children[dn][:, :tree.num_actions]
+      q[dn] = torch.where(c >= 0, v[c.clamp_min(0)], zero)
+      v[dn] = (probs[tree.infostate[dn]] * q[dn]).sum(1)
+  return q
+
+
 @functools.lru_cache(maxsize=8)
 def compile_tree(game_string: str, max_nodes: int = DEFAULT_MAX_NODES) -> GameTree:
   """Cached compiled tree of `game_string`; raises GameError above `max_nodes` nodes."""

@@ -155,7 +155,9 @@ def test_existing_run_needs_resume(tmp_path):
     ({"regret_lr": -1.0}, "regret_lr"), ({"scheduler_mode": "on"}, "scheduler_mode"),
     ({"alternating_updates": "yes"}, "alternating_updates"),
     ({"policy_draw": "newest"}, "policy_draw"), ({"regret_fit": "tabular"}, "regret_fit"),
-    ({"regret_fit": "states", "sampler": "pyspiel"}, "regret_fit")])
+    ({"regret_fit": "states", "sampler": "pyspiel"}, "regret_fit"),
+    ({"actor_fit": "table"}, "actor_fit"), ({"actor_fit": "states", "sampler": "pyspiel"},
+                                           "actor_fit")])
 def test_config_errors_name_the_field(bad, field):
   with pytest.raises(config_lib.ConfigError, match=f"'{field}'"):
     config_lib.from_dict(bad)
@@ -265,3 +267,29 @@ def test_regret_fit_states_fits_w_to_the_state_means():
   a._train_regret()
   after = float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean())
   assert after < 0.01 * before and after < 1e-2, (before, after)
+
+
+def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_them():
+  cfg = config_lib.ARMACConfig(**{**TINY, "actor_steps": 0, "actor_hidden": (64, 64)},
+                               actor_fit="states")
+  a = ARMAC("leduc_poker", cfg, seed=0)
+  for _ in range(4):
+    a.run_epoch()
+  seen, p, mask = a._state_policy_targets()
+  n = len(a.actor_replay)
+  d = {k: v[:n] for k, v in a.actor_replay.data.items()}
+  w = d["weight"].double() * (d["epoch"].double() + 1.0)  # linear averaging (default)
+  sids = sorted(set(d["sid"].tolist()))
+  assert seen.tolist() == sids and len(sids) > 10
+  for k, s in enumerate(sids):
+    rows = d["sid"] == s
+    want = (w[rows, None] * d["probs"][rows].double()).sum(0) / w[rows].sum()
+    assert torch.allclose(p[k].double(), want, atol=1e-6)
+    assert abs(float(p[k].sum()) - 1) < 1e-5 and not p[k][~mask[k]].any()
+  x = a._tree.info_tensors[seen]
+  kl = lambda: float((p * (p.clamp_min(1e-12).log() - torch.log_softmax(
+      a.actor(x).masked_fill(~mask, -1e9), -1))).masked_fill(~mask, 0).sum(-1).mean())
+  before = kl()
+  a.cfg = a.cfg.replace(actor_steps=300)
+  a._train_actor()
+  assert kl() < 0.05 * before and kl() < 1e-2, (before, kl())

@@ -1,0 +1,163 @@
+"""Diagnostic: what limits ARMAC's average policy, the critic or W's fit?
+
+  python -m experiments.diagnose_regret --game_name=leduc_poker --critic=exact \
+      --regret_fit=rows --epochs=300
+  python -m experiments.diagnose_regret --game_name=leduc_poker --tabular --epochs=600
+
+ARMAC mode trains ARMAC (per-game config, `--regret_fit` overriding it). With
+`--critic=exact` the regret targets use the exact action values Q^{pi^j}(h, a) of each
+policy j, computed on the compiled tree, in place of the learned critic q^j (the critic is
+not trained). Every `--every` epochs it prints the exploitability of the actor, of the
+current policy, of the exact reach-weighted average of the current policies (is the actor
+the limit?), and how far RM(W) is from regret matching on the replay's per-information-
+state mean targets, the minimiser of W's loss (is W's fit the limit?).
+
+`--tabular` runs the same sampling scheme with no networks at all: per epoch t, episodes in
+which player t mod 2 plays uniformly and the opponent plays pi^t, regret targets
+Q^t(h, a) - V^t(h) from the exact Q, summed per information state with linear weights;
+pi^{t+1} is regret matching on the sums. It is the floor that ARMAC's sampling allows.
+Small games only (compiled tree).
+"""
+
+import time
+
+import numpy as np
+import torch
+from absl import app, flags
+
+from armac_spiel import evaluation, trainer
+from armac_spiel.armac import ARMAC
+from armac_spiel.config import REGRET_FITS
+from armac_spiel.networks import regret_matching
+from games import load_game
+from games.tree import DECISION, TreeSampler, compile_tree, exact_q
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string (tree must fit).")
+flags.DEFINE_integer("epochs", 300, "Epochs to train.")
+flags.DEFINE_integer("every", 60, "Epochs between diagnostics.")
+flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_enum("critic", "learned", ["learned", "exact"], "Critic used in the targets.")
+flags.DEFINE_enum("regret_fit", None, list(REGRET_FITS), "Overrides the config's regret_fit.")
+flags.DEFINE_bool("tabular", False, "Tabular sampled-CFR floor instead of ARMAC.")
+flags.DEFINE_integer("tabular_episodes", 1536, "Learner episodes per tabular epoch (ARMAC's "
+                     "tuned configs: 12 of 16 groups of 2048 episodes replay past policies).")
+
+
+class _ReachAverage:
+  """Exact average of a sequence of tables, each weighted by its own player's reach."""
+
+  def __init__(self, tree):
+    self.tree = tree
+    self.sum = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
+    dec = tree.kind == DECISION
+    self._nodes, self._sid = dec.nonzero().squeeze(1), tree.infostate[dec]
+
+  def add(self, probs: torch.Tensor, weight: float) -> None:
+    r = self.tree._reach(probs)[self._nodes]
+    own = r.gather(1, self.tree.player[self._nodes].unsqueeze(1)).squeeze(1)
+    reach = torch.zeros(self.tree.num_infostates, dtype=torch.float64).index_reduce_(
+        0, self._sid, own, "amax", include_self=False)  # perfect recall: equal in a state
+    self.sum += weight * reach[:, None] * probs.double()
+
+  def table(self) -> torch.Tensor:
+    z = self.sum.sum(1, keepdim=True)
+    return torch.where(z > 0, self.sum / z.clamp_min(1e-300), self.tree.uniform_policy())
+
+
+class _ExactCritic(ARMAC):
+  """ARMAC whose regret targets use the exact Q of each policy j (diagnostic only)."""
+
+  def __init__(self, *a, **kw):
+    super().__init__(*a, **kw)
+    self.q_tables: dict[int, torch.Tensor] = {}
+
+  def _targets(self, traj, learner, slots):
+    q = exact_q(self._tree, self.current_policy().table()).float()
+    self.q_tables[self.epoch] = torch.cat([q, torch.zeros(1, q.shape[1])])  # row -1: padding
+    self._nodes = traj.node
+    return super()._targets(traj, learner, slots)
+
+  def _group_forward(self, name, slots, x):
+    if name != "critic":
+      return super()._group_forward(name, slots, x)
+    nodes = self._nodes.reshape(len(slots), -1)
+    return torch.stack([self.q_tables[int(e)][nodes[k]]
+                        for k, e in enumerate(self._slot_epochs(slots))])
+
+  def _train_critic(self):
+    return float("nan")
+
+
+def run_armac(game: str) -> None:
+  spec, _ = trainer.build_spec(game, FLAGS.seed, "/dev/null")
+  cfg = spec.config.replace(sampler="tree")
+  if FLAGS.regret_fit:
+    cfg = cfg.replace(regret_fit=FLAGS.regret_fit)
+  cls = _ExactCritic if FLAGS.critic == "exact" else ARMAC
+  learner = cls(game, cfg, FLAGS.seed)
+  if learner._tree is None:
+    learner._tree = learner.sampler.tree
+  tree = learner._tree
+  avg = _ReachAverage(tree)
+  train_s = 0.0
+  for e in range(1, FLAGS.epochs + 1):
+    weight = (learner.epoch + 1.0) if cfg.average_weighting == "linear" else 1.0
+    avg.add(learner.current_policy().table(), weight)
+    t0 = time.perf_counter()
+    learner.run_epoch()
+    train_s += time.perf_counter() - t0
+    if e % FLAGS.every:
+      continue
+    seen, y, mask = learner._state_regret_targets()
+    with torch.no_grad():
+      w_net = learner.regret(tree.info_tensors[seen])
+    l1 = (regret_matching(w_net, mask) - regret_matching(y, mask)).abs().sum(1).mean()
+    print(f"epoch {e} train_s {train_s:.0f}: exploitability actor "
+          f"{evaluation.exploitability(game, learner.average_policy().table()):.4f}, "
+          f"current {evaluation.exploitability(game, learner.current_policy().table()):.4f}, "
+          f"exact average of the current policies "
+          f"{evaluation.exploitability(game, avg.table()):.4f}; "
+          f"RM(W) vs RM(replay means): mean L1 {l1:.3f} over {len(seen)} states",
+          flush=True)
+
+
+def run_tabular(game: str) -> None:
+  tree = compile_tree(game)
+  sampler = TreeSampler(load_game(game), FLAGS.seed)
+  legal = tree.info_legal.double()
+  regrets = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
+  avg = _ReachAverage(tree)
+  t0 = time.perf_counter()
+  for t in range(FLAGS.epochs):
+    pi = regret_matching(regrets, tree.info_legal)
+    avg.add(pi, t + 1.0)
+    q = exact_q(tree, pi)  # player 0's action values
+    learner, pi32 = t % 2, pi.float()
+
+    def policy(batch):
+      uniform = batch.legal_mask.float() / batch.legal_mask.sum(1, keepdim=True)
+      return torch.where((batch.player == learner).unsqueeze(1), uniform,
+                         pi32[batch.infostate])
+
+    traj = sampler.sample(policy, FLAGS.tabular_episodes)
+    nodes = traj.node[traj.valid & (traj.player == learner)]
+    q_i = q[nodes] * (1 - 2 * learner)
+    sid = tree.infostate[nodes]
+    adv = (q_i - (pi[sid] * q_i).sum(1, keepdim=True)) * legal[sid]
+    regrets.index_add_(0, sid, (t + 1.0) * adv)
+    if (t + 1) % FLAGS.every == 0:
+      print(f"epoch {t + 1} ({time.perf_counter() - t0:.0f} s): exploitability average "
+            f"{evaluation.exploitability(game, avg.table()):.4f}, current "
+            f"{evaluation.exploitability(game, pi):.4f}", flush=True)
+
+
+def main(argv):
+  del argv
+  torch.set_num_threads(1)
+  np.random.seed(FLAGS.seed)
+  (run_tabular if FLAGS.tabular else run_armac)(FLAGS.game_name)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -8,7 +8,8 @@ import torch
 
 from games import (GameError, LockstepSampler, StepBatch, TablePolicy, Trajectories, load_game,
                    make_sampler)
-from games.tree import CHANCE, DECISION, TERMINAL, TreeSampler, compile_tree, tree_fits
+from games.tree import (CHANCE, DECISION, TERMINAL, TreeSampler, compile_tree, exact_q,
+                        tree_fits)
 
 SMALL = ["kuhn_poker", "leduc_poker"]
 
@@ -270,3 +271,26 @@ def test_lazy_trajectory_fields_are_gathered_once():
   traj = Trajectories(info, info, z, z, z, z, z.bool(), z[:, 0], z.float(), z)
   assert traj.info_state.shape == (2, 1, 3) and traj.info_state is traj.info_state
   assert len(calls) == 1
+
+
+@pytest.mark.parametrize("game", ["kuhn_poker", "leduc_poker"])
+def test_exact_q_satisfies_the_bellman_equations(game):
+  t = compile_tree(game)
+  probs = torch.rand(t.num_infostates, t.num_actions, generator=torch.Generator().manual_seed(0),
+                     dtype=torch.float64) * t.info_legal
+  probs /= probs.sum(1, keepdim=True)
+  q = exact_q(t, probs)
+
+  def value(n):  # player 0's value of node n, from q where it is a decision
+    if t.kind[n] == TERMINAL:
+      return float(t.returns[n, 0])
+    if t.kind[n] == DECISION:
+      return float((probs[t.infostate[n]] * q[n]).sum())
+    kids = t.children[n]
+    return sum(float(t.chance_prob[n, k]) * value(int(c)) for k, c in enumerate(kids) if c >= 0)
+
+  dec = (t.kind == DECISION).nonzero().squeeze(1)
+  for n in dec[torch.randperm(len(dec), generator=torch.Generator().manual_seed(1))[:300]]:
+    for a in t.legal_mask[n].nonzero().squeeze(1):
+      assert abs(float(q[n, a]) - value(int(t.children[n, a]))) < 1e-9
+  assert abs(value(0) - float(t.expected_returns(probs)[0])) < 1e-9

@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ARMACConfig:
-  """Hyper-parameters of one ARMAC run. Field docs: see README 'Configuration'."""
+  """Hyper-parameters of one ARMAC run. The main fields: see README 'Configuration'."""
   # Networks.
   critic_hidden: tuple[int, ...] = (128, 128)
   regret_hidden: tuple[int, ...] = (128, 128)

@@ -262,10 +262,11 @@ def test_regret_fit_states_fits_w_to_the_state_means():
     a.run_epoch()
   seen, y, mask = a._state_regret_targets()
   x = a._tree.info_tensors[seen]
-  before = float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean())
+  err = lambda: float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean().detach())
+  before = err()
   a.cfg = a.cfg.replace(regret_steps=400)
   a._train_regret()
-  after = float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean())
+  after = err()
   assert after < 0.01 * before and after < 1e-2, (before, after)
 
 
@@ -288,7 +289,7 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
     assert abs(float(p[k].sum()) - 1) < 1e-5 and not p[k][~mask[k]].any()
   x = a._tree.info_tensors[seen]
   kl = lambda: float((p * (p.clamp_min(1e-12).log() - torch.log_softmax(
-      a.actor(x).masked_fill(~mask, -1e9), -1))).masked_fill(~mask, 0).sum(-1).mean())
+      a.actor(x).masked_fill(~mask, -1e9), -1))).masked_fill(~mask, 0).sum(-1).mean().detach())
   before = kl()
   a.cfg = a.cfg.replace(actor_steps=300)
   a._train_actor()

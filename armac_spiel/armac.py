@@ -166,6 +166,14 @@ class ARMAC:
                         f"ids, which only the tree sampler gives ({game_string} uses the "
                         f"{type(self.sampler).__name__}); use 'rows'")
     self._tree = tree
+    # With ids, replay rows store ids, not encodings (5x smaller replays and checkpoints);
+    # _inputs gathers the encodings from the tree's tables (index -1: the zero padding row).
+    self._tables = None if tree is None else {
+        "history": tree._history_ext.to(self.device),
+        "info": tree._node_info_ext.to(self.device),
+        "mask": tree._legal_ext.to(self.device),
+        "state_info": torch.cat([tree.info_tensors, tree.info_tensors[:1] * 0]).to(self.device),
+        "state_mask": torch.cat([tree.info_legal, tree.info_legal[:1] & False]).to(self.device)}
     self._node_sid = None if tree is None else torch.cat(
         [tree.infostate, torch.tensor([-1])]).to(self.device)  # index -1: padding -> -1
     self.rng = np.random.default_rng([seed, 1])
@@ -302,11 +310,24 @@ class ARMAC:
       shape[1] = t_pad
       return torch.cat([x, torch.full(shape, value, dtype=x.dtype)], 1)
 
-    ids = {} if traj.node is None or self._node_sid is None else {"node": pad(traj.node, -1)}
-    return {**ids, "history": pad(traj.history), "info": pad(traj.info_state),
-            "mask": pad(traj.legal_mask, True), "player": pad(traj.player, -1),
-            "action": pad(traj.action, 0).clamp_min(0), "valid": pad(traj.valid, False),
-            "returns": traj.returns}
+    rows = {"player": pad(traj.player, -1), "action": pad(traj.action, 0).clamp_min(0),
+            "valid": pad(traj.valid, False), "returns": traj.returns}
+    if traj.node is not None and self._tables is not None:
+      return {**rows, "node": pad(traj.node, -1)}  # encodings: see _inputs
+    return {**rows, "history": pad(traj.history), "info": pad(traj.info_state),
+            "mask": pad(traj.legal_mask, True)}
+
+  def _inputs(self, d: dict) -> dict:
+    """Replay rows with the encodings their ids stand for (rows that store them: as is).
+    Critic rows hold node ids (-1: padding, zero encodings); W and actor rows hold
+    information-state ids."""
+    if self._tables is None or "info" in d:
+      return d
+    tab = self._tables
+    if "node" in d:
+      return {**d, "history": tab["history"][d["node"]], "info": tab["info"][d["node"]],
+              "mask": tab["mask"][d["node"]]}
+    return {**d, "info": tab["state_info"][d["sid"]], "mask": tab["state_mask"][d["sid"]]}
 
   @staticmethod
   def _learner_weights(traj: Trajectories, learner: torch.Tensor) -> torch.Tensor:
@@ -344,6 +365,7 @@ class ARMAC:
 
   def _critic_loss(self, d: dict) -> torch.Tensor:
     """Tree-Backup regression of q(h_t, a_t) towards the current policy's return."""
+    d = self._inputs(d)
     valid = d["valid"]
     ret = d["returns"][:, :self.heads]  # player 0's value in 2p zero-sum
     node = d.get("node")
@@ -433,6 +455,7 @@ class ARMAC:
     return float(np.mean(losses)) if losses else float("nan")
 
   def _regret_loss(self, d: dict) -> torch.Tensor:
+    d = self._inputs(d)
     w = d["weight"] * self._regret_sample_weight(d["j"].cpu()).to(self.device)
     # Mean regrets shrink like 1/sqrt(t) while SGD's output jitter does not; regressing
     # on sqrt(t)-scaled targets keeps their ratio fixed. RM is invariant to the scale.
@@ -484,6 +507,7 @@ class ARMAC:
 
   def _actor_loss(self, d: dict) -> torch.Tensor:
     """Cross-entropy towards pi^t, weighted by epoch (linear averaging) when configured."""
+    d = self._inputs(d)
     w = d["weight"]
     if self.cfg.average_weighting == "linear":
       w = w * (d["epoch"].double() + 1.0).to(w.dtype)
@@ -516,11 +540,12 @@ class ARMAC:
     sid = None if traj.node is None or self._node_sid is None else (
         self._node_sid[traj.node.to(dev)])
 
-    def ids(rows):  # information-state ids of the rows (tree sampler), for unique_forward
-      return {} if sid is None else {"sid": sid[rows].cpu()}
+    def ids(rows):  # information-state ids of the rows (tree sampler), else encodings
+      if sid is None:
+        return {"info": info[rows].cpu(), "mask": mask[rows].cpu()}
+      return {"sid": sid[rows].cpu()}
 
-    self.regret_replay.add({**ids(sel), "info": info[sel].cpu(), "mask": mask[sel].cpu(),
-                            "target": adv[sel].cpu(), "weight": weight[sel].cpu(),
+    self.regret_replay.add({**ids(sel), "target": adv[sel].cpu(), "weight": weight[sel].cpu(),
                             "j": j_epoch[sel.cpu()]}, self.gen)
     # Realised draw counts per policy epoch: the replay holds policy j's targets in
     # proportion to draws[j], which _train_regret divides out (see _regret_sample_weight).
@@ -529,8 +554,7 @@ class ARMAC:
     self.draws.index_add_(0, past, torch.ones(len(past), dtype=torch.float64))
     opp = (traj.valid & ~is_learner & current_ep).to(dev)
     n = int(opp.sum())
-    self.actor_replay.add({**ids(opp), "info": info[opp].cpu(), "mask": mask[opp].cpu(),
-                           "probs": pi_j[opp].cpu(), "weight": weight[opp].cpu(),
+    self.actor_replay.add({**ids(opp), "probs": pi_j[opp].cpu(), "weight": weight[opp].cpu(),
                            "epoch": torch.full((n,), self.epoch, dtype=torch.long)}, self.gen)
     return {"regret_rows": int(sel.sum()), "actor_rows": n}
 

@@ -294,3 +294,24 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
   a.cfg = a.cfg.replace(actor_steps=300)
   a._train_actor()
   assert kl() < 0.05 * before and kl() < 1e-2, (before, kl())
+
+
+def test_replays_store_ids_and_gather_the_same_encodings():
+  cfg = config_lib.ARMACConfig(**TINY)
+  ids = ARMAC("leduc_poker", cfg, seed=0)                      # tree sampler: ids only
+  enc = ARMAC("leduc_poker", cfg, seed=0, unique_inputs=False)  # encodings stored
+  ids.run_epoch(), enc.run_epoch()
+  assert "history" not in ids.critic_replay.data and "info" not in ids.regret_replay.data
+  assert "history" in enc.critic_replay.data and "info" in enc.regret_replay.data
+  for name in ("critic_replay", "regret_replay", "actor_replay"):
+    a, b = getattr(ids, name), getattr(enc, name)
+    n = len(a)
+    assert n == len(b) > 0
+    da = ids._inputs({k: v[:n] for k, v in a.data.items()})
+    db = {k: v[:n] for k, v in b.data.items()}
+    valid = da["valid"] if "valid" in da else torch.ones(n, dtype=torch.bool)
+    for k in ("history", "info", "mask"):
+      if k in db:
+        assert torch.equal(da[k][valid], db[k][valid]), (name, k)
+  for p, q in zip(ids.regret.parameters(), enc.regret.parameters()):
+    assert torch.allclose(p, q, atol=1e-5)

@@ -110,10 +110,16 @@ class SnapshotBank:
     return h
 
   def state_dict(self) -> dict:
-    return {"weights": self.weights, "biases": self.biases, "epoch": self.epoch,
-            "size": self.size, "pushes": self.pushes}
+    """The filled slots only (clones: a slice view would make torch.save write them all)."""
+    n = self.size
+    return {"weights": {k: [w[:n].clone() for w in ws] for k, ws in self.weights.items()},
+            "biases": {k: [b[:n].clone() for b in bs] for k, bs in self.biases.items()},
+            "epoch": self.epoch, "size": self.size, "pushes": self.pushes}
 
   def load_state_dict(self, d: dict) -> None:
-    self.weights = {n: [w.to(self.device) for w in ws] for n, ws in d["weights"].items()}
-    self.biases = {n: [b.to(self.device) for b in bs] for n, bs in d["biases"].items()}
+    for mine, saved in ((self.weights, d["weights"]), (self.biases, d["biases"])):
+      for name, tensors in saved.items():
+        for k, t in enumerate(tensors):  # filled slots (or, older checkpoints, all)
+          mine[name][k].zero_()
+          mine[name][k][:t.shape[0]] = t.to(self.device)
     self.epoch, self.size, self.pushes = d["epoch"], d["size"], d["pushes"]

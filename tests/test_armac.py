@@ -315,3 +315,20 @@ def test_replays_store_ids_and_gather_the_same_encodings():
         assert torch.equal(da[k][valid], db[k][valid]), (name, k)
   for p, q in zip(ids.regret.parameters(), enc.regret.parameters()):
     assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_snapshot_bank_saves_only_filled_slots_and_round_trips(tmp_path):
+  nets = [MLP(3, (64,), 2) for _ in range(3)]
+  bank = SnapshotBank({"w": nets[0]}, capacity=1000, device="cpu")
+  rng = np.random.default_rng(0)
+  for e, net in enumerate(nets):
+    bank.push({"w": net}, e, rng)
+  path = tmp_path / "bank.pt"
+  torch.save(bank.state_dict(), path)
+  assert path.stat().st_size < 20_000  # 3 snapshots, not 1000 (over 1 MB)
+  other = SnapshotBank({"w": nets[0]}, capacity=1000, device="cpu")
+  other.load_state_dict(torch.load(path))
+  x = torch.randn(3, 5, 3)
+  assert other.size == 3 and torch.equal(other.forward("w", torch.arange(3), x),
+                                         bank.forward("w", torch.arange(3), x))
+  assert other.weights["w"][0].shape[0] == 1000  # room for more pushes

@@ -32,6 +32,10 @@ class TensorBuffer:
     if not self.data:
       self.data = {k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype)
                    for k, v in rows.items()}
+    elif set(rows) != set(self.data):
+      raise ValueError(f"replay rows have fields {sorted(rows)} but the buffer holds "
+                       f"{sorted(self.data)} (a checkpoint from another armac-spiel version "
+                       f"or sampler?); start a new run")
     if self.mode == "fifo":
       if n > self.capacity:
         rows = {k: v[-self.capacity:] for k, v in rows.items()}

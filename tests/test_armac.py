@@ -332,3 +332,12 @@ def test_snapshot_bank_saves_only_filled_slots_and_round_trips(tmp_path):
   assert other.size == 3 and torch.equal(other.forward("w", torch.arange(3), x),
                                          bank.forward("w", torch.arange(3), x))
   assert other.weights["w"][0].shape[0] == 1000  # room for more pushes
+
+
+def test_replay_rows_with_other_fields_are_a_clear_error():
+  from armac_spiel.buffers import TensorBuffer
+  buf = TensorBuffer(10, "reservoir")
+  gen = torch.Generator().manual_seed(0)
+  buf.add({"sid": torch.zeros(2, dtype=torch.long), "target": torch.ones(2, 3)}, gen)
+  with pytest.raises(ValueError, match="fields"):
+    buf.add({"info": torch.ones(2, 5), "target": torch.ones(2, 3)}, gen)

@@ -349,15 +349,25 @@ class ARMAC:
 
   def _fit(self, name: str, buffer: TensorBuffer, steps: int, batch: int, loss_fn) -> float:
     """`steps` Adam steps of network `name` on minibatches of `buffer`; mean loss."""
+    return self._adam_steps(name, steps, lambda: loss_fn(
+        {k: v.to(self.device) for k, v in buffer.sample(batch, self.gen).items()}))
+
+  def _adam_steps(self, name: str, steps: int, make_loss) -> float:
+    """`steps` Adam steps of network `name` on `make_loss()`; mean loss."""
     losses = []
     for _ in range(steps):
-      d = {k: v.to(self.device) for k, v in buffer.sample(batch, self.gen).items()}
-      loss = loss_fn(d)
+      loss = make_loss()
       self.opt[name].zero_grad(set_to_none=True)
       loss.backward()
       self.opt[name].step()
       losses.append(self._check(name, loss))
     return float(np.mean(losses)) if losses else float("nan")
+
+  def _state_rows(self, n: int, batch: int):
+    """All n state rows (a full batch), or a random minibatch of `batch` if n is larger."""
+    if n <= batch:
+      return slice(None)
+    return torch.randint(n, (batch,), generator=self.gen).to(self.device)
 
   def _train_critic(self) -> float:
     return self._fit("critic", self.critic_replay, self.cfg.critic_steps,
@@ -443,16 +453,12 @@ class ARMAC:
     seen, y, mask = self._state_regret_targets()
     x = self._tree.info_tensors[seen].to(self.device)
     y, mask = y.to(self.device), mask.to(self.device)
-    losses = []
-    for _ in range(self.cfg.regret_steps):
-      idx = slice(None) if len(seen) <= self.cfg.regret_batch else torch.randint(
-          len(seen), (self.cfg.regret_batch,), generator=self.gen).to(self.device)
-      loss = ((self.regret(x[idx]) - y[idx]) ** 2 * mask[idx]).sum(-1).mean()
-      self.opt["regret"].zero_grad(set_to_none=True)
-      loss.backward()
-      self.opt["regret"].step()
-      losses.append(self._check("regret", loss))
-    return float(np.mean(losses)) if losses else float("nan")
+
+    def loss():
+      idx = self._state_rows(len(seen), self.cfg.regret_batch)
+      return ((self.regret(x[idx]) - y[idx]) ** 2 * mask[idx]).sum(-1).mean()
+
+    return self._adam_steps("regret", self.cfg.regret_steps, loss)
 
   def _regret_loss(self, d: dict) -> torch.Tensor:
     d = self._inputs(d)
@@ -493,17 +499,13 @@ class ARMAC:
     seen, p, mask = self._state_policy_targets()
     x = self._tree.info_tensors[seen].to(self.device)
     p, mask = p.to(self.device), mask.to(self.device)
-    losses = []
-    for _ in range(self.cfg.actor_steps):
-      idx = slice(None) if len(seen) <= self.cfg.actor_batch else torch.randint(
-          len(seen), (self.cfg.actor_batch,), generator=self.gen).to(self.device)
+
+    def loss():
+      idx = self._state_rows(len(seen), self.cfg.actor_batch)
       logp = masked_log_softmax(self.actor(x[idx]), mask[idx])
-      loss = -(p[idx] * logp.masked_fill(~mask[idx], 0.0)).sum(-1).mean()
-      self.opt["actor"].zero_grad(set_to_none=True)
-      loss.backward()
-      self.opt["actor"].step()
-      losses.append(self._check("actor", loss))
-    return float(np.mean(losses)) if losses else float("nan")
+      return -(p[idx] * logp.masked_fill(~mask[idx], 0.0)).sum(-1).mean()
+
+    return self._adam_steps("actor", self.cfg.actor_steps, loss)
 
   def _actor_loss(self, d: dict) -> torch.Tensor:
     """Cross-entropy towards pi^t, weighted by epoch (linear averaging) when configured."""

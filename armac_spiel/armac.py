@@ -166,14 +166,15 @@ class ARMAC:
                         f"ids, which only the tree sampler gives ({game_string} uses the "
                         f"{type(self.sampler).__name__}); use 'rows'")
     self._tree = tree
-    # With ids, replay rows store ids, not encodings (5x smaller replays and checkpoints);
-    # _inputs gathers the encodings from the tree's tables (index -1: the zero padding row).
+    # With ids, replay rows store ids, not encodings (Leduc checkpoints 4.8x smaller, see
+    # experiments/bench_checkpoint.py); _inputs gathers the encodings from the tree's tables
+    # (node tables: index -1 is the zero padding row; state ids are never padding).
     self._tables = None if tree is None else {
         "history": tree._history_ext.to(self.device),
         "info": tree._node_info_ext.to(self.device),
         "mask": tree._legal_ext.to(self.device),
-        "state_info": torch.cat([tree.info_tensors, tree.info_tensors[:1] * 0]).to(self.device),
-        "state_mask": torch.cat([tree.info_legal, tree.info_legal[:1] & False]).to(self.device)}
+        "state_info": tree.info_tensors.to(self.device),
+        "state_mask": tree.info_legal.to(self.device)}
     self._node_sid = None if tree is None else torch.cat(
         [tree.infostate, torch.tensor([-1])]).to(self.device)  # index -1: padding -> -1
     self.rng = np.random.default_rng([seed, 1])
@@ -421,19 +422,23 @@ class ARMAC:
     return self._fit("regret", self.regret_replay, self.cfg.regret_steps,
                      self.cfg.regret_batch, self._regret_loss)
 
+  def _state_means(self, sid: torch.Tensor, values: torch.Tensor, w: torch.Tensor):
+    """Weighted mean of `values` (R, A) per information state id in `sid` (R,), over the
+    states that occur. Returns (state ids (S',), means (S', A) float64, legal (S', A))."""
+    tree = self._tree
+    num = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
+    num.index_add_(0, sid, w.double()[:, None] * values.double())
+    den = torch.zeros(tree.num_infostates, dtype=torch.float64).index_add_(0, sid, w.double())
+    seen = (den > 0).nonzero().squeeze(1)
+    return seen, num[seen] / den[seen, None], tree.info_legal[seen]
+
   def _state_regret_targets(self):
     """Per information state s seen in the regret replay: the weighted mean of its targets
     (the minimiser of _regret_loss's row-wise MSE over the whole replay), scaled to unit RMS
     over the legal actions. Returns (state ids, targets (S', A), legal masks (S', A))."""
-    tree, n = self._tree, len(self.regret_replay)
-    d = {k: v[:n] for k, v in self.regret_replay.data.items()}
-    w = (d["weight"] * self._regret_sample_weight(d["j"])).double()
-    num = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
-    num.index_add_(0, d["sid"], w[:, None] * d["target"].double())
-    den = torch.zeros(tree.num_infostates, dtype=torch.float64).index_add_(0, d["sid"], w)
-    seen = (den > 0).nonzero().squeeze(1)
-    mean = num[seen] / den[seen, None]
-    mask = tree.info_legal[seen]
+    d = self.regret_replay.filled()
+    seen, mean, mask = self._state_means(
+        d["sid"], d["target"], d["weight"] * self._regret_sample_weight(d["j"]))
     rms = (mean.pow(2).sum(1) / mask.sum(1).clamp_min(1)).sqrt()
     y = torch.where(rms[:, None] > 0, mean / rms.clamp_min(1e-300)[:, None], 0.0)
     return seen, y.float(), mask
@@ -451,7 +456,7 @@ class ARMAC:
     if not len(self.regret_replay):
       return float("nan")
     seen, y, mask = self._state_regret_targets()
-    x = self._tree.info_tensors[seen].to(self.device)
+    x = self._tables["state_info"][seen.to(self.device)]
     y, mask = y.to(self.device), mask.to(self.device)
 
     def loss():
@@ -481,23 +486,19 @@ class ARMAC:
     policies, the minimiser of _actor_loss's cross-entropy over the whole replay (with
     explore_eps = 1 a row's frequency is the acting player's own reach, so this is CFR's
     average policy). Returns (state ids, mean policies (S', A), legal masks (S', A))."""
-    tree, n = self._tree, len(self.actor_replay)
-    d = {k: v[:n] for k, v in self.actor_replay.data.items()}
+    d = self.actor_replay.filled()
     w = d["weight"].double()
     if self.cfg.average_weighting == "linear":
       w = w * (d["epoch"].double() + 1.0)
-    num = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
-    num.index_add_(0, d["sid"], w[:, None] * d["probs"].double())
-    den = torch.zeros(tree.num_infostates, dtype=torch.float64).index_add_(0, d["sid"], w)
-    seen = (den > 0).nonzero().squeeze(1)
-    return seen, (num[seen] / den[seen, None]).float(), tree.info_legal[seen]
+    seen, mean, mask = self._state_means(d["sid"], d["probs"], w)
+    return seen, mean.float(), mask
 
   def _train_actor_states(self) -> float:
     """actor_fit=states: cross-entropy towards each seen state's mean policy, states
     weighted alike, full batches (minibatches of actor_batch states if more). Same
     minimiser per state as the row-wise loss, without its minibatch noise."""
     seen, p, mask = self._state_policy_targets()
-    x = self._tree.info_tensors[seen].to(self.device)
+    x = self._tables["state_info"][seen.to(self.device)]
     p, mask = p.to(self.device), mask.to(self.device)
 
     def loss():

@@ -60,9 +60,13 @@ class TensorBuffer:
     idx = torch.randint(self.size, (n,), generator=gen)
     return {k: v[idx] for k, v in self.data.items()}
 
+  def filled(self) -> dict[str, torch.Tensor]:
+    """The filled rows of every field (views)."""
+    return {k: v[:self.size] for k, v in self.data.items()}
+
   def state_dict(self) -> dict:
     # clone: a slice is a view, and torch.save would write the whole capacity's storage.
-    return {"data": {k: v[:self.size].clone() for k, v in self.data.items()},
+    return {"data": {k: v.clone() for k, v in self.filled().items()},
             "size": self.size, "added": self.added}
 
   def load_state_dict(self, d: dict) -> None:

@@ -56,8 +56,8 @@ class _ReachAverage:
   def add(self, probs: torch.Tensor, weight: float) -> None:
     r = self.tree._reach(probs)[self._nodes]
     own = r.gather(1, self.tree.player[self._nodes].unsqueeze(1)).squeeze(1)
-    reach = torch.zeros(self.tree.num_infostates, dtype=torch.float64).index_reduce_(
-        0, self._sid, own, "amax", include_self=False)  # perfect recall: equal in a state
+    reach = torch.zeros(self.tree.num_infostates, dtype=torch.float64)
+    reach[self._sid] = own  # perfect recall: every node of a state has the same own reach
     self.sum += weight * reach[:, None] * probs.double()
 
   def table(self) -> torch.Tensor:
@@ -96,9 +96,7 @@ def run_armac(game: str) -> None:
     cfg = cfg.replace(regret_fit=FLAGS.regret_fit)
   cls = _ExactCritic if FLAGS.critic == "exact" else ARMAC
   learner = cls(game, cfg, FLAGS.seed)
-  if learner._tree is None:
-    learner._tree = learner.sampler.tree
-  tree = learner._tree
+  tree = learner._tree  # the tree sampler gives ids (unique_inputs is on)
   avg = _ReachAverage(tree)
   train_s = 0.0
   for e in range(1, FLAGS.epochs + 1):

@@ -236,8 +236,7 @@ def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
     a.run_epoch()
   seen, y, mask = a._state_regret_targets()
   # Brute force: loop over the replay's rows, one information state at a time.
-  n = len(a.regret_replay)
-  d = {k: v[:n] for k, v in a.regret_replay.data.items()}
+  d = a.regret_replay.filled()
   w = (d["weight"] * a._regret_sample_weight(d["j"])).double()
   sids = sorted(set(d["sid"].tolist()))
   assert seen.tolist() == sids and len(sids) > 20
@@ -277,8 +276,7 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
   for _ in range(4):
     a.run_epoch()
   seen, p, mask = a._state_policy_targets()
-  n = len(a.actor_replay)
-  d = {k: v[:n] for k, v in a.actor_replay.data.items()}
+  d = a.actor_replay.filled()
   w = d["weight"].double() * (d["epoch"].double() + 1.0)  # linear averaging (default)
   sids = sorted(set(d["sid"].tolist()))
   assert seen.tolist() == sids and len(sids) > 10
@@ -307,8 +305,7 @@ def test_replays_store_ids_and_gather_the_same_encodings():
     a, b = getattr(ids, name), getattr(enc, name)
     n = len(a)
     assert n == len(b) > 0
-    da = ids._inputs({k: v[:n] for k, v in a.data.items()})
-    db = {k: v[:n] for k, v in b.data.items()}
+    da, db = ids._inputs(a.filled()), b.filled()
     valid = da["valid"] if "valid" in da else torch.ones(n, dtype=torch.bool)
     for k in ("history", "info", "mask"):
       if k in db:

@@ -143,10 +143,12 @@ class ARMAC:
       self.actor = MLP(sg.info_state_size, cfg.actor_hidden, sg.num_actions)
     for net in (self.critic, self.regret, self.actor):
       net.to(self.device)
+    # Fused Adam: one kernel for all parameters; on these small nets it halves a step's
+    # time on CPU against the default (experiments.bench_learner).
     self.opt = {
-        "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr),
-        "regret": torch.optim.Adam(self.regret.parameters(), lr=cfg.regret_lr),
-        "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr),
+        "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True),
+        "regret": torch.optim.Adam(self.regret.parameters(), lr=cfg.regret_lr, fused=True),
+        "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=True),
     }
     self.bank = SnapshotBank({"regret": self.regret, "critic": self.critic},
                              cfg.max_snapshots, self.device)

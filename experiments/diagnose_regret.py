@@ -39,6 +39,7 @@ flags.DEFINE_integer("every", 60, "Epochs between diagnostics.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_enum("critic", "learned", ["learned", "exact"], "Critic used in the targets.")
 flags.DEFINE_enum("regret_fit", None, list(REGRET_FITS), "Overrides the config's regret_fit.")
+flags.DEFINE_string("config", None, "YAML config (default: the game's tuned config).")
 flags.DEFINE_bool("tabular", False, "Tabular sampled-CFR floor instead of ARMAC.")
 flags.DEFINE_integer("tabular_episodes", 1536, "Learner episodes per tabular epoch (ARMAC's "
                      "tuned configs: 12 of 16 groups of 2048 episodes replay past policies).")
@@ -90,7 +91,7 @@ class _ExactCritic(ARMAC):
 
 
 def run_armac(game: str) -> None:
-  spec, _ = trainer.build_spec(game, FLAGS.seed, "/dev/null")
+  spec, _ = trainer.build_spec(game, FLAGS.seed, "/dev/null", config_path=FLAGS.config)
   cfg = spec.config.replace(sampler="tree")
   if FLAGS.regret_fit:
     cfg = cfg.replace(regret_fit=FLAGS.regret_fit)
@@ -111,8 +112,12 @@ def run_armac(game: str) -> None:
     with torch.no_grad():
       w_net = learner.regret(tree.info_tensors[seen])
     l1 = (regret_matching(w_net, mask) - regret_matching(y, mask)).abs().sum(1).mean()
+    sid_p, p_mean, _ = learner._state_policy_targets()
+    replay_avg = tree.uniform_policy().float()
+    replay_avg[sid_p] = p_mean
     print(f"epoch {e} train_s {train_s:.0f}: exploitability actor "
           f"{evaluation.exploitability(game, learner.average_policy().table()):.4f}, "
+          f"replay mean policy {evaluation.exploitability(game, replay_avg):.4f}, "
           f"current {evaluation.exploitability(game, learner.current_policy().table()):.4f}, "
           f"exact average of the current policies "
           f"{evaluation.exploitability(game, avg.table()):.4f}; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any
 
 import yaml
@@ -151,6 +152,23 @@ def from_dict(d: dict, base: ARMACConfig | None = None, where: str = "config") -
     raise ConfigError(f"{where}: unknown config key(s) {unknown}; known keys: "
                       f"{sorted(_FIELDS)}")
   return dataclasses.replace(base, **{k: _coerce(k, v) for k, v in d.items()})
+
+
+def parse_sets(values: list[str], flag: str = "--set") -> dict:
+  """`--set` flag values -> {field: value}. Each value holds KEY=VALUE pairs separated by
+  commas (commas inside [...] belong to a list: `critic_hidden=[64,64]`); values parse as
+  YAML scalars or lists; unknown keys are left for from_dict to name."""
+  out = {}
+  items = [p for v in values for p in re.split(r",(?![^\[]*\])", v) if p]
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+      raise ConfigError(f"{flag}: {item!r} is not KEY=VALUE (e.g. {flag}=critic_lr=0.001)")
+    try:
+      out[key.strip()] = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+      raise ConfigError(f"{flag}: cannot parse the value of {key.strip()!r}: {e}") from e
+  return out
 
 
 def load_yaml(path: str) -> dict:

@@ -1,14 +1,19 @@
-"""Learner speed: milliseconds per ARMAC epoch and where they go, with and without running
-each network once per distinct compiled-tree id (`armac.unique_forward`), in one run.
+"""Learner speed: milliseconds per ARMAC epoch and where they go, for a baseline and a
+faster variant of the learner, in one run.
 
-  python -m experiments.bench_learner --out=bench_learner.json [--games=kuhn_poker,leduc_poker]
+  python -m experiments.bench_learner --out=bench_learner.json [--compare=unique|adam]
 
-Per game, two learners with the game's tuned config and the same seed: `rowwise`
-(unique_inputs=False: every minibatch row through the networks, as before issue 7) and
-`unique`. They alternate for `--rounds` rounds of `--epochs` epochs each, after `--warmup`
-epochs, so load from other processes hits both alike. Reported: median ms per epoch, the
-per-phase split (sampling, critic fit, regret targets, W fit, actor fit) summed over the
-timed epochs, and the ratio rowwise / unique.
+`--compare=unique` (default): `rowwise` (unique_inputs=False: every minibatch row through
+the networks, as before issue 7) against `unique` (each network once per distinct
+compiled-tree id, `armac.unique_forward`), both with row-wise W and actor fits.
+`--compare=adam`: `default` (torch.optim.Adam's default for-loop implementation) against
+`fused` (what ARMAC uses), with the tuned configs as they are.
+
+Per game, both learners have the game's tuned config and the same seed. They alternate for
+`--rounds` rounds of `--epochs` epochs each, after `--warmup` epochs, so load from other
+processes hits both alike. Reported: median ms per epoch, the per-phase split (sampling,
+critic fit, regret targets, W fit, actor fit) summed over the timed epochs, and the ratio
+baseline / variant (`speedup`).
 """
 
 import json
@@ -31,6 +36,7 @@ flags.DEFINE_integer("warmup", 5, "Untimed epochs first.")
 flags.DEFINE_integer("rounds", 4, "Alternating rounds.")
 flags.DEFINE_integer("epochs", 5, "Epochs per learner per round.")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_enum("compare", "unique", ["unique", "adam"], "Which pair of learners to time.")
 
 PHASES = {"_sample": "sampling", "_train_critic": "critic", "_targets": "targets",
           "_train_regret": "regret_W", "_train_actor": "actor"}
@@ -50,18 +56,37 @@ def timed(learner, totals):
     setattr(learner, name, wrap)
 
 
+def _unfused(learner: ARMAC) -> ARMAC:
+  """The learner with torch.optim.Adam's default implementation in place of fused Adam."""
+  learner.opt = {name: torch.optim.Adam(opt.param_groups[0]["params"],
+                                        lr=opt.param_groups[0]["lr"])
+                 for name, opt in learner.opt.items()}
+  return learner
+
+
+def variants(game: str, cfg):
+  """(baseline, variant) learner factories for --compare, and the config they use."""
+  if FLAGS.compare == "adam":
+    return {"default": lambda: _unfused(ARMAC(game, cfg, FLAGS.seed)),
+            "fused": lambda: ARMAC(game, cfg, FLAGS.seed)}, cfg
+  # Row-wise fits in both variants: the comparison is of the per-row network passes
+  # (regret_fit / actor_fit = states need ids and have no row-wise variant).
+  cfg = cfg.replace(regret_fit="rows", actor_fit="rows")
+  return {"rowwise": lambda: ARMAC(game, cfg, FLAGS.seed, unique_inputs=False),
+          "unique": lambda: ARMAC(game, cfg, FLAGS.seed, unique_inputs=True)}, cfg
+
+
 def main(argv):
   del argv
   torch.set_num_threads(1)
-  out = {"seed": FLAGS.seed, "torch_threads": 1, "provenance": run_io.provenance()}
+  out = {"seed": FLAGS.seed, "torch_threads": 1, "compare": FLAGS.compare,
+         "provenance": run_io.provenance()}
   for game in FLAGS.games:
     cfg = config_lib.from_dict(config_lib.load_yaml(trainer.default_config_path(game)))
-    # Row-wise fits in both variants: the comparison is of the per-row network passes
-    # (regret_fit / actor_fit = states need ids and have no row-wise variant).
-    cfg = cfg.replace(regret_fit="rows", actor_fit="rows")
+    makers, cfg = variants(game, cfg)
     learners, per_epoch, phases = {}, defaultdict(list), {}
-    for variant, unique in (("rowwise", False), ("unique", True)):
-      learners[variant] = ARMAC(game, cfg, FLAGS.seed, unique_inputs=unique)
+    for variant, make in makers.items():
+      learners[variant] = make()
       for _ in range(FLAGS.warmup):
         learners[variant].run_epoch()
       phases[variant] = defaultdict(float)
@@ -78,7 +103,8 @@ def main(argv):
       res[variant] = {"ms_per_epoch": float(np.median(per_epoch[variant])),
                       "phase_ms_per_epoch": {k: 1000 * v / n
                                              for k, v in phases[variant].items()}}
-    res["speedup"] = res["rowwise"]["ms_per_epoch"] / res["unique"]["ms_per_epoch"]
+    base, new = makers
+    res["speedup"] = res[base]["ms_per_epoch"] / res[new]["ms_per_epoch"]
     res["config"] = {k: getattr(cfg, k) for k in ("episodes_per_epoch", "critic_steps",
                                                   "regret_steps", "actor_steps")}
     out[game] = res

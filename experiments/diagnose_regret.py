@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from absl import app, flags
 
+from armac_spiel import config as config_lib
 from armac_spiel import evaluation, trainer
 from armac_spiel.armac import ARMAC
 from armac_spiel.config import REGRET_FITS
@@ -40,6 +41,7 @@ flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_enum("critic", "learned", ["learned", "exact"], "Critic used in the targets.")
 flags.DEFINE_enum("regret_fit", None, list(REGRET_FITS), "Overrides the config's regret_fit.")
 flags.DEFINE_string("config", None, "YAML config (default: the game's tuned config).")
+flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...].")
 flags.DEFINE_bool("tabular", False, "Tabular sampled-CFR floor instead of ARMAC.")
 flags.DEFINE_integer("tabular_episodes", 1536, "Learner episodes per tabular epoch (ARMAC's "
                      "tuned configs: 12 of 16 groups of 2048 episodes replay past policies).")
@@ -91,7 +93,8 @@ class _ExactCritic(ARMAC):
 
 
 def run_armac(game: str) -> None:
-  spec, _ = trainer.build_spec(game, FLAGS.seed, "/dev/null", config_path=FLAGS.config)
+  spec, _ = trainer.build_spec(game, FLAGS.seed, "/dev/null", config_path=FLAGS.config,
+                               overrides=config_lib.parse_sets(FLAGS.set))
   cfg = spec.config.replace(sampler="tree")
   if FLAGS.regret_fit:
     cfg = cfg.replace(regret_fit=FLAGS.regret_fit)

@@ -2,15 +2,14 @@
 
   python -m experiments.train --game_name=leduc_poker --seed=0 --time_budget_s=120 \
       --out_dir=runs/leduc_s0 [--config=experiments/configs/leduc_poker.yaml] \
-      [--device=auto|cpu|cuda] [--eval_every=50] [--resume]
+      [--device=auto|cpu|cuda] [--eval_every=50] [--resume] [--set=critic_lr=0.001,...]
 
 Without --config, experiments/configs/<game>.yaml is used when it exists. Flags override
-the config. Writes config.json, provenance.json, metrics.jsonl, checkpoint.pt, policy.json,
+the config; --set overrides any config field (the README's ablations use it). Writes config.json, provenance.json, metrics.jsonl, checkpoint.pt, policy.json,
 curve.png into --out_dir.
 """
 
 import os
-import re
 import sys
 
 import torch
@@ -33,6 +32,8 @@ flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its check
 flags.DEFINE_enum("scheduler", None, list(config_lib.SCHEDULER_MODES),
                   "Per-state scheduler between actor and regret policies.")
 flags.DEFINE_enum("sampler", None, list(config_lib.SAMPLERS), "Sampler backend.")
+flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...] (or repeat "
+                          "the flag); e.g. --set=critic_lr=0.001,critic_hidden=[64,64].")
 flags.DEFINE_integer("threads", 1, "torch intra-op threads (tiny nets: 1 is fastest).")
 flags.DEFINE_string("record_replay", None, "Record episodes for deterministic replay into "
                     "this directory (verify: python -m experiments.replay_verify DIR).")
@@ -60,7 +61,11 @@ def main(argv):
   if not FLAGS.out_dir:
     print("error: --out_dir is required", file=sys.stderr)
     return 2
-  overrides = {}
+  try:
+    overrides = config_lib.parse_sets(FLAGS.set)
+  except config_lib.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   if FLAGS.eval_every is not None:
     overrides["eval_every"] = FLAGS.eval_every
   if FLAGS.max_epochs is not None:

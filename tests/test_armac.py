@@ -168,6 +168,28 @@ def test_unknown_config_key_is_named(tmp_path):
     config_lib.from_dict({"critic_hiden": [8]})
 
 
+def test_set_flag_values_parse_and_bad_ones_are_named():
+  got = config_lib.parse_sets(["critic_lr=0.003,actor_fit=states", "critic_hidden=[64,32]"])
+  assert got == {"critic_lr": 0.003, "actor_fit": "states", "critic_hidden": [64, 32]}
+  cfg = config_lib.from_dict(got)
+  assert cfg.critic_hidden == (64, 32) and cfg.actor_fit == "states"
+  with pytest.raises(config_lib.ConfigError, match="--set.*'critic_lr'"):
+    config_lib.parse_sets(["critic_lr"])
+
+
+def test_train_cli_set_reaches_config_json_and_unknown_keys_are_named(tmp_path):
+  run = tmp_path / "run"
+  subprocess.run(_cli(run, "--max_epochs=1", "--eval_every=1",
+                      "--set=critic_lr=0.002,episodes_per_epoch=64"),
+                 cwd=REPO, check=True, capture_output=True)
+  cfg = json.loads((run / "config.json").read_text())
+  cfg = cfg.get("armac", cfg)
+  assert cfg["critic_lr"] == 0.002 and cfg["episodes_per_epoch"] == 64
+  bad = subprocess.run(_cli(tmp_path / "bad", "--max_epochs=1", "--set=critic_lrr=0.1"),
+                       cwd=REPO, capture_output=True, text=True)
+  assert bad.returncode == 2 and "critic_lrr" in bad.stderr
+
+
 def _cli(out_dir, *extra):
   return [sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker", "--seed=5",
           f"--out_dir={out_dir}", "--device=cpu", *extra]

@@ -146,11 +146,10 @@ class ARMAC:
     # Fused Adam: one kernel for all parameters. These nets are small, so a step is bound by
     # per-parameter overhead: epochs 1.19x (Kuhn) and 1.06x (Leduc) faster on CPU
     # (python -m experiments.bench_learner --compare=adam, README).
-    self.opt = {
-        "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True),
-        "regret": torch.optim.Adam(self.regret.parameters(), lr=cfg.regret_lr, fused=True),
-        "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=True),
-    }
+    self.opt = {name: torch.optim.Adam(net.parameters(), lr=getattr(cfg, f"{name}_lr"),
+                                       fused=True)
+                for name, net in (("critic", self.critic), ("regret", self.regret),
+                                  ("actor", self.actor))}
     self.bank = SnapshotBank({"regret": self.regret, "critic": self.critic},
                              cfg.max_snapshots, self.device)
     self.critic_replay = TensorBuffer(cfg.critic_replay_episodes, "fifo")

@@ -5,8 +5,9 @@
       [--device=auto|cpu|cuda] [--eval_every=50] [--resume] [--set=critic_lr=0.001,...]
 
 Without --config, experiments/configs/<game>.yaml is used when it exists. Flags override
-the config; --set overrides any config field (the README's ablations use it). Writes config.json, provenance.json, metrics.jsonl, checkpoint.pt, policy.json,
-curve.png into --out_dir.
+the config; --set overrides any config field (the README's ablations use it). Writes
+config.json, provenance.json, metrics.jsonl, checkpoint.pt, policy.json, curve.png into
+--out_dir.
 """
 
 import os
@@ -61,20 +62,11 @@ def main(argv):
   if not FLAGS.out_dir:
     print("error: --out_dir is required", file=sys.stderr)
     return 2
+  flag_fields = {"eval_every": FLAGS.eval_every, "max_epochs": FLAGS.max_epochs,
+                 "scheduler_mode": FLAGS.scheduler, "sampler": FLAGS.sampler}
   try:
-    overrides = config_lib.parse_sets(FLAGS.set)
-  except config_lib.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  if FLAGS.eval_every is not None:
-    overrides["eval_every"] = FLAGS.eval_every
-  if FLAGS.max_epochs is not None:
-    overrides["max_epochs"] = FLAGS.max_epochs
-  if FLAGS.scheduler is not None:
-    overrides["scheduler_mode"] = FLAGS.scheduler
-  if FLAGS.sampler is not None:
-    overrides["sampler"] = FLAGS.sampler
-  try:
+    overrides = {**config_lib.parse_sets(FLAGS.set),
+                 **{k: v for k, v in flag_fields.items() if v is not None}}
     spec, sched = build_spec(FLAGS.game_name, FLAGS.seed, FLAGS.out_dir, FLAGS.time_budget_s,
                              FLAGS.config, overrides, FLAGS.device, FLAGS.resume)
     from armac_spiel.scheduler_glue import scheduler_factory

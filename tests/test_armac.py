@@ -182,8 +182,7 @@ def test_train_cli_set_reaches_config_json_and_unknown_keys_are_named(tmp_path):
   subprocess.run(_cli(run, "--max_epochs=1", "--eval_every=1",
                       "--set=critic_lr=0.002,episodes_per_epoch=64"),
                  cwd=REPO, check=True, capture_output=True)
-  cfg = json.loads((run / "config.json").read_text())
-  cfg = cfg.get("armac", cfg)
+  cfg = json.loads((run / "config.json").read_text())["armac"]
   assert cfg["critic_lr"] == 0.002 and cfg["episodes_per_epoch"] == 64
   bad = subprocess.run(_cli(tmp_path / "bad", "--max_epochs=1", "--set=critic_lrr=0.1"),
                        cwd=REPO, capture_output=True, text=True)

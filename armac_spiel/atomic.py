@@ -8,6 +8,8 @@ import tempfile
 
 import torch
 
+from armac_spiel.safe_load import check_plain
+
 
 def _atomic_write(path: str, write, mode: str) -> None:
   d = os.path.dirname(os.path.abspath(path))
@@ -34,6 +36,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 def atomic_torch_save(obj, path: str) -> None:
+  """torch.save of plain data (see armac_spiel.safe_load), written atomically."""
+  check_plain(obj)
   buf = io.BytesIO()
   torch.save(obj, buf)
   atomic_write_bytes(path, buf.getvalue())

@@ -33,6 +33,10 @@ line with epoch >= E (and a truncated last line), deletes the policy files of th
 and continues numbering after the kept lines, so a resumed run leaves the same files as an
 uninterrupted one. A fresh run (E = 0) clears the directory's replay files.
 
+Reading runs no code: lines are parsed with json.loads, and policy files, which hold plain
+data only, with torch.load(weights_only=True) (armac_spiel.safe_load); a policy file naming
+any other type is refused (a ReplayError naming the file and the type).
+
 Verification (`verify`) rebuilds the networks from the policy files (checking the hash),
 replays every episode on a pyspiel state from its chance outcomes and actions (checking
 legality, players and legal masks), recomputes pi_j through the episode's snapshot, the
@@ -59,6 +63,7 @@ import numpy as np
 import torch
 
 from armac_spiel.atomic import atomic_torch_save, atomic_write_bytes
+from armac_spiel.safe_load import UnsafeFileError, load_tensor_file, tensor_bytes
 
 FORMAT = "armac-spiel/replay-v1"
 POLICY_FORMAT = "armac-spiel/replay-policy-v1"
@@ -384,10 +389,9 @@ def policy_checkpoint(learner, slots: torch.Tensor, extra_config: dict | None = 
       "scheduler": None,
   }
   if learner.scheduler is not None:
-    buf = io.BytesIO()  # a deep copy: state_dict may hold live tensors
-    torch.save(learner.scheduler.state_dict(), buf)
-    buf.seek(0)
-    state = torch.load(buf, map_location="cpu", weights_only=False)
+    # A deep copy (state_dict may hold live tensors), read back as plain data.
+    state = load_tensor_file(io.BytesIO(tensor_bytes(learner.scheduler.state_dict())),
+                             "scheduler state")
     if isinstance(state, dict):  # wall-clock timings vary between identical runs
       for k in _VOLATILE:
         if isinstance(state.get(k), dict):
@@ -621,7 +625,11 @@ def _load_policy(replay_dir: str, rec: dict, path: str, lineno: int, cache: dict
     if not os.path.exists(full):
       raise ReplayError(path, lineno, f"policy checkpoint {name} is missing")
     try:
-      ck = torch.load(full, map_location="cpu", weights_only=False)
+      ck = load_tensor_file(full, "policy checkpoint", hint=(
+          "replay policy files hold plain data only; one written by an older armac-spiel "
+          "version cannot be verified: record the run again with --record_replay"))
+    except UnsafeFileError as e:
+      raise ReplayError(path, lineno, str(e)) from None
     except Exception as e:  # torch raises several types for corrupt files
       raise ReplayError(path, lineno, f"policy checkpoint {name} is unreadable "
                         f"({type(e).__name__}: {e})") from None

@@ -29,6 +29,7 @@ from armac_spiel.armac import ARMAC
 from armac_spiel.atomic import atomic_torch_save, atomic_write_text
 from armac_spiel import config as config_lib
 from armac_spiel.config import ARMACConfig, ConfigError
+from armac_spiel.safe_load import UnsafeFileError, load_tensor_file
 
 CHECKPOINT = "checkpoint.pt"
 DEVICES = ("auto", "cpu", "cuda")
@@ -63,8 +64,15 @@ class RunSpec:
 
 
 def load_checkpoint(path: str) -> dict:
+  """The checkpoint at `path`, read as plain data (armac_spiel.safe_load): a file naming any
+  other type raises UnsafeFileError (a ValueError) before anything in it is built."""
   try:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_tensor_file(path, "checkpoint", hint=(
+        "checkpoints hold plain data only (tensors, numbers, strings, lists, dicts); one "
+        "written by an older armac-spiel version cannot be resumed: train again in a new "
+        "--out_dir (or delete the checkpoint)"))
+  except UnsafeFileError:
+    raise
   except Exception as e:  # torch raises several types for truncated / foreign files
     raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
                           f"{e}); delete it to start over") from e

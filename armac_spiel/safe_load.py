@@ -12,13 +12,16 @@ it before it writes), so everything written reads back.
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
+import pickletools
 import re
 
 import torch
 
 _PLAIN_LEAVES = (bool, int, float, str, bytes, type(None), torch.Tensor, torch.nn.Parameter)
-_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)|global:? ([\w.]+)", re.IGNORECASE)
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")  # how torch's weights-only unpickler names it
 REGENERATE = ("files written by armac-spiel hold plain data only; one written by an older "
               "version (which pickled objects) must be regenerated, not loaded")
 
@@ -36,10 +39,27 @@ class UnsafeFileError(ValueError):
 
 
 def _refused_global(msg: str) -> str | None:
-  for m in _GLOBAL_RE.finditer(msg):
-    name = m.group(1) or m.group(2)
-    if "." in name:
-      return name
+  m = _GLOBAL_RE.search(msg)
+  return m.group(1) if m else None
+
+
+def _first_global_in_pickle(path) -> str | None:
+  """The first global a bare pickle file names, read with pickletools (which only parses)."""
+  if not isinstance(path, (str, os.PathLike)):
+    return None
+  try:
+    with open(path, "rb") as f:
+      data = f.read(1 << 20)
+    strings: list[str] = []
+    for op, arg, _ in pickletools.genops(data):
+      if op.name == "GLOBAL":
+        return str(arg).replace(" ", ".")
+      if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+        return f"{strings[-2]}.{strings[-1]}"
+      if isinstance(arg, str):
+        strings.append(arg)
+  except Exception:  # not a pickle, or truncated: nothing to name
+    pass
   return None
 
 
@@ -53,7 +73,8 @@ def load_tensor_file(path, what: str = "file", hint: str = REGENERATE):
   except pickle.UnpicklingError as e:
     if "weights only" not in str(e).lower():
       raise
-    raise UnsafeFileError(str(path), what, _refused_global(str(e)), hint) from None
+    refused = _refused_global(str(e)) or _first_global_in_pickle(path)
+    raise UnsafeFileError(str(path), what, refused, hint) from None
 
 
 def check_plain(obj, where: str = "") -> None:
@@ -70,3 +91,11 @@ def check_plain(obj, where: str = "") -> None:
   elif type(obj) not in _PLAIN_LEAVES:
     raise TypeError(f"{where or '/'}: {type(obj).__module__}.{type(obj).__qualname__} is "
                     "not plain data (tensors, numbers, strings, lists and dicts only)")
+
+
+def tensor_bytes(obj) -> bytes:
+  """`obj` (checked to be plain data) serialised as a torch file in memory."""
+  check_plain(obj)
+  buf = io.BytesIO()
+  torch.save(obj, buf)
+  return buf.getvalue()

@@ -95,7 +95,10 @@ class StateKeyer:
     if self.level == 2 and os.path.exists(cfg.cluster_file):
       where = f"state_keying.cluster_file {cfg.cluster_file}"
       try:
-        state = load_tensor_file(cfg.cluster_file, "state_keying.cluster_file")
+        state = load_tensor_file(cfg.cluster_file, "state_keying.cluster_file", hint=(
+            "cluster files hold plain data only (centroids as a tensor); one written by an "
+            "older armac-spiel version (a pickle) must not be loaded: delete it and the "
+            "run fits the clusters again"))
       except (RuntimeError, OSError, EOFError) as e:  # truncated or foreign files
         raise ValueError(f"{where} is corrupt or unreadable ({type(e).__name__}: {e}); "
                          "delete it to fit the clusters again") from None

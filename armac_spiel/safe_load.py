@@ -1,11 +1,12 @@
 """Reading the files armac-spiel writes without running code.
 
 Checkpoints, replay policy files and k-means cluster files are torch files that hold plain
-data only: tensors, numbers, strings, bytes, None, and lists, tuples and dicts of these
+data only: tensors, numbers, strings, None, and lists, tuples and dicts of these
 (generator states as tensors or lists, configs as dicts). `load_tensor_file` reads them with
-`torch.load(weights_only=True)`, whose unpickler builds those types and nothing else: a file
-that names any other global (a class, or a callable such as `os.system`) is refused before
-anything is built, with an `UnsafeFileError` naming the file and the global.
+`torch.load(weights_only=True)`, whose unpickler builds those types and nothing else (no
+global is added to its allow-list): a file that names any other global (a class, or a
+callable such as `os.system`) is refused before anything is built, with an
+`UnsafeFileError` naming the file and the global.
 `check_plain` states the same rule for writers (armac_spiel.atomic.atomic_torch_save checks
 it before it writes), so everything written reads back.
 """
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import pickletools
 import re
 
 import torch
 
-_PLAIN_LEAVES = (bool, int, float, str, bytes, type(None), torch.Tensor, torch.nn.Parameter)
+_PLAIN_LEAVES = (bool, int, float, str, type(None), torch.Tensor, torch.nn.Parameter)
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")  # how torch's weights-only unpickler names it
 REGENERATE = ("files written by armac-spiel hold plain data only; one written by an older "
               "version (which pickled objects) must be regenerated, not loaded")
@@ -70,8 +70,8 @@ def load_tensor_file(path, what: str = "file", hint: str = REGENERATE):
   foreign files) raise torch's own exceptions, for the caller to word."""
   try:
     return torch.load(path, map_location="cpu", weights_only=True)
-  except pickle.UnpicklingError as e:
-    if "weights only" not in str(e).lower():
+  except Exception as e:  # torch raises pickle's UnpicklingError for refused globals
+    if type(e).__name__ != "UnpicklingError" or "weights only" not in str(e).lower():
       raise
     refused = _refused_global(str(e)) or _first_global_in_pickle(path)
     raise UnsafeFileError(str(path), what, refused, hint) from None

@@ -51,8 +51,8 @@ def kmeans_from_state(state: dict, n_clusters: int, seed: int, where: str = "k-m
   if not isinstance(state, dict) or state.get("format") != CLUSTER_FORMAT:
     fmt = state.get("format") if isinstance(state, dict) else type(state).__name__
     raise ValueError(f"{where}: unknown k-means format {fmt!r}, expected {CLUSTER_FORMAT!r} "
-                     "(a cluster file from an older armac-spiel version is a pickle: delete "
-                     "it and let the run fit the clusters again)")
+                     "(older armac-spiel versions pickled the k-means model; such a file is "
+                     "not loaded: regenerate it by training again)")
   c = state["centroids"]
   if not isinstance(c, torch.Tensor) or c.dim() != 2 or c.shape[0] != n_clusters:
     shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__

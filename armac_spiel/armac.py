@@ -122,8 +122,9 @@ class NetworkPolicy(os_policy.Policy):
 
 
 class ARMAC:
-  """ARMAC learner. `run_epoch()` does one epoch; `average_policy()` / `current_policy()`
-  are OpenSpiel policies; `state_dict()` / `load_state_dict()` checkpoint everything."""
+  """ARMAC as a `Learner` (armac_spiel.learner): `step()` does one epoch;
+  `average_policy()` / `current_policy()` are OpenSpiel policies; `state_dict()` /
+  `load_state_dict()` checkpoint everything."""
 
   def __init__(self, game_string: str, config: ARMACConfig, seed: int, device="cpu",
                scheduler=None, recorder=None, unique_inputs: bool = True):
@@ -186,6 +187,7 @@ class ARMAC:
     self.epoch = 0
     self.episodes = 0
     self.last_losses: dict[str, float] = {}
+    self.last_counts: dict[str, int] = {}
 
   # ---------------------------------------------------------------- policies
   def _rm(self, x, mask):
@@ -575,8 +577,8 @@ class ARMAC:
       for group in self.opt[name].param_groups:
         group["lr"] = max(lr * f, cfg.min_lr)
 
-  def run_epoch(self) -> dict:
-    """One ARMAC epoch; returns losses and counts."""
+  def step(self) -> dict:
+    """One ARMAC epoch; returns its losses (row counts in `last_counts`)."""
     self._decay_lrs()
     slots = self._draw_slots()
     traj, learner = self._sample(slots)
@@ -592,7 +594,27 @@ class ARMAC:
     self.episodes += traj.batch_size
     self.last_losses = {"critic_loss": critic_loss, "regret_loss": regret_loss,
                         "actor_loss": actor_loss}
-    return {**self.last_losses, **counts}
+    self.last_counts = counts
+    return dict(self.last_losses)
+
+  # ---------------------------------------------------------------- Learner interface
+  eval_at_start = True  # the metrics open with the untrained (uniform-like) policy
+
+  @property
+  def steps(self) -> int:
+    return self.epoch
+
+  def counters(self) -> dict:
+    return {"epoch": self.epoch, "episodes": self.episodes}
+
+  def average_table(self) -> torch.Tensor:
+    return self.average_policy().table()
+
+  def current_table(self) -> torch.Tensor:
+    return self.current_policy().table()
+
+  def evaluation_extras(self) -> dict:
+    return {} if self.scheduler is None else self.scheduler.metrics(self)
 
   # ---------------------------------------------------------------- checkpoints
   def state_dict(self) -> dict:

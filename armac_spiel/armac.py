@@ -600,10 +600,6 @@ class ARMAC:
   # ---------------------------------------------------------------- Learner interface
   eval_at_start = True  # the metrics open with the untrained (uniform-like) policy
 
-  @property
-  def steps(self) -> int:
-    return self.epoch
-
   def counters(self) -> dict:
     return {"epoch": self.epoch, "episodes": self.episodes}
 

@@ -2,20 +2,22 @@
 
 A learner is built from (game string, seed, device, hyper-parameters) and then:
 - `step() -> dict` does one unit of training (an ARMAC epoch, a batch of CFR iterations)
-  and returns its losses (numbers or None), which the run loop logs;
+  and returns its losses (numbers or None), which the run loop logs; the loop counts the
+  steps;
 - `average_table()` is the policy that is evaluated and exported: a (S, A) float64 table
   over `games.infostate_table(game).keys` (see armac_spiel.evaluation);
-- `counters()` are the fields that open each metrics line (e.g. epoch, episodes);
-- `steps` (calls of `step`) and `episodes` (the learner's own unit) are its counters;
+- `episodes` counts what it consumed, in its own unit (episodes, traversals);
 - `state_dict()` / `load_state_dict()` checkpoint it as plain data (tensors, numbers,
   strings, lists and dicts), so that an interrupted run resumes exactly.
 
-Optional: `current_table()` (evaluated as `exploitability_current`), `evaluation_extras()`
-(extra metrics computed at each evaluation, after `average_table()`), `export(out_dir)`
-(files written when the run finishes) and `eval_at_start` (evaluate before the first step).
+Optional: `counters()` (the fields that open each metrics line; default `step` and
+`episodes`), `current_table()` (evaluated as `exploitability_current`),
+`evaluation_extras()` (extra metrics computed at each evaluation, after
+`average_table()`), `export(out_dir)` (files written when the run finishes) and
+`eval_at_start` (evaluate once before the first step).
 
 Algorithms are looked up by name: `register_learner(name, cls_or_factory)`. A class is
-called as `cls(game_string, seed, device, **hparams)`; its `params_cls` (a frozen
+called as `cls(game_string, seed, device=device, **hparams)`; its `params_cls` (a frozen
 dataclass), if any, validates the hyper-parameters. A factory is called as
 `factory(spec, device)` with the resolved `armac_spiel.runs.RunSpec`.
 """
@@ -31,14 +33,11 @@ import torch
 @runtime_checkable
 class Learner(Protocol):
   game_string: str
-  steps: int
   episodes: int
 
   def step(self) -> dict: ...
 
   def average_table(self) -> torch.Tensor: ...
-
-  def counters(self) -> dict: ...
 
   def state_dict(self) -> dict: ...
 
@@ -70,7 +69,7 @@ def register_learner(name: str, learner, params_cls: Optional[type] = None,
     params_cls = params_cls or getattr(learner, "params_cls", None)
 
     def build(spec, device, cls=learner):
-      return cls(spec.game, spec.seed, device, **dict(spec.hparams))
+      return cls(spec.game, spec.seed, device=device, **dict(spec.hparams))
   _REGISTRY[name] = LearnerEntry(name, build, params_cls)
 
 

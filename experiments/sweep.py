@@ -13,6 +13,7 @@ from their checkpoint. `--seeds=5` means seeds 0..4; `--seeds=0,3` lists them. T
 `python -m experiments.plot OUT` draws the curves and the table.
 """
 
+import importlib
 import sys
 
 from absl import app, flags, logging
@@ -26,6 +27,8 @@ flags.DEFINE_list("algos", ["armac", "armac_sched_discrete", "armac_sched_contin
                             "deep_cfr", "nfsp", "cfr_plus", "es_mccfr"],
                   "Algorithms: registered learners or aliases (armac_spiel.runs.spec).")
 flags.DEFINE_string("seeds", "5", "A count N (seeds 0..N-1) or a comma list of seeds.")
+flags.DEFINE_multi_string("learner_module", [], "Python module(s) to import first, e.g. one "
+                          "that calls armac_spiel.runs.register_learner (your own code).")
 flags.DEFINE_float("time_budget_s", None, "Training seconds per run, evaluation excluded.")
 flags.DEFINE_integer("max_epochs", None, "ARMAC epoch budget per run.")
 flags.DEFINE_integer("max_steps", None, "Baseline step (iteration) budget per run.")
@@ -54,6 +57,8 @@ def main(argv):
     print("error: --out_dir is required", file=sys.stderr)
     return 2
   try:
+    for module in FLAGS.learner_module:
+      importlib.import_module(module)
     seeds = sweep.parse_seeds(FLAGS.seeds)
     bad = [a for a in FLAGS.algos if a not in sweep.known_algorithms()]
     if bad:
@@ -64,7 +69,7 @@ def main(argv):
         armac_config=FLAGS.armac_config, baseline_hparams=FLAGS.baseline_hparams,
         eval_every_s=FLAGS.eval_every_s,
         eval_every_steps=FLAGS.eval_every_steps, device=FLAGS.device, threads=FLAGS.threads)
-  except ValueError as e:
+  except (ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   sweep.write_sweep_info(FLAGS.out_dir, {

@@ -12,6 +12,7 @@ metrics.jsonl, checkpoint.pt, policy.json, curve.png and DONE into --out_dir
 (armac_spiel/runs/rundir.py).
 """
 
+import importlib
 import sys
 
 import torch
@@ -24,6 +25,8 @@ from games import GameError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "armac", "Algorithm: a registered learner or an alias.")
+flags.DEFINE_multi_string("learner_module", [], "Python module(s) to import first, e.g. one "
+                          "that calls armac_spiel.runs.register_learner (your own code).")
 flags.DEFINE_string("game_name", "kuhn_poker", "OpenSpiel game string.")
 flags.DEFINE_integer("seed", 0, "Random seed (networks, sampler, buffers).")
 flags.DEFINE_float("time_budget_s", None, "Training seconds, evaluation excluded.")
@@ -74,8 +77,11 @@ def main(argv):
     print("error: --out_dir is required", file=sys.stderr)
     return 2
   try:
+    for module in FLAGS.learner_module:
+      importlib.import_module(module)
     rows = runs.run(spec_from_flags())
-  except (GameError, config_lib.ConfigError, rundir.CheckpointError, ValueError) as e:
+  except (GameError, config_lib.ConfigError, rundir.CheckpointError, ValueError,
+          ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   logging.info("done: %s", rows[-1] if rows else None)

@@ -40,7 +40,7 @@ def run_one(task):
     return task
   if algo.startswith("armac"):
     from armac_spiel import trainer
-    # armac_pyspiel: the same learner on the pyspiel lockstep sampler (before issue 7).
+    # armac_pyspiel: the same learner on the pyspiel lockstep sampler.
     over = {"sampler": "pyspiel"} if algo == "armac_pyspiel" else {}
     spec, _ = trainer.build_spec(game, seed, out, time_budget_s=budget, overrides=over,
                                  device="cpu",

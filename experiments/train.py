@@ -5,7 +5,7 @@
       [--device=auto|cpu|cuda] [--eval_every=50] [--resume] [--set=critic_lr=0.001,...]
 
 Without --config, experiments/configs/<game>.yaml is used when it exists. Flags override
-the config; --set overrides any config field (the README's ablations use it). Writes
+the config; --set overrides any config field (the ablations in docs/results.md use it). Writes
 config.json, provenance.json, metrics.jsonl, checkpoint.pt, policy.json, curve.png into
 --out_dir.
 """

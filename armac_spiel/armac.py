@@ -11,7 +11,7 @@ Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMA
    policy in place of pi^j). i alternates by episode; with `alternating_updates` (default),
    as in CFR with alternating updates, the groups replaying policy j learn for player
    j mod N only (see learner_ids); exact CFR converges several times faster that way (see
-   README, Convergence).
+   docs/results.md, Alternating updates).
    With linear CFR weights the balanced draw favours the newest policy (its weight share is
    largest and it has no draws yet: on Kuhn it took every past group at epochs 1, 6, ...,
    26, the ones printed); `policy_draw=current` always gives it all of them.
@@ -146,7 +146,7 @@ class ARMAC:
       net.to(self.device)
     # Fused Adam: one kernel for all parameters. These nets are small, so a step is bound by
     # per-parameter overhead: epochs 1.19x (Kuhn) and 1.06x (Leduc) faster on CPU
-    # (python -m experiments.bench_learner --compare=adam, README).
+    # (python -m experiments.bench_learner --compare=adam, docs/results.md).
     self.opt = {name: torch.optim.Adam(net.parameters(), lr=getattr(cfg, f"{name}_lr"),
                                        fused=True)
                 for name, net in (("critic", self.critic), ("regret", self.regret),
@@ -455,7 +455,7 @@ class ARMAC:
     are fitted worst, and its minibatch gradients carry the targets' variance across
     histories (the opponent's cards); regret matching needs only each state's direction of
     mean regret, which is invariant to a positive per-state scale. Fitting the unit-RMS
-    means directly removes both problems (Leduc, exact critic: see README, Convergence).
+    means directly removes both problems (Leduc, exact critic: see docs/results.md).
     """
     if not len(self.regret_replay):
       return float("nan")

@@ -4,8 +4,8 @@ faster variant of the learner, in one run.
   python -m experiments.bench_learner --out=bench_learner.json [--compare=unique|adam]
 
 `--compare=unique` (default): `rowwise` (unique_inputs=False: every minibatch row through
-the networks, as before issue 7) against `unique` (each network once per distinct
-compiled-tree id, `armac.unique_forward`), both with row-wise W and actor fits.
+the networks) against `unique` (each network once per distinct compiled-tree id,
+`armac.unique_forward`), both with row-wise W and actor fits.
 `--compare=adam`: `default` (torch.optim.Adam's default for-loop implementation) against
 `fused` (what ARMAC uses), with the tuned configs as they are.
 

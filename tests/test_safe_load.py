@@ -1,5 +1,6 @@
 """Loading a checkpoint, a replay record or a cluster file never runs code."""
 
+import dataclasses
 import io
 import os
 import subprocess
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from armac_spiel import config as config_lib
-from armac_spiel import replay, trainer
+from armac_spiel import replay, runs
+from armac_spiel.runs import rundir
 from armac_spiel.safe_load import UnsafeFileError, check_plain, load_tensor_file
 from armac_spiel.scheduler.config import StateKeyingConfig
 from armac_spiel.scheduler.state_keys import StateKeyer
@@ -66,21 +67,21 @@ def test_plain_data_round_trips_and_writers_check_it(tmp_path):
   assert not (tmp_path / "bad.pt").exists()
 
 
-def _kuhn_run(out_dir, recorder=None):
-  cfg = config_lib.ARMACConfig(**TINY, max_epochs=2)
-  spec = trainer.RunSpec("kuhn_poker", cfg, 3, str(out_dir), device="cpu", plot=False)
-  return trainer.train(spec, make_recorder=recorder)
+def _kuhn_spec(out_dir, resume=False, record=None, max_epochs=2):
+  cfg = out_dir.parent / "empty.yaml"
+  cfg.write_text("{}\n")
+  return runs.resolve_spec("armac", "kuhn_poker", 3, str(out_dir), config_path=str(cfg),
+                           sets={**TINY, "max_epochs": max_epochs}, device="cpu",
+                           plot=False, resume=resume, record=record)
 
 
 def test_resume_refuses_a_crafted_checkpoint_with_exit_2(tmp_path):
   run = tmp_path / "run"
-  _kuhn_run(run)
+  runs.run(_kuhn_spec(run))
   sentinel = tmp_path / "PWNED"
-  ck = write_evil_torch_file(run / trainer.CHECKPOINT, sentinel)
-  spec = trainer.RunSpec("kuhn_poker", config_lib.ARMACConfig(**TINY, max_epochs=4), 3,
-                         str(run), device="cpu", resume=True, plot=False)
+  ck = write_evil_torch_file(run / rundir.CHECKPOINT, sentinel)
   with pytest.raises(UnsafeFileError, match=rf"checkpoint {ck}: refused to load {REFUSED}"):
-    trainer.train(spec)
+    runs.run(_kuhn_spec(run, resume=True, max_epochs=4))
   assert_not_run(sentinel)
   out = subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",
                         f"--out_dir={run}", "--resume", "--device=cpu", "--max_epochs=4"],
@@ -92,9 +93,23 @@ def test_resume_refuses_a_crafted_checkpoint_with_exit_2(tmp_path):
   assert_not_run(sentinel)
 
 
+def test_load_run_refuses_a_crafted_checkpoint(kuhn_armac_run, tmp_path):
+  import shutil
+  run = tmp_path / "run"
+  shutil.copytree(kuhn_armac_run, run)
+  assert runs.load_run(str(run)).epoch == 12  # the genuine checkpoint loads
+  sentinel = tmp_path / "PWNED"
+  ck = write_evil_torch_file(run / rundir.CHECKPOINT, sentinel,
+                             lambda e: {"spec": {"algo": "armac"}, "learner": {"nets": e}})
+  with pytest.raises(UnsafeFileError, match=rf"checkpoint {ck}: refused to load {REFUSED}"):
+    runs.load_run(str(run))
+  assert_not_run(sentinel)
+
+
 def test_replay_verify_refuses_a_crafted_policy_file_with_exit_2(tmp_path, capsys):
   rep = tmp_path / "rep"
-  _kuhn_run(tmp_path / "run", replay.recorder_factory(replay.RecorderConfig(str(rep))))
+  runs.run(_kuhn_spec(tmp_path / "run",
+                      record=dataclasses.asdict(replay.RecorderConfig(str(rep)))))
   assert replay.verify(str(rep)).first_mismatch is None
   sentinel = tmp_path / "PWNED"
   p = write_evil_torch_file(rep / replay.policy_name(0), sentinel,

@@ -1,0 +1,75 @@
+"""Progress output: a bar on a terminal, plain lines without control characters otherwise."""
+
+import io
+import os
+import re
+import subprocess
+import sys
+
+from armac_spiel.progress import Bar, Progress, SweepProgress, format_duration
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but tab and newline
+
+SCRIPT = """
+from armac_spiel.progress import Progress, SweepProgress
+p = Progress(interval_s=0).start(total_s=30)
+for i in range(4):
+  p.update({"epoch": 10 * i, "episodes": 640 * i, "train_s": 7.5 * i,
+            "episodes_per_s": 1234.5, "exploitability": 0.5 / (i + 1)})
+p.close()
+s = SweepProgress(3, interval_s=0)
+s.update(1, 1, 0)
+s.update(2, 0, 1)
+s.close()
+"""
+
+
+class Clock:
+  def __init__(self):
+    self.t = 0.0
+
+  def __call__(self):
+    return self.t
+
+
+def test_plain_lines_when_stdout_is_not_a_tty():
+  r = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True,
+                     text=True, check=True, timeout=120)
+  assert not CONTROL.search(r.stdout), repr(r.stdout)
+  lines = r.stdout.splitlines()
+  assert lines[0].startswith("train: 0/30 s (  0%)")
+  assert "train: 22/30 s ( 75%)" in r.stdout and "epoch 30" in r.stdout
+  assert "1,234 eps/s" in r.stdout and "expl 0.1250" in r.stdout
+  assert "sweep: 3/3 runs (100%)" in r.stdout
+  assert "done 2  running 0  failed 1  remaining 0" in r.stdout
+
+
+def test_a_terminal_gets_a_redrawn_bar():
+  buf = io.StringIO()
+  p = Progress(stream=buf, tty=True).start(total_epochs=4)
+  for i in range(5):
+    p.update({"epoch": i, "train_s": 0.1 * i, "exploitability": 1.0})
+  p.close()
+  assert "\r" in buf.getvalue() and "4/4 epochs" in buf.getvalue()
+
+
+def test_plain_lines_are_periodic_with_an_eta():
+  clock, buf = Clock(), io.StringIO()
+  p = Progress(stream=buf, tty=False, interval_s=10, clock=clock).start(total_s=100)
+  for t in range(0, 41, 2):  # 2 wall seconds per 1 training second
+    clock.t = t
+    p.update({"epoch": t, "train_s": t / 2})
+  lines = buf.getvalue().splitlines()
+  assert len(lines) == 5  # at 0, 10, 20, 30 and 40 wall seconds
+  assert lines[-1].startswith("train: 20/100 s ( 20%)  elapsed 40s  eta 2m40s")
+  p.close()
+  assert len(buf.getvalue().splitlines()) == 6  # and once at the end
+
+
+def test_bar_without_total_and_durations():
+  buf = io.StringIO()
+  with Bar("bench", None, "runs", stream=buf, tty=False, interval_s=0) as b:
+    b.update(3, "x")
+  assert buf.getvalue().splitlines()[0].startswith("bench: 3 runs  elapsed")
+  assert [format_duration(s) for s in (5, 125, 3725, None)] == ["5s", "2m05s", "1h02m", "?"]

@@ -1,6 +1,6 @@
 """Deterministic replay: record sampled episodes during training, verify them afterwards.
 
-Recording (`ReplayRecorder`, passed to `ARMAC` through `trainer.train(make_recorder=...)`)
+Recording (`ReplayRecorder`, passed to `ARMAC` by the run layer when a RunSpec has `record`)
 writes into one directory:
 
 - `replay-NNNNN.jsonl` (or `.jsonl.gz` with gzip): one JSON line per recorded episode, at
@@ -53,7 +53,6 @@ import io
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
 import torch
@@ -404,11 +403,6 @@ def policy_checkpoint(learner, slots: torch.Tensor, extra_config: dict | None = 
           "params": params, "sha256": params_hash(params)}
 
 
-def recorder_factory(cfg: RecorderConfig):
-  """`make_recorder` for `trainer.train`: spec -> ReplayRecorder."""
-  return lambda spec: ReplayRecorder(cfg, getattr(spec, "extra_config", None))
-
-
 # ------------------------------------------------------------------ verification
 @dataclasses.dataclass(frozen=True)
 class Mismatch:
@@ -595,20 +589,12 @@ def _regenerate(ck: dict) -> dict[int, dict]:
 def _build_scheduler(ck: dict, cfg):
   """The run's scheduler, rebuilt through armac_spiel.scheduler_glue."""
   from armac_spiel import scheduler_glue
-  from armac_spiel.trainer import RunSpec
-  extra = ck.get("extra_config") or {}
-  suite = extra.get("scheduler_suite")
-  if suite is not None:
-    from armac_spiel.scheduler.config import SchedulerSuiteConfig
-    suite = SchedulerSuiteConfig.from_dict(suite)
-  make = scheduler_glue.scheduler_factory(suite)
-  with tempfile.TemporaryDirectory() as d:
-    spec = RunSpec(ck["game"], cfg, ck["seed"], d, device="cpu", extra_config=dict(extra),
-                   plot=False)
-    sched = make(spec)
+  suite = (ck.get("extra_config") or {}).get("scheduler_suite")
+  sched = None if suite is None else scheduler_glue.make_scheduler(suite, ck["game"],
+                                                                   ck["seed"], "cpu")
   if sched is None:
-    raise RuntimeError("the policy file holds scheduler state but "
-                       "armac_spiel.scheduler_glue.scheduler_factory builds no scheduler")
+    raise RuntimeError("the policy file holds scheduler state but its scheduler_suite "
+                       "builds no scheduler")
   return sched
 
 

@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_smoke_epochs_give_valid_policies(game, sampler):
   a = ARMAC(game, config_lib.ARMACConfig(**TINY, sampler=sampler), seed=0)
   for _ in range(3):
-    out = a.run_epoch()
+    out = a.step()
   assert all(np.isfinite(out[k]) for k in ("critic_loss", "regret_loss", "actor_loss"))
   for pol in (a.average_policy(), a.current_policy()):
     assert isinstance(pol, os_policy.Policy)
@@ -72,7 +72,7 @@ def test_alternating_updates_assign_the_learner_per_policy(alternating):
                                alternating_updates=alternating)
   a = ARMAC("kuhn_poker", cfg, seed=0)
   for _ in range(5):
-    a.run_epoch()
+    a.step()
   slots = torch.tensor([CURRENT, 0, 1, CURRENT])
   _, learner = a._sample(slots)
   per = cfg.episodes_per_epoch // cfg.groups_per_epoch
@@ -128,10 +128,10 @@ def test_independent_check_policy_json_matches_python_exploitability(tmp_path):
 
 def test_nan_loss_is_a_named_error():
   a = ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY), seed=0)
-  a.run_epoch()
+  a.step()
   a.critic_replay.data["returns"][:] = float("nan")
   with pytest.raises(NonFiniteLossError, match="critic loss is nan"):
-    a.run_epoch()
+    a.step()
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
@@ -245,7 +245,7 @@ def test_policy_draw_current_replays_only_the_current_policy():
   cfg = config_lib.ARMACConfig(**TINY, policy_draw="current")
   a = ARMAC("kuhn_poker", cfg, seed=0)
   for _ in range(3):
-    a.run_epoch()
+    a.step()
   assert a.bank.size > 0  # past policies exist, and none is drawn
   assert (a._draw_slots() == CURRENT).all()
 
@@ -254,7 +254,7 @@ def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
   cfg = config_lib.ARMACConfig(**TINY, regret_fit="states")
   a = ARMAC("leduc_poker", cfg, seed=0)
   for _ in range(4):
-    a.run_epoch()
+    a.step()
   seen, y, mask = a._state_regret_targets()
   # Brute force: loop over the replay's rows, one information state at a time.
   d = a.regret_replay.filled()
@@ -279,7 +279,7 @@ def test_regret_fit_states_fits_w_to_the_state_means():
                                regret_fit="states")
   a = ARMAC("kuhn_poker", cfg, seed=0)
   for _ in range(3):
-    a.run_epoch()
+    a.step()
   seen, y, mask = a._state_regret_targets()
   x = a._tree.info_tensors[seen]
   err = lambda: float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean().detach())
@@ -295,7 +295,7 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
                                actor_fit="states")
   a = ARMAC("leduc_poker", cfg, seed=0)
   for _ in range(4):
-    a.run_epoch()
+    a.step()
   seen, p, mask = a._state_policy_targets()
   d = a.actor_replay.filled()
   w = d["weight"].double() * (d["epoch"].double() + 1.0)  # linear averaging (default)
@@ -319,7 +319,7 @@ def test_replays_store_ids_and_gather_the_same_encodings():
   cfg = config_lib.ARMACConfig(**TINY)
   ids = ARMAC("leduc_poker", cfg, seed=0)                      # tree sampler: ids only
   enc = ARMAC("leduc_poker", cfg, seed=0, unique_inputs=False)  # encodings stored
-  ids.run_epoch(), enc.run_epoch()
+  ids.step(), enc.step()
   assert "history" not in ids.critic_replay.data and "info" not in ids.regret_replay.data
   assert "history" in enc.critic_replay.data and "info" in enc.regret_replay.data
   for name in ("critic_replay", "regret_replay", "actor_replay"):

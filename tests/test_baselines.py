@@ -83,7 +83,7 @@ def test_neural_baselines_smoke(tmp_path, algo, game, steps):
   assert all(k in recs[0] for k in loss_keys)
   bl = baselines.make_baseline(algo, game, 0, **hp)
   for _ in range(steps):
-    bl.train_step()
+    bl.step()
   _check_table(game, bl.average_table())
 
 
@@ -103,13 +103,13 @@ def test_state_dict_resumes(algo):
   hp = TINY[algo]
   a = baselines.make_baseline(algo, KUHN, 5, **hp)
   for _ in range(2):
-    a.train_step()
+    a.step()
   state = a.state_dict()
   b = baselines.make_baseline(algo, KUHN, 5, **hp)
   b.load_state_dict(state)
   for _ in range(2):
-    a.train_step()
-    b.train_step()
+    a.step()
+    b.step()
   assert (a.episodes, a.iterations) == (b.episodes, b.iterations)
   torch.testing.assert_close(a.average_table(), b.average_table(), rtol=0, atol=0)
 
@@ -118,7 +118,7 @@ def test_different_seeds_differ():
   tables = []
   for seed in (0, 1):
     bl = baselines.make_baseline("nfsp", KUHN, seed, **TINY["nfsp"])
-    bl.train_step()
+    bl.step()
     tables.append(bl.average_table())
   assert not torch.equal(*tables)
 

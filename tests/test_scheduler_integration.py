@@ -68,7 +68,7 @@ def test_behaviour_is_a_legal_distribution_during_sampling(mode, device):
   learner = ARMAC(GAME, config_lib.ARMACConfig(**TINY), seed=0, device=device,
                   scheduler=adapter)
   for _ in range(3):
-    learner.run_epoch()
+    learner.step()
   assert Checked.calls >= 3 * 2
   t = infostate_table(GAME)
   batch = StepBatch(t.tensors, t.legal_mask, t.player, torch.arange(len(t)), 0)
@@ -84,7 +84,7 @@ def test_metrics_states_and_mixed_policy(mode):
   learner, adapter = _learner(mode)
   tracked = []
   for _ in range(4):
-    learner.run_epoch()
+    learner.step()
     m = adapter.metrics(learner)
     for k in REQUIRED + ("scheduler.lambda_std", "scheduler.lambda_min",
                          "scheduler.lambda_max", "scheduler.cost_ms_per_epoch"):
@@ -113,12 +113,12 @@ def _state_bytes(learner):
 def test_state_dict_round_trip_reproduces_next_epoch(mode, level, sampler):
   a, ad_a = _learner(mode, level=level, sampler=sampler)
   for _ in range(3):
-    a.run_epoch()
+    a.step()
   saved = _state_bytes(a)
-  out_a = a.run_epoch()
+  out_a = a.step()
   b, ad_b = _learner(mode, level=level, sampler=sampler)
   b.load_state_dict(torch.load(saved, weights_only=False))
-  out_b = b.run_epoch()
+  out_b = b.step()
   assert out_a == out_b
   assert torch.equal(ad_a.mixed_table(a)[0], ad_b.mixed_table(b)[0])
   assert torch.equal(a.average_policy().table(), b.average_policy().table())

@@ -1,8 +1,9 @@
 """Live progress for long jobs: a tqdm bar on a terminal, plain periodic lines otherwise.
 
-`Progress` follows a training run from its metrics lines (epoch, episodes, train_s,
+`Progress` follows a training run from its metrics lines (epoch or step, train_s,
 episodes_per_s, exploitability): the bar counts training seconds against a time budget (or
-epochs against an epoch budget) and shows the ETA. `SweepProgress` counts the runs of a sweep
+steps, ARMAC's epochs, against a step budget) and shows the ETA; it is a logger of the run
+loop (`write(line)`, `close()`). `SweepProgress` counts the runs of a sweep
 (done, running, failed, remaining). `Bar` is the generic piece for benchmarks.
 
 When the stream is not a terminal (CI, a log file, a pipe) no bar is drawn: a plain line,
@@ -163,41 +164,56 @@ class Progress:
     self.by = None
     self.last: dict = {}
 
-  def start(self, total_s: Optional[float] = None,
+  def start(self, total_s: Optional[float] = None, total_steps: Optional[int] = None,
             total_epochs: Optional[int] = None) -> "Progress":
-    """Counts training seconds when `total_s` is given, else epochs."""
+    """Counts training seconds when `total_s` is given, else steps (ARMAC: epochs)."""
+    total_steps = total_steps if total_steps is not None else total_epochs
     if total_s:
       self.by, total, unit = "train_s", float(total_s), "s"
     else:
-      self.by, total, unit = "epoch", (float(total_epochs) if total_epochs else None), "epochs"
+      self.by, total, unit = "steps", (float(total_steps) if total_steps else None), "steps"
     self.bar = Bar(self.desc, total, unit, **self._kw)
     return self
 
+  @staticmethod
+  def _steps(line: dict):
+    """(label, count): ARMAC lines count epochs, the other learners steps."""
+    for key in ("epoch", "step"):
+      if isinstance(line.get(key), (int, float)) and not isinstance(line.get(key), bool):
+        return key, line[key]
+    return None, None
+
   def update(self, line: dict) -> None:
-    """One metrics line (keys read: epoch, episodes, train_s, episodes_per_s,
+    """One metrics line (keys read: epoch or step, train_s, episodes_per_s,
     exploitability, else nash_conv)."""
     if self.bar is None:
       self.start()
     self.last = line
     parts = []
-    if line.get("epoch") is not None:
-      parts.append(f"epoch {line['epoch']}")
-    if self.by == "epoch" and isinstance(line.get("train_s"), (int, float)):
+    label, steps = self._steps(line)
+    if label is not None:
+      parts.append(f"{label} {steps}")
+    if self.by == "steps" and isinstance(line.get("train_s"), (int, float)):
       parts.append(f"train {line['train_s']:.0f}s")
     eps = line.get("episodes_per_s")
-    if isinstance(eps, (int, float)) and math.isfinite(eps):
+    if isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0:
       parts.append(f"{eps:,.0f} eps/s")
     for key, label in (("exploitability", "expl"), ("nash_conv", "nash_conv")):
       v = _fmt_num(line.get(key))
       if v is not None:
         parts.append(f"{label} {v}")
         break
-    n = line.get(self.by)
+    n = steps if self.by == "steps" else line.get(self.by)
     if not isinstance(n, (int, float)):
       n = self.bar.n
     self.bar.update(float(n), "  ".join(parts))
 
-  def write(self, text: str) -> None:
+  def write(self, line: dict) -> None:
+    """The run loop's logger interface: one metrics line."""
+    self.update(line)
+
+  def message(self, text: str) -> None:
+    """Prints text above the bar (or as a plain line)."""
     if self.bar is not None:
       self.bar.write(text)
     else:
@@ -213,6 +229,12 @@ class Progress:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def for_run(spec, stream: Optional[TextIO] = None, tty: Optional[bool] = None) -> Progress:
+  """A started Progress for a RunSpec: its time budget in seconds, else its step budget."""
+  p = Progress(desc=f"{spec.algo} {spec.game}", stream=stream, tty=tty)
+  return p.start(total_s=spec.time_budget_s, total_steps=spec.max_steps)
 
 
 class SweepProgress:
@@ -233,7 +255,7 @@ class SweepProgress:
     self.bar.update(float(done + failed), f"done {done}  running {running}  failed {failed}  "
                     f"remaining {remaining}")
 
-  def write(self, text: str) -> None:
+  def message(self, text: str) -> None:
     self.bar.write(text)
 
   def close(self) -> None:

@@ -11,8 +11,8 @@ selector, STEP is then episodes and RELATIVE is training seconds (evaluation exc
 
 Tags: exploitability/{average,current,mixed}, nash_conv/{average,current,mixed},
 loss/<name> (keys ending in `_loss`), speed/{episodes_per_s,steps_per_s},
-time/{train_s,eval_s,epoch}, scheduler/<name> (keys `scheduler.<name>`), other/<key> for
-any other number. None, strings, booleans and non-finite values are skipped;
+time/{train_s,eval_s,epoch,step,iterations}, scheduler/<name> (keys `scheduler.<name>`), other/<key> for
+any other number (not seed, nor the line's unix `time`). None, strings, booleans and non-finite values are skipped;
 `scheduler.lambda_hist` (the fraction of states whose lambda is nearest each bin) becomes
 the histogram scheduler/lambda, and `histogram()` takes raw values (e.g. every state's
 lambda). The
@@ -35,7 +35,6 @@ from armac_spiel.atomic import atomic_write_text
 ORIGIN_FILE = "tb_origin.json"
 LAMBDA_HIST = "scheduler.lambda_hist"
 LAMBDA_TAG = "scheduler/lambda"
-AXES = ("epoch", "episodes")  # x-axis keys, not plotted as scalars except epoch (time/epoch)
 _NAMED = {
     "exploitability": "exploitability/average",
     "exploitability_current": "exploitability/current",
@@ -48,14 +47,17 @@ _NAMED = {
     "train_s": "time/train_s",
     "eval_s": "time/eval_s",
     "epoch": "time/epoch",
+    "step": "time/step",
+    "iterations": "time/iterations",
 }
+SKIP = ("episodes", "seed", "time")
 HPARAM_METRICS = ("exploitability/average", "exploitability/current", "exploitability/mixed",
                   "nash_conv/average")
 
 
 def tag_for(key: str) -> Optional[str]:
-  """The TensorBoard tag of a metrics key (None for the episodes axis)."""
-  if key == "episodes":
+  """The TensorBoard tag of a metrics key (None: the episodes axis, seed, unix time)."""
+  if key in SKIP:
     return None
   if key in _NAMED:
     return _NAMED[key]
@@ -206,7 +208,7 @@ class TensorBoardWriter:
 def export_run(run_dir: str) -> int:
   """Writes a finished or running run's metrics.jsonl (and config.json as hyper-parameters)
   into fresh event files in `run_dir`; returns the number of records written."""
-  from armac_spiel import run_io
+  from armac_spiel.runs import rundir
   for name in os.listdir(run_dir):
     if name.startswith("events.out.tfevents."):
       os.unlink(os.path.join(run_dir, name))
@@ -215,8 +217,16 @@ def export_run(run_dir: str) -> int:
   if os.path.exists(cfg_path):
     with open(cfg_path) as f:
       hparams = json.load(f)
-  lines = run_io.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+  lines = rundir.read_metrics(os.path.join(run_dir, rundir.METRICS))
   with TensorBoardWriter(run_dir, hparams) as w:
     for line in lines:
       w.write(line)
   return len(lines)
+
+
+def for_run(spec) -> TensorBoardWriter:
+  """The writer of a RunSpec's run directory, with its hyper-parameters (algorithm, game,
+  seed, budgets, the learner's hyper-parameters and the scheduler suite)."""
+  d = spec.to_dict()
+  hp = {k: v for k, v in d.items() if k not in ("out_dir", "resume", "plot", "record")}
+  return TensorBoardWriter(spec.out_dir, hp)

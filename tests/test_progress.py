@@ -51,7 +51,7 @@ def test_a_terminal_gets_a_redrawn_bar():
   for i in range(5):
     p.update({"epoch": i, "train_s": 0.1 * i, "exploitability": 1.0})
   p.close()
-  assert "\r" in buf.getvalue() and "4/4 epochs" in buf.getvalue()
+  assert "\r" in buf.getvalue() and "4/4 steps" in buf.getvalue() and "epoch 4" in buf.getvalue()
 
 
 def test_plain_lines_are_periodic_with_an_eta():
@@ -73,3 +73,19 @@ def test_bar_without_total_and_durations():
     b.update(3, "x")
   assert buf.getvalue().splitlines()[0].startswith("bench: 3 runs  elapsed")
   assert [format_duration(s) for s in (5, 125, 3725, None)] == ["5s", "2m05s", "1h02m", "?"]
+
+
+def test_train_cli_progress_is_plain_in_a_pipe_and_logs_go_to_a_file(tmp_path):
+  run = tmp_path / "run"
+  r = subprocess.run([sys.executable, "-m", "experiments.train", "--algo=cfr_plus",
+                      "--game_name=kuhn_poker", f"--out_dir={run}", "--max_steps=6",
+                      "--eval_every=2"], cwd=REPO, capture_output=True, text=True,
+                     check=True, timeout=300)
+  assert not CONTROL.search(r.stdout), repr(r.stdout)
+  lines = r.stdout.splitlines()
+  assert lines[0].startswith("cfr_plus kuhn_poker: ") and "/6 steps" in lines[0]
+  assert any(l.startswith("cfr_plus kuhn_poker: 6/6 steps (100%)") and "expl " in l
+             for l in lines)
+  assert "step 6" in r.stdout
+  assert " I" not in r.stderr and not r.stderr.startswith("I")  # info lines: in the file
+  assert "step 6" in (run / "train.INFO").read_text()

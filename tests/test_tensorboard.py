@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from armac_spiel import run_io
+from armac_spiel.runs import rundir
 from armac_spiel.tensorboard import ORIGIN_FILE, TensorBoardWriter, export_run, tag_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +28,7 @@ def scheduler_run(tmp_path_factory):
   subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=leduc_poker",
                   "--config=experiments/configs/leduc_scheduler_discrete.yaml",
                   "--scheduler=discrete", f"--out_dir={run}", "--device=cpu",
-                  "--max_epochs=2", "--eval_every=1", f"--set={TINY}"],
+                  "--max_epochs=2", "--eval_every=1", f"--set={TINY}", "--tensorboard"],
                  cwd=REPO, check=True, capture_output=True, timeout=600)
   return run
 
@@ -39,15 +39,21 @@ def _read(path):
   return ea
 
 
-def test_run_metrics_become_named_scalars_on_both_axes(scheduler_run, tmp_path):
-  lines = run_io.read_metrics(str(scheduler_run / "metrics.jsonl"))
+@pytest.mark.parametrize("source", ["live", "rewritten"])
+def test_run_metrics_become_named_scalars_on_both_axes(scheduler_run, tmp_path, source):
+  """`live`: the event files `train --tensorboard` wrote; `rewritten`: its metrics lines
+  fed to a new writer."""
+  lines = rundir.read_metrics(str(scheduler_run / "metrics.jsonl"))
   assert len(lines) == 3
-  hp = json.loads((scheduler_run / "config.json").read_text())
-  with TensorBoardWriter(str(tmp_path), hp) as w:
-    for line in lines:
-      assert w.write(line) > 20
-  origin = json.loads((tmp_path / ORIGIN_FILE).read_text())["origin"]
-  ea = _read(tmp_path)
+  path = scheduler_run
+  if source == "rewritten":
+    path = tmp_path
+    hp = json.loads((scheduler_run / "config.json").read_text())
+    with TensorBoardWriter(str(tmp_path), hp) as w:
+      for line in lines:
+        assert w.write(line) > 20
+  origin = json.loads((path / ORIGIN_FILE).read_text())["origin"]
+  ea = _read(path)
   tags = ea.Tags()["scalars"]
   for tag in NAMED:
     assert tag in tags, tag
@@ -67,7 +73,7 @@ def test_run_metrics_become_named_scalars_on_both_axes(scheduler_run, tmp_path):
   assert list(hist[-1].histogram_value.bucket) == pytest.approx(lines[-1]["scheduler.lambda_hist"])
   hparams = ea.PluginTagToContent("hparams")
   assert "_hparams_/session_start_info" in hparams
-  assert b"armac.critic_lr" in hparams["_hparams_/session_start_info"]
+  assert b"critic_lr" in hparams["_hparams_/session_start_info"]
 
 
 def test_resume_keeps_the_seconds_axis_and_histogram_takes_values(tmp_path):

@@ -60,6 +60,7 @@ class Bar:
     self._clock = clock
     self._t0 = clock()
     self._last_print = None
+    self._printed = None
     self._n0 = None  # count at the first update (a resumed run starts above 0)
     self.n = 0.0
     self.postfix = ""
@@ -120,6 +121,7 @@ class Bar:
   def _print_line(self) -> None:
     self.stream.write(self.line() + "\n")
     self.stream.flush()
+    self._printed = (self.n, self.postfix)
 
   def write(self, text: str) -> None:
     """Prints a message above the bar (or as a plain line)."""
@@ -135,8 +137,8 @@ class Bar:
     self._closed = True
     if self._tqdm is not None:
       self._tqdm.close()
-    elif self._n0 is not None:
-      self._print_line()
+    elif self._n0 is not None and self._printed != (self.n, self.postfix):
+      self._print_line()  # the final state, unless it was the last line printed
 
   def __enter__(self):
     return self

@@ -63,8 +63,14 @@ def test_plain_lines_are_periodic_with_an_eta():
   lines = buf.getvalue().splitlines()
   assert len(lines) == 5  # at 0, 10, 20, 30 and 40 wall seconds
   assert lines[-1].startswith("train: 20/100 s ( 20%)  elapsed 40s  eta 2m40s")
+  clock.t = 42
+  p.update({"epoch": 42, "train_s": 21})  # within the interval: not printed
+  assert len(buf.getvalue().splitlines()) == 5
   p.close()
-  assert len(buf.getvalue().splitlines()) == 6  # and once at the end
+  lines = buf.getvalue().splitlines()
+  assert len(lines) == 6 and lines[-1].startswith("train: 21/100 s")  # the final state
+  p.close()
+  assert len(buf.getvalue().splitlines()) == 6
 
 
 def test_bar_without_total_and_durations():
@@ -89,3 +95,21 @@ def test_train_cli_progress_is_plain_in_a_pipe_and_logs_go_to_a_file(tmp_path):
   assert "step 6" in r.stdout
   assert " I" not in r.stderr and not r.stderr.startswith("I")  # info lines: in the file
   assert "step 6" in (run / "train.INFO").read_text()
+
+
+def test_sweep_cli_progress_counts_runs_and_each_run_has_event_files(tmp_path):
+  root = tmp_path / "sweep"
+  r = subprocess.run([sys.executable, "-m", "experiments.sweep", "--games=kuhn_poker",
+                      "--algos=cfr_plus,es_mccfr", "--seeds=1", "--max_steps=4",
+                      f"--out_dir={root}", "--ray_address=none"], cwd=REPO,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert not CONTROL.search(r.stdout), repr(r.stdout)
+  lines = r.stdout.splitlines()
+  assert lines[0].startswith("sweep: 0/2 runs (  0%)") and "running 1" in lines[0]
+  assert any(l.startswith("sweep: 2/2 runs (100%)") and
+             l.endswith("done 2  running 0  failed 0  remaining 0") for l in lines)
+  for algo in ("cfr_plus", "es_mccfr"):
+    run = root / "kuhn_poker" / algo / "seed_0"
+    assert any(f.startswith("events.out.tfevents.") for f in os.listdir(run)), algo
+  assert (root / "sweep.INFO").exists()

@@ -85,11 +85,11 @@ def main(argv):
       "baseline_hparams": FLAGS.baseline_hparams,
       "ray_address": FLAGS.ray_address, "num_cpus": FLAGS.num_cpus,
       "cpus_per_task": FLAGS.cpus_per_task, "argv": sys.argv})
-  logging.info("sweep: %d runs into %s", len(tasks), FLAGS.out_dir)
   bar = None
   if FLAGS.progress:
     progress.log_to_file(FLAGS.out_dir, "sweep")
     bar = progress.SweepProgress(len(tasks))
+  logging.info("sweep: %d runs into %s", len(tasks), FLAGS.out_dir)
   try:
     out = sweep.run_sweep(tasks, FLAGS.out_dir, ray_address=FLAGS.ray_address,
                           num_cpus=FLAGS.num_cpus, cpus_per_task=FLAGS.cpus_per_task,

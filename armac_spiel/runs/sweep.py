@@ -76,6 +76,7 @@ class RunTask:
   device: str = "cpu"
   threads: int = 1                          # torch intra-op threads in the worker
   plot: bool = True                         # per-run curve.png
+  tensorboard: bool = False                 # per-run TensorBoard event files
 
   def __post_init__(self):
     known = known_algorithms()
@@ -159,7 +160,11 @@ class LocalWorker:
     try:
       spec = task_spec(task)
       summary["resumed"] = spec.resume
-      rows = run(spec)
+      loggers = []
+      if task.tensorboard:
+        from armac_spiel import tensorboard
+        loggers.append(tensorboard.for_run(spec))
+      rows = run(spec, loggers=loggers)
       self._complete_provenance(task)
       summary.update(status="done", **_last_eval(rows))
     except Exception as e:  # pylint: disable=broad-except
@@ -240,8 +245,12 @@ def _log_progress(i: int, n: int, s: dict) -> None:
 
 def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = "local",
               num_cpus: Optional[int] = None, cpus_per_task: float = 1,
-              on_result: Optional[Callable[[dict], None]] = None) -> list[dict]:
+              on_result: Optional[Callable[[dict], None]] = None,
+              progress=None) -> list[dict]:
   """Runs every task not yet DONE; returns summaries (skipped ones included) in finish order.
+
+  `progress.update(done, running, failed)` (armac_spiel.progress.SweepProgress) follows the
+  runs; skipped runs count as done.
 
   `ray_address`: "none" runs inline without importing Ray; None / "local" starts a local Ray
   with `num_cpus` CPUs (default: all); anything else ("auto", "HOST:PORT") connects to that
@@ -258,6 +267,12 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
     else:
       todo.append(t)
   n = len(tasks)
+  running = [0]
+
+  def show():
+    if progress is not None:
+      failed = sum(s["status"] == "failed" for s in out)
+      progress.update(len(out) - failed, running[0], failed)
 
   def finished(s):
     _record(root, s)
@@ -267,11 +282,16 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
       on_result(s)
 
   if not todo:
+    show()
     return out
   if ray_address == "none":
     worker = LocalWorker()
     for t in todo:
+      running[0] = 1
+      show()
       finished(worker.run(t))
+    running[0] = 0
+    show()
     return out
 
   import ray
@@ -293,6 +313,8 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
       if queue:
         submit(a, queue.pop(0))
     while pending:
+      running[0] = len(pending)
+      show()
       (ref,), _ = ray.wait(list(pending), num_returns=1)
       actor, task = pending.pop(ref)
       try:
@@ -306,6 +328,8 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
         actors.append(actor)
       if queue:
         submit(actor, queue.pop(0))
+    running[0] = 0
+    show()
     for a in actors:
       ray.kill(a)
   finally:

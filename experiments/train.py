@@ -39,7 +39,7 @@ flags.DEFINE_integer("threads", 1, "torch intra-op threads (tiny nets: 1 is fast
 flags.DEFINE_string("record_replay", None, "Record episodes for deterministic replay into "
                     "this directory (verify: python -m experiments.replay_verify DIR).")
 flags.DEFINE_float("replay_fraction", 1.0, "Fraction of episodes recorded (chosen by a hash "
-                   "of seed and episode index, see armac_spiel/replay.py).")
+                   "of seed and episode index, see armac_spiel/recording/format.py).")
 flags.DEFINE_integer("replay_episodes_per_file", 1000, "Recorded episodes per replay file.")
 flags.DEFINE_bool("replay_gzip", False, "gzip the replay files.")
 
@@ -50,8 +50,8 @@ def _make_recorder():
   """`make_recorder` for trainer.train from the --record_replay flags, or None."""
   if not FLAGS.record_replay:
     return None
-  from armac_spiel import replay
-  return replay.recorder_factory(replay.RecorderConfig(
+  from armac_spiel import recording
+  return recording.recorder_factory(recording.RecorderConfig(
       FLAGS.record_replay, FLAGS.replay_fraction, FLAGS.replay_episodes_per_file,
       FLAGS.replay_gzip))
 

@@ -3,8 +3,9 @@
   python -m experiments.replay_verify DIR [--tolerance=1e-6]
 
 Rebuilds the networks from the policy files, replays every recorded episode on pyspiel and
-regenerates each batch from its RNG states (see armac_spiel/recording/verify.py). The last line on
-stdout is a JSON summary: episodes_checked, max_abs_deviation, first_mismatch (null or
+regenerates each batch from its RNG states (see armac_spiel/recording/verify.py); a record
+verified on the machine that wrote it matches bit for bit. The last line on stdout is a JSON
+summary: episodes_checked, max_abs_deviation, first_mismatch (null or
 {episode, step, field, file, line, detail}). Exit 0: all match; 1: a mismatch; 2: a bad
 file (the error, naming file and line, goes to stderr and to the summary's "error").
 """

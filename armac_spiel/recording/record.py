@@ -206,7 +206,7 @@ def policy_checkpoint(learner, slots: torch.Tensor, extra_config: dict | None = 
     buf = io.BytesIO()  # a deep copy: state_dict may hold live tensors
     torch.save(learner.scheduler.state_dict(), buf)
     buf.seek(0)
-    state = torch.load(buf, map_location="cpu", weights_only=False)
+    state = torch.load(buf, map_location="cpu", weights_only=True)
     if isinstance(state, dict):  # wall-clock timings vary between identical runs
       for k in _VOLATILE:
         if isinstance(state.get(k), dict):

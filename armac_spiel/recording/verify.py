@@ -1,13 +1,22 @@
 """Deterministic replay verification.
 
-`verify` rebuilds the networks from the policy files (checking the hash), replays every
-episode on a pyspiel state from its chance outcomes and actions (checking legality, players
-and legal masks), recomputes pi_j through the episode's snapshot, the behaviour (epsilon
-exploration included) and the returns, and regenerates each recorded batch from its RNG
-states with the rebuilt learner, which checks the chance outcomes, actions and scheduler
-outputs. Regeneration runs on the CPU: a run recorded on a GPU matches to float tolerance,
-and an action whose uniform falls within ~1e-7 of a CDF boundary could in principle be drawn
-differently.
+`verify` rebuilds the learner from each policy file (checking the hash), replays every
+episode on a pyspiel state from its chance outcomes and actions (checking legality, players,
+legal masks and returns), recomputes pi_j through the episode's snapshot, the behaviour
+(epsilon exploration included) and the scheduler's inputs from pyspiel's information-state
+tensors, and regenerates each recorded batch from its RNG states with the rebuilt learner,
+which checks the chance outcomes, actions and scheduler outputs.
+
+Bit for bit. A float32 matrix product sums in an order that depends on the batch shape: a
+row run alone can differ from the same row inside a batch in the last bits, and the
+difference grows with the weights (past 1e-6 in pi_j within the first epoch of a 30 s Leduc
+run). So every recomputation runs on a batch of the learner's shape with each row at the
+learner's place (`ARMAC._sample`: the (B, D) batch through the groups' snapshots; the
+scheduler: the (R, D) rows of the step); the other rows are zeros, which does not change a
+row's result. A record verified on the machine that wrote it matches exactly
+(`max_abs_deviation` 0). Verification runs on the CPU: a run recorded on a GPU can differ in
+the last bits, which `tolerance` (default 1e-6) admits, and an action whose uniform falls
+within ~1e-7 of a CDF boundary could in principle be drawn differently.
 """
 
 from __future__ import annotations
@@ -109,26 +118,18 @@ def _iter_lines(path: str):
 
 
 class _Policy:
-  """Networks of one policy file, rebuilt for per-row recomputation and batch regeneration."""
+  """One policy file: the learner rebuilt from it, and its batch regenerated on demand."""
 
   def __init__(self, path: str, ck: dict):
     from armac_spiel.config import from_dict
-    from armac_spiel.networks import MLP
     from games import load_game
     self.path, self.ck = path, ck
     self.cfg = from_dict(ck["config"])
-    self.sgame = sg = load_game(ck["game"])
-    self.regret = MLP(sg.info_state_size, self.cfg.regret_hidden, sg.num_actions)
-    self.regret.load_state_dict(ck["params"]["regret"])
-    self.actor = MLP(sg.info_state_size, self.cfg.actor_hidden, sg.num_actions)
-    self.actor.load_state_dict(ck["params"]["actor"])
-    bank = ck["params"]["bank"]
-    self.rows = {s: k for k, s in enumerate(bank["slots"])}
-    self.bank_w, self.bank_b = bank["weights"], bank["biases"]
+    self.sgame = load_game(ck["game"])
     self.slots = ck["slots"]
     self.eps = float(ck["explore_eps"])
     self.per = self.cfg.episodes_per_epoch // self.cfg.groups_per_epoch
-    self._regen = None
+    self.net, self.alive = _rebuild(ck), None
     self._learners = None
 
   def learner(self, batch_index: int) -> int:
@@ -142,29 +143,39 @@ class _Policy:
       self._learners = learner_ids(self.cfg, ep, self.sgame.num_players)
     return int(self._learners[batch_index])
 
-  @torch.no_grad()
-  def regret_policy(self, slot: int, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    from armac_spiel.networks import regret_matching
-    if slot < 0:
-      w = self.regret(x)
-    else:
-      k = self.rows[slot]
-      h = x
-      for i, (wt, b) in enumerate(zip(self.bank_w, self.bank_b)):
-        h = h @ wt[k].T + b[k]
-        if i < len(self.bank_w) - 1:
-          h = torch.relu(h)
-      w = h
-    return regret_matching(w, mask)
+  def regenerate(self, chosen: list[int]) -> dict[int, dict]:
+    """The episodes `chosen` (batch indices) of the batch, sampled again from the stored RNG
+    and network states; `alive[t]` becomes the batch indices at decision step t, in the
+    order the sampler passed them to the policy."""
+    b = self.cfg.episodes_per_epoch
+    cap, alive = Capture(sorted(set(chosen)), b), {}
+    net = self.net
 
-  def regenerate(self) -> dict[int, dict]:
-    """Every episode of the batch, sampled again from the stored RNG and network states."""
-    if self._regen is None:
-      self._regen = _regenerate(self.ck)
-    return self._regen
+    class _Rec:
+      def before_sample(self, *a):
+        pass
+
+      def on_step(self, learner, batch, outputs):
+        alive[int(batch.step)] = batch.episode.tolist()
+        cap.on_step(batch, outputs)
+
+      def after_sample(self, learner, traj, *a):
+        cap.traj = traj
+
+    net.recorder = _Rec()
+    try:
+      net.sampler.set_rng_state(self.ck["sampler_rng"])
+      if net.scheduler is not None:
+        net.scheduler.load_state_dict(self.ck["params"]["scheduler"])
+      net._sample(torch.tensor(self.slots, dtype=torch.long))
+    finally:
+      net.recorder = None
+    self.alive = alive
+    return {i: cap.episode(cap.traj, i) for i in cap.chosen}
 
 
-def _regenerate(ck: dict) -> dict[int, dict]:
+def _rebuild(ck: dict):
+  """The ARMAC learner of a policy file (CPU): networks, snapshot rows, counters."""
   from armac_spiel.armac import ARMAC
   from armac_spiel.config import from_dict
   cfg = from_dict(ck["config"])
@@ -172,21 +183,7 @@ def _regenerate(ck: dict) -> dict[int, dict]:
   scheduler = None
   if p["scheduler"] is not None:
     scheduler = _build_scheduler(ck, cfg)
-  b = cfg.episodes_per_epoch
-  cap = Capture(list(range(b)), b)
-
-  class _Rec:
-    def before_sample(self, *a):
-      pass
-
-    def on_step(self, learner, batch, outputs):
-      cap.on_step(batch, outputs)
-
-    def after_sample(self, learner, traj, *a):
-      cap.traj = traj
-
-  learner = ARMAC(ck["game"], cfg, ck["seed"], device="cpu", scheduler=scheduler,
-                  recorder=_Rec())
+  learner = ARMAC(ck["game"], cfg, ck["seed"], device="cpu", scheduler=scheduler)
   learner.regret.load_state_dict(p["regret"])
   learner.actor.load_state_dict(p["actor"])
   if "critic" in p:
@@ -200,11 +197,7 @@ def _regenerate(ck: dict) -> dict[int, dict]:
       learner.bank.epoch[s] = bank["epoch"][k]
   learner.bank.size = max(bank["slots"], default=-1) + 1
   learner.epoch, learner.episodes = ck["epoch"], ck["episodes"]
-  learner.sampler.set_rng_state(ck["sampler_rng"])
-  if scheduler is not None:
-    scheduler.load_state_dict(p["scheduler"])
-  learner._sample(torch.tensor(ck["slots"], dtype=torch.long))
-  return {i: cap.episode(cap.traj, i) for i in range(b)}
+  return learner
 
 
 def _build_scheduler(ck: dict, cfg):
@@ -236,7 +229,7 @@ def _load_policy(replay_dir: str, rec: dict, path: str, lineno: int, cache: dict
     if not os.path.exists(full):
       raise ReplayError(path, lineno, f"policy checkpoint {name} is missing")
     try:
-      ck = torch.load(full, map_location="cpu", weights_only=False)
+      ck = torch.load(full, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt files
       raise ReplayError(path, lineno, f"policy checkpoint {name} is unreadable "
                         f"({type(e).__name__}: {e})") from None
@@ -279,12 +272,12 @@ class _EpisodeCheck:
     self.found.append((step, _PRIORITY.get(field, 11), field, detail))
 
   def close(self, step: int, field: str, got, want) -> None:
-    a = torch.as_tensor(got, dtype=torch.float32)
-    b = torch.as_tensor(want, dtype=torch.float32)
+    a = np.asarray(got, dtype=np.float32)
+    b = np.asarray(want, dtype=np.float32)
     if a.shape != b.shape:
       self.fail(step, field, f"shape {tuple(a.shape)} != {tuple(b.shape)}")
       return
-    dev = float((a - b).abs().max()) if a.numel() else 0.0
+    dev = float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0
     if not np.isfinite(dev):
       self.fail(step, field, "non-finite value")
       return
@@ -296,15 +289,27 @@ class _EpisodeCheck:
     return min(self.found) if self.found else None
 
 
-def _check_episode(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> None:
-  """Replays one episode on pyspiel and compares every recomputed output."""
-  from armac_spiel.networks import masked_softmax
+@dataclasses.dataclass
+class _Replayed:
+  """One episode replayed on pyspiel: the inputs of its decision steps, for recomputation."""
+  rec: dict
+  chk: _EpisodeCheck
+  x: list = dataclasses.field(default_factory=list)     # (D,) information-state tensors
+  mask: list = dataclasses.field(default_factory=list)  # legal action ids
+  chance_step: list = dataclasses.field(default_factory=list)
+  t: int = 0          # decision steps replayed
+  usable: bool = True  # batch index and group fit the policy file
+
+
+def _replay(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> _Replayed:
+  """Replays one episode on pyspiel, checking everything that needs no network."""
   sg = pol.sgame
-  n_players, a_dim = sg.num_players, sg.num_actions
+  out = _Replayed(rec, chk)
   i, g = rec["batch_index"], rec["group"]
   if not 0 <= i < pol.cfg.episodes_per_epoch or g != i // pol.per:
     chk.fail(0, "slot", f"batch index {i} / group {g} do not fit the epoch's batch")
-    return
+    out.usable = False
+    return out
   if rec["slot"] != pol.slots[g]:
     chk.fail(0, "slot", f"slot {rec['slot']} != policy file's slot {pol.slots[g]}")
   want = pol.learner(i)
@@ -312,10 +317,8 @@ def _check_episode(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> None:
     chk.fail(0, "learner", f"learner {rec['learner']} != {want} ({LEARNER_RULE})")
   steps, chance = rec["steps"], rec["chance"]
   n = len(steps["action"])
-  extras = [k for k in steps if k not in (*STEP_KEYS,)]
   state = sg.new_initial_state()
   ci = t = 0
-  chance_step = []
   ok = True
   while not state.is_terminal():
     if state.is_chance_node():
@@ -325,7 +328,7 @@ def _check_episode(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> None:
         ok = False
         break
       state.apply_action(chance[ci])
-      chance_step.append(t)
+      out.chance_step.append(t)
       ci += 1
       continue
     if t >= n:
@@ -342,24 +345,8 @@ def _check_episode(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> None:
       chk.fail(t, "legal_mask", f"legal actions {steps['legal'][t]} != {legal}")
       ok = False
       break
-    x = torch.tensor([state.information_state_tensor(p)], dtype=torch.float32)
-    m = torch.zeros(1, a_dim, dtype=torch.bool)
-    m[0, legal] = True
-    pi_j = pol.regret_policy(rec["slot"], x, m)[0]
-    chk.close(t, "regret_policy", steps["regret_policy"][t], pi_j)
-    if "regret" in steps:  # the scheduler's inputs: live RM(W) and the actor's policy
-      chk.close(t, "regret", steps["regret"][t], pol.regret_policy(-1, x, m)[0])
-    if "actor" in steps:
-      chk.close(t, "actor", steps["actor"][t], masked_softmax(pol.actor(x), m)[0])
-    if p == rec["learner"]:
-      base = pi_j
-      if "mixed" in steps:
-        base = torch.as_tensor(steps["mixed"][t], dtype=torch.float32)
-      uni = m[0].float() / m[0].float().sum()
-      want = (1 - pol.eps) * base + pol.eps * uni
-    else:
-      want = pi_j
-    chk.close(t, "behaviour", steps["behaviour"][t], want)
+    out.x.append(state.information_state_tensor(p))
+    out.mask.append(legal)
     a = steps["action"][t]
     if not isinstance(a, int) or a not in legal:
       chk.fail(t, "action", f"action {a} is illegal (legal: {legal})")
@@ -367,6 +354,7 @@ def _check_episode(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> None:
       break
     state.apply_action(a)
     t += 1
+  out.t = t
   if ok:
     if ci != len(chance):
       chk.fail(t, "chance", f"{len(chance) - ci} chance outcomes after the game ended")
@@ -374,12 +362,76 @@ def _check_episode(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> None:
       chk.fail(t, "action", f"the game ended after {t} of {n} steps")
     else:
       chk.close(n, "returns", rec["returns"], state.returns())
-  # Regeneration: the same batch sampled again from the stored RNG and network states.
-  regen = pol.regenerate()[i]
+  return out
+
+
+@torch.no_grad()
+def _recompute(pol: _Policy, eps_: list[_Replayed]) -> None:
+  """pi_j, the behaviour and the scheduler's inputs of every replayed step, computed on
+  batches of the shapes the learner used (`ARMAC._sample`), each row at its own place:
+  float32 matrix products sum in an order that depends on the batch shape, so a row run
+  alone can differ from the learner's value in the last bits. Fills `r.checks`."""
+  from armac_spiel.networks import masked_softmax, regret_matching, uniform_policy
+  net, cfg, sg = pol.net, pol.cfg, pol.sgame
+  b, g, d, a_dim = cfg.episodes_per_epoch, cfg.groups_per_epoch, sg.info_state_size, sg.num_actions
+  slots = torch.tensor(pol.slots, dtype=torch.long)
+  sched = any("regret" in r.rec["steps"] or "actor" in r.rec["steps"] for r in eps_)
+  for t in range(max((len(r.x) for r in eps_), default=0)):
+    rows = [r for r in eps_ if len(r.x) > t]
+    idx = torch.tensor([r.rec["batch_index"] for r in rows])
+    xs = torch.tensor([r.x[t] for r in rows], dtype=torch.float32).reshape(len(rows), d)
+    ms = torch.zeros(len(rows), a_dim, dtype=torch.bool)
+    for k, r in enumerate(rows):
+      ms[k, r.mask[t]] = True
+    # policy_fn of ARMAC._sample: the whole (B, D) batch through _group_forward.
+    x = torch.zeros(b, d)
+    m = torch.ones(b, a_dim, dtype=torch.bool)
+    x[idx], m[idx] = xs, ms
+    w = net._group_forward("regret", slots, x.view(g, pol.per, -1)).view(b, -1)
+    pi_j = regret_matching(w, m)[idx]
+    for k, r in enumerate(rows):
+      r.chk.close(t, "regret_policy", r.rec["steps"]["regret_policy"][t], pi_j[k].numpy())
+    # The scheduler's inputs: live RM(W) and the actor on the step's (R, D) rows.
+    if sched and pol.alive is not None and t in pol.alive:
+      pos = {e: k for k, e in enumerate(pol.alive[t])}
+      here = [(k, pos[int(i)]) for k, i in enumerate(idx.tolist()) if int(i) in pos]
+      if here:
+        rr = len(pol.alive[t])
+        ks = torch.tensor([k for k, _ in here])
+        ps = torch.tensor([p for _, p in here])
+        xr = torch.zeros(rr, d)
+        mr = torch.ones(rr, a_dim, dtype=torch.bool)
+        xr[ps], mr[ps] = xs[ks], ms[ks]
+        reg = regret_matching(net.regret(xr), mr)[ps]
+        act = masked_softmax(net.actor(xr), mr)[ps]
+        for j, k in enumerate(ks.tolist()):
+          st = rows[k].rec["steps"]
+          if "regret" in st:
+            rows[k].chk.close(t, "regret", st["regret"][t], reg[j].numpy())
+          if "actor" in st:
+            rows[k].chk.close(t, "actor", st["actor"][t], act[j].numpy())
+    # Behaviour: (1 - eps) * base + eps * uniform at the learner's steps, pi_j elsewhere.
+    learner = torch.tensor([r.rec["steps"]["player"][t] == r.rec["learner"] for r in rows])
+    base = pi_j.clone()
+    for k, r in enumerate(rows):
+      if learner[k] and "mixed" in r.rec["steps"]:
+        base[k] = torch.as_tensor(r.rec["steps"]["mixed"][t], dtype=torch.float32)
+    explore = (1 - pol.eps) * base + pol.eps * uniform_policy(ms)
+    want = torch.where(learner.unsqueeze(1), explore, pi_j)
+    for k, r in enumerate(rows):
+      r.chk.close(t, "behaviour", r.rec["steps"]["behaviour"][t], want[k].numpy())
+
+
+def _compare_regen(r: _Replayed, regen: dict) -> None:
+  """The recorded episode against the same batch row sampled again."""
+  rec, chk = r.rec, r.chk
+  steps, chance = rec["steps"], rec["chance"]
+  n = len(steps["action"])
+  extras = [k for k in steps if k not in STEP_KEYS]
   div = n + 1  # first step where the regenerated episode leaves the recorded one
   for k, (c_rec, c_new) in enumerate(zip(chance + [None], regen["chance"] + [None])):
     if c_rec != c_new:
-      s = chance_step[k] if k < len(chance_step) else t
+      s = r.chance_step[k] if k < len(r.chance_step) else r.t
       chk.fail(s, "chance", f"chance outcome {k}: recorded {c_rec}, regenerated {c_new}")
       div = min(div, s)
       break
@@ -417,31 +469,65 @@ def _is_int(x) -> bool:
   return isinstance(x, int)
 
 
+def _check_batch(pol: _Policy, lines: list[tuple[str, int, dict]], tol: float):
+  """Checks the recorded episodes of one policy file; yields (path, line, rec, check)."""
+  done = []
+  for path, lineno, rec in lines:
+    chk = _EpisodeCheck(tol)
+    try:
+      done.append((path, lineno, _replay(rec, pol, chk)))
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+      raise ReplayError(path, lineno, f"cannot replay the episode ({type(e).__name__}: "
+                        f"{e})") from None
+  use = [r for _, _, r in done if r.usable]
+  path, lineno = lines[0][:2]
+  try:
+    regen = pol.regenerate([r.rec["batch_index"] for r in use])
+    _recompute(pol, use)
+    for r in use:
+      _compare_regen(r, regen[r.rec["batch_index"]])
+  except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+    raise ReplayError(path, lineno, f"cannot recompute the batch of {pol.ck['epoch']} "
+                      f"({type(e).__name__}: {e})") from None
+  return done
+
+
 def verify(replay_dir: str, tolerance: float = 1e-6) -> VerifyResult:
-  """Checks every recorded episode of `replay_dir`; raises ReplayError on a bad file."""
+  """Checks every recorded episode of `replay_dir`; raises ReplayError on a bad file.
+
+  The recomputed floats use batches of the learner's shapes, so a record verified on the
+  machine (and device) that wrote it matches bit for bit (`max_abs_deviation` 0).
+  """
   if not os.path.isdir(replay_dir):
     raise ReplayError(replay_dir, None, "not a directory")
   files = replay_files(replay_dir)
   if not files:
     raise ReplayError(replay_dir, None, "no replay-*.jsonl[.gz] files")
-  cache: dict[str, _Policy] = {}
   checked, max_dev, first = 0, 0.0, None
+
+  def flush(lines):
+    nonlocal checked, max_dev, first
+    if not lines:
+      return
+    cache: dict[str, _Policy] = {}  # one policy file per batch of lines
+    for path, lineno, rec in lines:
+      pol = _load_policy(replay_dir, rec, path, lineno, cache)
+    with torch.no_grad():
+      done = _check_batch(pol, lines, tolerance)
+    for path, lineno, r in done:
+      checked += 1
+      max_dev = max(max_dev, r.chk.max_dev)
+      f = r.chk.first()
+      if f is not None and first is None:
+        first = Mismatch(r.rec["episode"], f[0], f[2], os.path.basename(path), lineno, f[3])
+
+  batch: list[tuple[str, int, dict]] = []
   for path in files:
     for lineno, text in _iter_lines(path):
       rec = _parse_line(text, path, lineno)
-      pol = _load_policy(replay_dir, rec, path, lineno, cache)
-      chk = _EpisodeCheck(tolerance)
-      try:
-        with torch.no_grad():
-          _check_episode(rec, pol, chk)
-      except ReplayError:
-        raise
-      except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
-        raise ReplayError(path, lineno, f"cannot replay the episode ({type(e).__name__}: "
-                          f"{e})") from None
-      checked += 1
-      max_dev = max(max_dev, chk.max_dev)
-      f = chk.first()
-      if f is not None and first is None:
-        first = Mismatch(rec["episode"], f[0], f[2], os.path.basename(path), lineno, f[3])
+      if batch and rec["policy"]["file"] != batch[-1][2]["policy"]["file"]:
+        flush(batch)
+        batch = []
+      batch.append((path, lineno, rec))
+  flush(batch)
   return VerifyResult(checked, max_dev, first)

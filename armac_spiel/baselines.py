@@ -39,20 +39,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import pickle
 import random
-import time
 from typing import Optional
 
 import numpy as np
 import pyspiel
 import torch
-from absl import logging
 
-from armac_spiel import evaluation, run_io
-from armac_spiel.atomic import atomic_write_text
-from armac_spiel.policy_io import export_policy
+from armac_spiel import evaluation
+from armac_spiel.config import ConfigError, dataclass_from_dict
 from games import infostate_table, load_game
 
 
@@ -189,29 +185,14 @@ class NFSPParams:
   epsilon_end: float = 0.001
 
 
-def _resolve(params_cls, algo: str, hparams: dict):
-  fields = {f.name: f for f in dataclasses.fields(params_cls)}
-  unknown = sorted(set(hparams) - set(fields))
-  if unknown:
-    raise ValueError(f"{algo}: unknown hyper-parameter(s) {unknown}; allowed: "
-                     f"{sorted(fields)}")
-  resolved = {}
-  for k, v in hparams.items():
-    default = fields[k].default
-    if isinstance(default, tuple):
-      v = tuple(int(x) for x in v)
-    elif isinstance(default, bool):
-      v = bool(v)
-    elif isinstance(default, int):
-      if not isinstance(v, (int, float)) or isinstance(v, float) and not v.is_integer():
-        raise ValueError(f"{algo}: hyper-parameter {k!r} must be an integer, got {v!r}")
-      v = int(v)
-      if v < 1:
-        raise ValueError(f"{algo}: hyper-parameter {k!r} must be >= 1, got {v}")
-    elif isinstance(default, float):
-      v = float(v)
-    resolved[k] = v
-  return params_cls(**resolved)
+def _check_params(params) -> None:
+  """Integer hyper-parameters must be >= 1 (ConfigError naming the field)."""
+  for f in dataclasses.fields(params):
+    v = getattr(params, f.name)
+    if isinstance(f.default, bool) or not isinstance(f.default, int):
+      continue
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+      raise ConfigError(f"hyper-parameter {f.name!r} = {v!r}: must be an integer >= 1")
 
 
 # ---------------------------------------------------------------------------------------
@@ -219,8 +200,9 @@ def _resolve(params_cls, algo: str, hparams: dict):
 
 
 class Baseline:
-  """One run interface: `train_step()`, `average_table()`, `state_dict()`,
-  `load_state_dict()`, counters `episodes` (unit: `episode_unit`) and `iterations`."""
+  """An OpenSpiel algorithm as a `Learner` (armac_spiel.learner): `step()`,
+  `average_table()`, `state_dict()` / `load_state_dict()`, counters `steps`, `iterations`
+  and `episodes` (unit: `episode_unit`)."""
 
   name = ""
   episode_unit = ""
@@ -231,7 +213,9 @@ class Baseline:
     self.sgame = load_game(game_string)
     self.seed = int(seed)
     self.device = device
-    self.hp = _resolve(self.params_cls, self.name, hparams)
+    self.hp = dataclass_from_dict(self.params_cls, hparams, f"{self.name} hyper-parameters")
+    _check_params(self.hp)
+    self.steps = 0
     self.episodes = 0
     self.iterations = 0
     self.eval_extras: dict = {}   # filled by average_table (e.g. the strategy-net loss)
@@ -240,8 +224,25 @@ class Baseline:
   def hparams(self) -> dict:
     return dataclasses.asdict(self.hp)
 
-  def train_step(self) -> dict:
+  def step(self) -> dict:
+    """One step of training (counted in `steps`); returns its losses."""
+    out = self._step()
+    self.steps += 1
+    return out
+
+  def _step(self) -> dict:
     raise NotImplementedError
+
+  def counters(self) -> dict:
+    return {"algo": self.name, "game": self.game_string, "seed": self.seed,
+            "step": self.steps, "iterations": self.iterations, "episodes": self.episodes}
+
+  def evaluation_extras(self) -> dict:
+    return dict(self.eval_extras)
+
+  def average_policy(self):
+    """The average policy as an OpenSpiel `policy.TabularPolicy`."""
+    return evaluation.to_openspiel_tabular(self.game_string, self.average_table())
 
   def average_table(self) -> torch.Tensor:
     raise NotImplementedError
@@ -253,9 +254,10 @@ class Baseline:
     raise NotImplementedError(f"{self.name} has no checkpoint support")
 
   def _counters(self) -> dict:
-    return {"episodes": self.episodes, "iterations": self.iterations}
+    return {"steps": self.steps, "episodes": self.episodes, "iterations": self.iterations}
 
   def _load_counters(self, state: dict) -> None:
+    self.steps = int(state["steps"])
     self.episodes, self.iterations = int(state["episodes"]), int(state["iterations"])
 
 
@@ -271,11 +273,11 @@ class CFRPlus(Baseline):
     super().__init__(game_string, seed, device, **hparams)
     self._solver = pyspiel.CFRPlusSolver(self.sgame.game)
 
-  def train_step(self) -> dict:
+  def _step(self) -> dict:
     self._solver.evaluate_and_update_policy()
     self.iterations += 1
     self.episodes += 1
-    return {"iterations": 1, "episodes": 1}
+    return {}
 
   def average_table(self) -> torch.Tensor:
     # average_policy() points into the solver, which self keeps alive.
@@ -302,18 +304,18 @@ class ESMCCFR(Baseline):
     super().__init__(game_string, seed, device, **hparams)
     kinds = {"simple": pyspiel.MCCFRAverageType.SIMPLE, "full": pyspiel.MCCFRAverageType.FULL}
     if self.hp.average_type not in kinds:
-      raise ValueError(f"es_mccfr: average_type must be one of {sorted(kinds)}, got "
-                       f"{self.hp.average_type!r}")
+      raise ConfigError(f"es_mccfr hyper-parameter 'average_type' = "
+                        f"{self.hp.average_type!r}: must be one of {sorted(kinds)}")
     self._solver = pyspiel.ExternalSamplingMCCFRSolver(
         self.sgame.game, _derive_seed(self.seed, 1), kinds[self.hp.average_type])
 
-  def train_step(self) -> dict:
+  def _step(self) -> dict:
     n = self.hp.iterations_per_step
     for _ in range(n):
       self._solver.run_iteration()
     self.iterations += n
     self.episodes += n * self.sgame.num_players
-    return {"iterations": n, "episodes": n * self.sgame.num_players}
+    return {}
 
   def average_table(self) -> torch.Tensor:
     return evaluation.tabularise(self.game_string, self._solver.average_policy())
@@ -368,9 +370,9 @@ class DeepCFR(Baseline):
           seed=_derive_seed(self.seed, 3))
     self._cache: Optional[tuple[int, torch.Tensor, dict]] = None
 
-  def train_step(self) -> dict:
+  def _step(self) -> dict:
     s, hp = self._solver, self.hp
-    out = {"iterations": 1, "episodes": hp.num_traversals * self.sgame.num_players}
+    out = {}
     with self._rng.active():
       for p in range(self.sgame.num_players):
         for _ in range(hp.num_traversals):
@@ -380,7 +382,7 @@ class DeepCFR(Baseline):
         out[f"advantage_loss_{p}"] = s._learn_advantage_network(p)
       s._iteration += 1
     self.iterations += 1
-    self.episodes += out["episodes"]
+    self.episodes += hp.num_traversals * self.sgame.num_players
     return out
 
   def average_table(self) -> torch.Tensor:
@@ -463,7 +465,7 @@ class NFSP(Baseline):
         rl._target_q_network.load_state_dict(rl._q_network.state_dict())
         self._agents.append(agent)
 
-  def train_step(self) -> dict:
+  def _step(self) -> dict:
     n = self.hp.episodes_per_step
     env, agents = self._env, self._agents
     with self._rng.active():
@@ -476,7 +478,7 @@ class NFSP(Baseline):
           agent.step(time_step)
     self.iterations += 1
     self.episodes += n
-    out = {"iterations": 1, "episodes": n}
+    out = {}
     for p, agent in enumerate(agents):
       sl, rl = agent.loss
       out[f"sl_loss_{p}"] = None if sl is None else float(sl)
@@ -528,95 +530,5 @@ BASELINES = {"cfr_plus": CFRPlus, "es_mccfr": ESMCCFR, "deep_cfr": DeepCFR, "nfs
 def make_baseline(name: str, game_string: str, seed: int, device: str = "cpu",
                   **hp) -> Baseline:
   if name not in BASELINES:
-    raise ValueError(f"unknown baseline algo {name!r}; allowed: {sorted(BASELINES)}")
+    raise ConfigError(f"unknown baseline algo {name!r}; allowed: {sorted(BASELINES)}")
   return BASELINES[name](game_string, seed, device, **hp)
-
-
-# ---------------------------------------------------------------------------------------
-# Runner.
-
-TIMING_FIELDS = ("train_s", "eval_s", "steps_per_s", "episodes_per_s", "time")
-
-
-def run_baseline(name: str, game_string: str, seed: int, out_dir: str,
-                 time_budget_s: Optional[float] = None, max_steps: Optional[int] = None,
-                 eval_every_s: Optional[float] = None,
-                 eval_every_steps: Optional[int] = None, device: str = "cpu",
-                 hparams: Optional[dict] = None) -> list[dict]:
-  """Trains until `time_budget_s` of training time (evaluation excluded) or `max_steps`,
-  whichever comes first, evaluating the average policy exactly every `eval_every_s` training
-  seconds / `eval_every_steps` steps and always at the end. Starts a fresh run in `out_dir`
-  (an existing metrics.jsonl / DONE there is replaced). Returns the metrics records.
-
-  Each metrics.jsonl line: algo, game, seed, step, iterations, episodes, exploitability
-  (None unless two-player zero-sum), nash_conv, the last step's losses, evaluation extras
-  (deep_cfr: policy_loss), and the timing fields TIMING_FIELDS. With `max_steps` every
-  non-timing field is a function of (algo, game, seed, hparams, step) alone.
-  """
-  if time_budget_s is None and max_steps is None:
-    raise ValueError("run_baseline needs time_budget_s or max_steps")
-  bl = make_baseline(name, game_string, seed, device, **(hparams or {}))
-  os.makedirs(out_dir, exist_ok=True)
-  done_path = os.path.join(out_dir, "DONE")
-  if os.path.exists(done_path):
-    os.unlink(done_path)
-  metrics_path = os.path.join(out_dir, "metrics.jsonl")
-  if os.path.exists(metrics_path):
-    run_io.truncate_metrics(metrics_path, 0)
-  run_io.write_json_atomic(os.path.join(out_dir, "config.json"), {
-      "algo": name, "game": game_string, "seed": int(seed), "device": device,
-      "hparams": bl.hparams, "episode_unit": bl.episode_unit,
-      "time_budget_s": time_budget_s, "max_steps": max_steps,
-      "eval_every_s": eval_every_s, "eval_every_steps": eval_every_steps})
-  run_io.write_json_atomic(os.path.join(out_dir, "provenance.json"), run_io.provenance())
-
-  records: list[dict] = []
-  train_s = eval_s = 0.0
-  step = last_eval_step = 0
-  last_eval_train_s = 0.0
-  losses: dict = {}
-  table = None
-
-  with run_io.MetricsLog(metrics_path) as log:
-
-    def evaluate():
-      nonlocal eval_s, table, last_eval_step, last_eval_train_s
-      t0 = time.perf_counter()
-      table = bl.average_table()
-      expl, nc = run_io.fast_exploitability(game_string, table)
-      eval_s += time.perf_counter() - t0
-      rec = {"algo": name, "game": game_string, "seed": int(seed), "step": step,
-             "iterations": bl.iterations, "episodes": bl.episodes,
-             "exploitability": expl, "nash_conv": nc, **losses, **bl.eval_extras,
-             "train_s": train_s, "eval_s": eval_s,
-             "steps_per_s": step / train_s if train_s > 0 else None,
-             "episodes_per_s": bl.episodes / train_s if train_s > 0 else None,
-             "time": time.time()}
-      log.write(rec)
-      records.append(rec)
-      last_eval_step, last_eval_train_s = step, train_s
-      logging.info("%s %s seed=%d step=%d episodes=%d expl=%s nash_conv=%.6g "
-                   "(%.3g steps/s, eval %.2fs)", name, game_string, seed, step, bl.episodes,
-                   "n/a" if expl is None else f"{expl:.6g}", nc,
-                   rec["steps_per_s"] or 0.0, eval_s)
-
-    while True:
-      if max_steps is not None and step >= max_steps:
-        break
-      if time_budget_s is not None and train_s >= time_budget_s:
-        break
-      t0 = time.perf_counter()
-      out = bl.train_step()
-      train_s += time.perf_counter() - t0
-      step += 1
-      losses = {k: v for k, v in out.items() if k not in ("iterations", "episodes")}
-      due = ((eval_every_steps and step - last_eval_step >= eval_every_steps) or
-             (eval_every_s and train_s - last_eval_train_s >= eval_every_s))
-      if due:
-        evaluate()
-    if not records or last_eval_step != step:
-      evaluate()
-
-  export_policy(os.path.join(out_dir, "policy.json"), game_string, table)
-  atomic_write_text(done_path, "")
-  return records

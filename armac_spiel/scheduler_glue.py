@@ -22,10 +22,8 @@ string of a visited state is found through its row of `games.infostate_table`: f
 `traj.node` with the tree sampler, else by the bytes of its information-state tensor. Level
 2 clusters the information-state tensors.
 
-Mode. `scheduler_factory(suite)(spec)` runs `spec.config.scheduler_mode` when it is not
-"off" (the flag wins over the YAML's use_scheduler / policy_mixer.discrete); when it is
-"off" the YAML's mode runs if the YAML says use_scheduler: true, so a YAML that asks for a
-scheduler is never silently ignored (write use_scheduler: false to turn it off).
+Mode. It is decided once, by armac_spiel.runs.spec; `make_scheduler(suite, ...)` builds
+the adapter for the resolved suite (None when its mode is off).
 """
 
 from __future__ import annotations
@@ -53,13 +51,6 @@ def split_config(raw: dict, where: str = "config"):
     return armac, SchedulerSuiteConfig.from_dict(sections)
   except ValueError as e:
     raise ConfigError(f"{where}: {e}") from e
-
-
-def effective_mode(flag_mode: str, suite) -> str:
-  """The mode that runs: the flag unless "off", else the YAML's (see module docstring)."""
-  if flag_mode != "off":
-    return flag_mode
-  return "off" if suite is None else suite.mode
 
 
 class SchedulerAdapter:
@@ -237,14 +228,14 @@ class SchedulerAdapter:
 
   def metrics(self, learner) -> dict:
     """Manager, mixing and cost statistics and the mixed policy's exploitability."""
-    from armac_spiel import run_io
+    from armac_spiel import evaluation
     from armac_spiel.scheduler.mixer import mixing_stats
     out = {k: v for k, v in self.trainer.stats().items()
            if k.startswith("scheduler.") and not k.startswith("scheduler.lambda_")}
     if out["scheduler.states_tracked"] == 0:  # untracked keys get the uniform distribution
       out["scheduler.bin_entropy"] = float(np.log(len(self.bins)))
     res = self.mixed_table(learner, full=True)
-    expl, nc = run_io.fast_exploitability(self.game_string, res["mixed"].cpu().double())
+    expl, nc = evaluation.fast_exploitability(self.game_string, res["mixed"].cpu().double())
     out.update({f"scheduler.{k}": v for k, v in mixing_stats(res["lambda"], self.bins).items()})
     if self.mode == "discrete":
       logp = torch.log_softmax(res["logits"], -1)
@@ -272,22 +263,14 @@ class SchedulerAdapter:
     self._chosen.clear()
 
 
-def scheduler_factory(suite):
-  """`make(spec)` -> SchedulerAdapter, or None when the effective mode is off."""
-
-  def make(spec):
-    mode = effective_mode(spec.config.scheduler_mode, suite)
-    if mode == "off":
+def make_scheduler(suite: dict, game_string: str, seed: int, device="cpu"):
+  """The adapter for a resolved scheduler suite (armac_spiel.runs.RunSpec.scheduler, whose
+  mode is decided there), or None when its mode is off."""
+  from armac_spiel.scheduler.config import SchedulerSuiteConfig
+  try:
+    cfg = SchedulerSuiteConfig.from_dict(suite)
+    if cfg.mode == "off":
       return None
-    from armac_spiel import trainer
-    from armac_spiel.scheduler.config import SchedulerSuiteConfig
-    cfg = (suite or SchedulerSuiteConfig()).with_mode(mode)
-    spec.extra_config["scheduler_suite"] = cfg.to_dict()
-    spec.extra_config["scheduler_mode"] = mode
-    try:
-      return SchedulerAdapter(cfg, spec.game_string, spec.seed,
-                              trainer.resolve_device(spec.device), mode)
-    except ValueError as e:
-      raise ConfigError(f"scheduler: {e}") from e
-
-  return make
+    return SchedulerAdapter(cfg, game_string, seed, device, cfg.mode)
+  except ValueError as e:
+    raise ConfigError(f"scheduler: {e}") from e

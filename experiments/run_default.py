@@ -12,7 +12,7 @@ import shutil
 import torch
 from absl import app, flags, logging
 
-from armac_spiel import evaluation, trainer
+from armac_spiel import evaluation, runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string.")
@@ -35,11 +35,12 @@ def main(argv):
     shutil.rmtree(out)
   if os.path.exists(os.path.join(out, "DONE")):
     shutil.rmtree(out)  # a finished default run: start a fresh one
-  spec, _ = trainer.build_spec(FLAGS.game_name, FLAGS.seed, out, FLAGS.time_budget_s, device="auto",
-                       resume=os.path.exists(os.path.join(out, "checkpoint.pt")))
+  spec = runs.resolve_spec("armac", FLAGS.game_name, FLAGS.seed, out,
+                           time_budget_s=FLAGS.time_budget_s, device="auto",
+                           resume=os.path.exists(os.path.join(out, "checkpoint.pt")))
   logging.info("training ARMAC on %s for %.0f s into %s", FLAGS.game_name,
                FLAGS.time_budget_s, out)
-  rows = trainer.train(spec)
+  rows = runs.run(spec)
   print("ARMAC exploitability of the average policy (chips), by training time:")
   for r in rows:
     print(f"  epoch {r['epoch']:5d}  episodes {r['episodes']:9d}  train {r['train_s']:7.1f} s"

@@ -7,30 +7,32 @@
       [--max_epochs=N] [--max_steps=N] [--armac_config=PATH] [--baseline_hparams=PATH]
 
 Each (game, algo, seed) trains into OUT/<game>/<algo>/seed_<s>/ (config.json,
-provenance.json, metrics.jsonl, policy.json, DONE); OUT/sweep.jsonl gets one summary line per
-finished run. Rerunning skips runs with DONE and resumes unfinished ARMAC runs from their
-checkpoint. `--seeds=5` means seeds 0..4; `--seeds=0,3` lists them. Then
+provenance.json, metrics.jsonl, checkpoint.pt, policy.json, DONE); OUT/sweep.jsonl gets one
+summary line per finished run. Rerunning skips runs with DONE and resumes unfinished runs
+from their checkpoint. `--seeds=5` means seeds 0..4; `--seeds=0,3` lists them. Then
 `python -m experiments.plot OUT` draws the curves and the table.
 """
 
+import importlib
 import sys
 
 from absl import app, flags, logging
 
-# experiments.train (which older layouts had the workers import) defines flags of the same
-# names; importing it first and overriding them here keeps one definition per name.
-from experiments import train as _train  # noqa: F401  pylint: disable=unused-import
-from armac_spiel import sweep
+from armac_spiel.config import ConfigError
+from armac_spiel.runs import sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("games", ["kuhn_poker", "leduc_poker"], "OpenSpiel game strings.")
-flags.DEFINE_list("algos", list(sweep.ALGOS), f"Algorithms, of {list(sweep.ALGOS)}.")
+flags.DEFINE_list("algos", ["armac", "armac_sched_discrete", "armac_sched_continuous",
+                            "deep_cfr", "nfsp", "cfr_plus", "es_mccfr"],
+                  "Algorithms: registered learners or aliases (armac_spiel.runs.spec).")
 flags.DEFINE_string("seeds", "5", "A count N (seeds 0..N-1) or a comma list of seeds.")
-flags.DEFINE_float("time_budget_s", None, "Training seconds per run, evaluation excluded.",
-                   allow_override=True)
-flags.DEFINE_integer("max_epochs", None, "ARMAC epoch budget per run.", allow_override=True)
+flags.DEFINE_multi_string("learner_module", [], "Python module(s) to import first, e.g. one "
+                          "that calls armac_spiel.runs.register_learner (your own code).")
+flags.DEFINE_float("time_budget_s", None, "Training seconds per run, evaluation excluded.")
+flags.DEFINE_integer("max_epochs", None, "ARMAC epoch budget per run.")
 flags.DEFINE_integer("max_steps", None, "Baseline step (iteration) budget per run.")
-flags.DEFINE_string("out_dir", None, "Sweep directory.", allow_override=True)
+flags.DEFINE_string("out_dir", None, "Sweep directory.")
 flags.DEFINE_string("armac_config", None,
                     "ARMAC YAML for every game (default experiments/configs/<game>.yaml).")
 flags.DEFINE_string("baseline_hparams", None,
@@ -43,8 +45,8 @@ flags.DEFINE_string("ray_address", "local",
                     "auto or HOST:PORT: connect to that Ray cluster.")
 flags.DEFINE_integer("num_cpus", None, "CPUs of the local Ray (default: all).")
 flags.DEFINE_float("cpus_per_task", 1.0, "CPUs Ray reserves for each run.")
-flags.DEFINE_string("device", "cpu", "cpu | cuda | auto for every run.", allow_override=True)
-flags.DEFINE_integer("threads", 1, "torch intra-op threads per run.", allow_override=True)
+flags.DEFINE_string("device", "cpu", "cpu | cuda | auto for every run.")
+flags.DEFINE_integer("threads", 1, "torch intra-op threads per run.")
 
 
 def main(argv):
@@ -55,17 +57,19 @@ def main(argv):
     print("error: --out_dir is required", file=sys.stderr)
     return 2
   try:
+    for module in FLAGS.learner_module:
+      importlib.import_module(module)
     seeds = sweep.parse_seeds(FLAGS.seeds)
-    bad = [a for a in FLAGS.algos if a not in sweep.ALGOS]
+    bad = [a for a in FLAGS.algos if a not in sweep.known_algorithms()]
     if bad:
-      raise ValueError(f"--algos: unknown {bad}; allowed: {list(sweep.ALGOS)}")
+      raise ConfigError(f"--algos: unknown {bad}; allowed: {sweep.known_algorithms()}")
     tasks = sweep.make_tasks(
         FLAGS.out_dir, FLAGS.games, FLAGS.algos, seeds, time_budget_s=FLAGS.time_budget_s,
         max_epochs=FLAGS.max_epochs, max_steps=FLAGS.max_steps,
         armac_config=FLAGS.armac_config, baseline_hparams=FLAGS.baseline_hparams,
         eval_every_s=FLAGS.eval_every_s,
         eval_every_steps=FLAGS.eval_every_steps, device=FLAGS.device, threads=FLAGS.threads)
-  except ValueError as e:
+  except (ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   sweep.write_sweep_info(FLAGS.out_dir, {

@@ -7,12 +7,13 @@ import shutil
 import subprocess
 import sys
 
+import dataclasses
+
 import pytest
 import torch
+import yaml
 
-from armac_spiel import config as config_lib
-from armac_spiel import recording
-from armac_spiel import trainer
+from armac_spiel import recording, runs
 from experiments import replay_verify
 
 TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
@@ -28,17 +29,24 @@ class _Killed(Exception):
   pass
 
 
+def _config(root, content=None):
+  """A config file of `content` (default empty: the ARMACConfig defaults, not
+  experiments/configs/leduc_poker.yaml)."""
+  path = root / "config.yaml"
+  path.write_text(yaml.safe_dump(content or {}))
+  return str(path)
+
+
 def _run(root, rec_cfg, kill_at=None, max_epochs=EPOCHS, resume=False):
-  cfg = config_lib.ARMACConfig(**TINY, max_epochs=max_epochs)
-  spec = trainer.RunSpec(GAME, cfg, SEED, str(root / "run"), device="cpu", resume=resume,
-                         plot=False)
+  spec = runs.resolve_spec("armac", GAME, SEED, str(root / "run"), config_path=_config(root),
+                           sets={**TINY, "max_epochs": max_epochs}, device="cpu",
+                           resume=resume, plot=False, record=dataclasses.asdict(rec_cfg))
 
   def on_epoch(learner):
     if kill_at is not None and learner.epoch == kill_at:
       raise _Killed
 
-  return trainer.train(spec, make_recorder=recording.recorder_factory(rec_cfg),
-                       on_epoch=on_epoch)
+  return runs.run(spec, on_step=on_epoch)
 
 
 def _lines(d):
@@ -229,15 +237,16 @@ def test_gzip_subset_files_and_resume(recorded, tmp_path):
 
 
 def test_scheduler_outputs_are_recorded_and_verified(tmp_path):
-  from armac_spiel import scheduler_glue
-  from armac_spiel.scheduler.config import from_dict
-  suite = from_dict({"scheduler": {"scheduler_warmup_iters": 1, "scheduler_lr": 1e-2},
-                     "state_keying": {"level": 1}})
-  cfg = config_lib.ARMACConfig(**TINY, max_epochs=3, scheduler_mode="discrete")
-  spec = trainer.RunSpec(GAME, cfg, SEED, str(tmp_path / "run"), device="cpu", plot=False)
+  suite = {"scheduler": {"scheduler_warmup_iters": 1, "scheduler_lr": 1e-2},
+           "state_keying": {"level": 1}}
   rec = recording.RecorderConfig(str(tmp_path / "rep"))
-  trainer.train(spec, make_scheduler=scheduler_glue.scheduler_factory(suite),
-                make_recorder=recording.recorder_factory(rec))
+  spec = runs.resolve_spec("armac", GAME, SEED, str(tmp_path / "run"),
+                           config_path=_config(tmp_path, suite),
+                           sets={**TINY, "max_epochs": 3, "scheduler_mode": "discrete"},
+                           device="cpu", plot=False, record=dataclasses.asdict(rec))
+  assert spec.scheduler_mode == "discrete"
+  assert spec.scheduler["scheduler"]["scheduler_warmup_iters"] == 1
+  runs.run(spec)
   recs = [json.loads(l) for l in _lines(rec.out_dir)]
   assert recs[0]["rng"]["scheduler_sha256"]
   assert {"mixed", "actor", "regret", "lambda", "logits", "lambda_idx"} <= set(recs[0]["steps"])
@@ -258,10 +267,12 @@ def test_scheduler_outputs_are_recorded_and_verified(tmp_path):
 
 
 def test_pyspiel_sampler_record_verifies_bit_for_bit(tmp_path):
-  cfg = config_lib.ARMACConfig(**{**TINY, "sampler": "pyspiel"}, max_epochs=3)
-  spec = trainer.RunSpec(GAME, cfg, SEED, str(tmp_path / "run"), device="cpu", plot=False)
   rec = recording.RecorderConfig(str(tmp_path / "rep"))
-  trainer.train(spec, make_recorder=recording.recorder_factory(rec))
+  spec = runs.resolve_spec("armac", GAME, SEED, str(tmp_path / "run"),
+                           config_path=_config(tmp_path),
+                           sets={**TINY, "max_epochs": 3, "sampler": "pyspiel"}, device="cpu",
+                           plot=False, record=dataclasses.asdict(rec))
+  runs.run(spec)
   res = recording.verify(rec.out_dir)
   assert res.first_mismatch is None and res.episodes_checked == 120
   assert res.max_abs_deviation == 0.0

@@ -1,9 +1,9 @@
 """Deterministic replay recording: sampled episodes and their policies, during training.
 
-`ReplayRecorder` (passed to `ARMAC` through `trainer.train(make_recorder=...)`) writes the
+`ReplayRecorder` (passed to `ARMAC` by the run layer when a RunSpec has `record`) writes the
 files described in `armac_spiel.recording.format` into one directory.
 
-Resume. The trainer restores the learner from its last checkpoint (epoch E), so episodes
+Resume. The run loop restores the learner from its last checkpoint (epoch E), so episodes
 of epochs >= E are sampled again. On its first `before_sample` the recorder drops every
 line with epoch >= E (and a truncated last line), deletes the policy files of those epochs
 and continues numbering after the kept lines, so a resumed run leaves the same files as an
@@ -221,9 +221,3 @@ def policy_checkpoint(learner, slots: torch.Tensor, extra_config: dict | None = 
           "learner_rule": LEARNER_RULE, "num_players": learner.n_players,
           "sampler_rng": json_state(learner.sampler.get_rng_state()),
           "params": params, "sha256": params_hash(params)}
-
-
-def recorder_factory(cfg: RecorderConfig):
-  """`make_recorder` for `trainer.train`: spec -> ReplayRecorder."""
-  return lambda spec: ReplayRecorder(cfg, getattr(spec, "extra_config", None))
-

@@ -25,7 +25,6 @@ import dataclasses
 import gzip
 import json
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -203,20 +202,12 @@ def _rebuild(ck: dict):
 def _build_scheduler(ck: dict, cfg):
   """The run's scheduler, rebuilt through armac_spiel.scheduler_glue."""
   from armac_spiel import scheduler_glue
-  from armac_spiel.trainer import RunSpec
-  extra = ck.get("extra_config") or {}
-  suite = extra.get("scheduler_suite")
-  if suite is not None:
-    from armac_spiel.scheduler.config import SchedulerSuiteConfig
-    suite = SchedulerSuiteConfig.from_dict(suite)
-  make = scheduler_glue.scheduler_factory(suite)
-  with tempfile.TemporaryDirectory() as d:
-    spec = RunSpec(ck["game"], cfg, ck["seed"], d, device="cpu", extra_config=dict(extra),
-                   plot=False)
-    sched = make(spec)
+  suite = (ck.get("extra_config") or {}).get("scheduler_suite")
+  sched = None if suite is None else scheduler_glue.make_scheduler(suite, ck["game"],
+                                                                   ck["seed"], "cpu")
   if sched is None:
-    raise RuntimeError("the policy file holds scheduler state but "
-                       "armac_spiel.scheduler_glue.scheduler_factory builds no scheduler")
+    raise RuntimeError("the policy file holds scheduler state but its scheduler_suite "
+                       "builds no scheduler")
   return sched
 
 

@@ -1,9 +1,11 @@
-"""Run-directory I/O shared by every trainer: metrics log, provenance, atomic JSON, exact
-exploitability by the fastest route.
+"""Run-directory I/O: metrics log, checkpoint, provenance, atomic JSON.
 
-A run directory holds `config.json`, `provenance.json`, `metrics.jsonl` (one JSON object per
-line, appended and fsynced per line, so a crash loses at most the line being written) and,
-when finished, `policy.json` and an empty `DONE` marker.
+A run directory holds:
+- `config.json` (the resolved RunSpec) and `provenance.json` (commit, versions, machine);
+- `metrics.jsonl`, one JSON object per evaluation, appended and fsynced per line, so a
+  crash loses at most the line being written;
+- `checkpoint.pt`, written atomically after each evaluation;
+- when finished, `policy.json` (armac-spiel/policy-v1), `curve.png` and an empty `DONE`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,22 @@ from typing import Optional
 
 from absl import logging
 
-from armac_spiel.atomic import atomic_write_text
+import torch
 
-_REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from armac_spiel.atomic import atomic_torch_save, atomic_write_text
+
+_REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+DONE = "DONE"
+# Metrics fields that depend on the machine and its load, not on the seed.
+TIMING_FIELDS = ("train_s", "eval_s", "steps_per_s", "episodes_per_s", "time",
+                 "scheduler.cost_ms_per_epoch")
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be read or does not belong to this run."""
 
 
 class MetricsLog:
@@ -130,15 +145,23 @@ def provenance() -> dict:
   }
 
 
-def fast_exploitability(game_string: str, probs) -> tuple[Optional[float], float]:
-  """(exploitability, nash_conv) of a (S, A) table; exploitability is None unless the game
-  is two-player zero-sum. Uses the compiled tree when it fits, else pyspiel (C++)."""
-  from armac_spiel import evaluation
-  from games import load_game, tree
-  probs = evaluation.tabularise(game_string, probs)
-  two_zs = load_game(game_string).is_two_player_zero_sum
-  if tree.tree_fits(game_string):
-    nc = float(tree.compile_tree(game_string).nash_conv(probs))
-  else:
-    nc = evaluation.nash_conv(game_string, probs)
-  return (nc / 2.0 if two_zs else None), nc
+def read_json(path: str) -> dict:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def save_checkpoint(path: str, obj: dict) -> None:
+  atomic_torch_save(obj, path)
+
+
+def load_checkpoint(path: str) -> dict:
+  try:
+    return torch.load(path, map_location="cpu", weights_only=False)
+  except Exception as e:  # torch raises several types for truncated / foreign files
+    raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
+                          f"{e}); delete it to start over") from e
+
+
+def strip_timing(rows: list[dict]) -> list[dict]:
+  """Metrics lines without their TIMING_FIELDS: what a seed determines."""
+  return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows]

@@ -1,17 +1,19 @@
-"""Seed sweeps over games x algorithms: one run interface, run inline or on Ray.
+"""Seed sweeps over games x algorithms, run inline or on Ray, through the one run loop.
 
 A `RunTask` names one run (game, algo, seed, budgets) and its directory
-`<root>/<game>/<algo>/seed_<s>/`. `LocalWorker.run(task)` trains it in the calling process
-and returns a summary; `RayWorker` (`ray.remote(num_cpus=1)(LocalWorker)`, PokerRL style,
-built on first use; `ray_worker_class(n)` for n CPUs) is the same class as a Ray actor, so
-inline and distributed sweeps share every line of run code. `run_sweep` skips runs whose
-directory holds DONE, resumes unfinished ARMAC runs from their checkpoint (baseline runs
-restart), and appends one summary per finished run to `<root>/sweep.jsonl` as results
-arrive. Workers write run directories themselves, so on a multi-node cluster `<root>` and
-the repo must be on a shared filesystem at the same path.
+`<root>/<game>/<algo>/seed_<s>/`. `LocalWorker.run(task)` resolves it into a RunSpec and
+trains it in the calling process (armac_spiel.runs.loop.run), returning a summary;
+`RayWorker` (`ray.remote(num_cpus=1)(LocalWorker)`, PokerRL style, built on first use;
+`ray_worker_class(n)` for n CPUs) is the same class as a Ray actor, so inline and
+distributed sweeps share every line of run code. `run_sweep` skips runs whose directory
+holds DONE, resumes unfinished runs from their checkpoint, and appends one summary per
+finished run to `<root>/sweep.jsonl` as results arrive. Workers write run directories
+themselves, so on a multi-node cluster `<root>` and the repo must be on a shared
+filesystem at the same path.
 
-Algorithms: `armac` (scheduler off), `armac_sched_discrete`, `armac_sched_continuous`
-(config override `scheduler_mode`), and the baselines of `armac_spiel.baselines`.
+Algorithms: every registered learner (armac_spiel.learner: `armac`, the baselines of
+armac_spiel.baselines, and any a user registers) and the aliases of
+armac_spiel.runs.spec (`armac_sched_discrete`, `armac_sched_continuous`).
 """
 
 from __future__ import annotations
@@ -27,16 +29,24 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from absl import logging
 
-from armac_spiel import run_io
+from armac_spiel.config import ConfigError
 
-ARMAC_ALGOS = {"armac": "off", "armac_sched_discrete": "discrete",
-               "armac_sched_continuous": "continuous"}
-BASELINE_ALGOS = ("cfr_plus", "es_mccfr", "deep_cfr", "nfsp")
-ALGOS = (*ARMAC_ALGOS, *BASELINE_ALGOS)
+from armac_spiel.learner import algorithm_names
+from armac_spiel.runs import rundir
+from armac_spiel.runs.spec import ALIASES, RunSpec, resolve_spec
+
 SWEEP_LOG = "sweep.jsonl"
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Baselines evaluate on a fixed cadence; this many evaluations per budget by default.
 BASELINE_EVALS = 40
+
+
+def known_algorithms() -> list[str]:
+  return algorithm_names() + sorted(ALIASES)
+
+
+def learner_of(algo: str) -> str:
+  return ALIASES.get(algo, (algo,))[0]
 
 
 def game_dirname(game: str) -> str:
@@ -58,23 +68,25 @@ class RunTask:
   out_dir: str                              # the run directory
   time_budget_s: Optional[float] = None     # training seconds, evaluation excluded
   max_epochs: Optional[int] = None          # ARMAC epoch budget (overrides the config)
-  max_steps: Optional[int] = None           # baseline step budget
+  max_steps: Optional[int] = None           # step budget of the other algorithms
   armac_config: Optional[str] = None        # ARMAC YAML (default experiments/configs/<game>)
   eval_every_s: Optional[float] = None      # baselines; default budget / BASELINE_EVALS
   eval_every_steps: Optional[int] = None    # baselines; default max_steps / BASELINE_EVALS
   baseline_hparams: Optional[str] = None    # YAML {algo: {hparam: value}} for baselines
   device: str = "cpu"
   threads: int = 1                          # torch intra-op threads in the worker
-  plot: bool = True                         # per-run curve.png (ARMAC)
+  plot: bool = True                         # per-run curve.png
 
   def __post_init__(self):
-    if self.algo not in ALGOS:
-      raise ValueError(f"RunTask.algo={self.algo!r}: must be one of {ALGOS}")
-    if self.algo in ARMAC_ALGOS and self.time_budget_s is None and self.max_epochs is None:
+    known = known_algorithms()
+    if self.algo not in known:
+      raise ConfigError(f"--algos: unknown algorithm {self.algo!r}; known: {known}")
+    armac = learner_of(self.algo) == "armac"
+    if armac and self.time_budget_s is None and self.max_epochs is None:
       if self.armac_config is None:
-        raise ValueError(f"RunTask {self.name}: ARMAC needs time_budget_s or max_epochs")
-    if self.algo in BASELINE_ALGOS and self.time_budget_s is None and self.max_steps is None:
-      raise ValueError(f"RunTask {self.name}: a baseline needs time_budget_s or max_steps")
+        raise ConfigError(f"RunTask {self.name}: ARMAC needs time_budget_s or max_epochs")
+    if not armac and self.time_budget_s is None and self.max_steps is None:
+      raise ConfigError(f"RunTask {self.name}: {self.algo} needs time_budget_s or max_steps")
 
   @property
   def name(self) -> str:
@@ -100,6 +112,25 @@ def parse_seeds(text: str) -> list[int]:
   return list(range(n))
 
 
+def task_spec(task: RunTask) -> RunSpec:
+  """The RunSpec of a task; it resumes when the run directory holds a checkpoint."""
+  armac = learner_of(task.algo) == "armac"
+  every_s, every_steps = task.eval_every_s, task.eval_every_steps
+  if not armac and every_s is None and every_steps is None:
+    if task.max_steps is not None:
+      every_steps = max(1, task.max_steps // BASELINE_EVALS)
+    if task.time_budget_s is not None:
+      every_s = task.time_budget_s / BASELINE_EVALS
+  resume = os.path.exists(os.path.join(task.out_dir, rundir.CHECKPOINT))
+  return resolve_spec(
+      task.algo, task.game, task.seed, task.out_dir,
+      config_path=task.armac_config if armac else task.baseline_hparams,
+      time_budget_s=task.time_budget_s,
+      max_steps=task.max_epochs if armac else task.max_steps,
+      eval_every=None if armac else every_steps, eval_every_s=None if armac else every_s,
+      device=task.device, resume=resume, plot=task.plot)
+
+
 def is_done(task: RunTask) -> bool:
   return os.path.exists(os.path.join(task.out_dir, "DONE"))
 
@@ -120,16 +151,15 @@ class LocalWorker:
   def run(self, task: RunTask) -> dict:
     """Trains `task` into its run directory; returns a summary (never raises)."""
     import torch
+    from armac_spiel.runs.loop import run
     torch.set_num_threads(task.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     summary = {"game": task.game, "algo": task.algo, "seed": task.seed,
                "run_dir": task.out_dir, "pid": os.getpid()}
     try:
-      if task.algo in ARMAC_ALGOS:
-        rows, resumed = self._run_armac(task)
-        summary["resumed"] = resumed
-      else:
-        rows = self._run_baseline(task)
+      spec = task_spec(task)
+      summary["resumed"] = spec.resume
+      rows = run(spec)
       self._complete_provenance(task)
       summary.update(status="done", **_last_eval(rows))
     except Exception as e:  # pylint: disable=broad-except
@@ -141,39 +171,6 @@ class LocalWorker:
     summary["cpu_s"] = time.process_time() - c0
     return summary
 
-  def _run_armac(self, task: RunTask) -> tuple[list[dict], bool]:
-    from armac_spiel import trainer
-    from armac_spiel.scheduler_glue import scheduler_factory
-    build_spec = getattr(trainer, "build_spec", None)
-    if build_spec is None:  # older layout: build_spec lived in the train script only
-      from experiments.train import build_spec
-    overrides = {"scheduler_mode": ARMAC_ALGOS[task.algo]}
-    if task.max_epochs is not None:
-      overrides["max_epochs"] = task.max_epochs
-    resume = os.path.exists(os.path.join(task.out_dir, trainer.CHECKPOINT))
-    spec, suite = build_spec(task.game, task.seed, task.out_dir, task.time_budget_s,
-                             task.armac_config, overrides, task.device, resume)
-    spec = dataclasses.replace(spec, plot=task.plot)
-    spec.extra_config["algo"] = task.algo
-    return trainer.train(spec, make_scheduler=scheduler_factory(suite)), resume
-
-  def _run_baseline(self, task: RunTask) -> list[dict]:
-    from armac_spiel.baselines import run_baseline
-    every_s, every_steps = task.eval_every_s, task.eval_every_steps
-    if every_s is None and every_steps is None:
-      if task.max_steps is not None:
-        every_steps = max(1, task.max_steps // BASELINE_EVALS)
-      if task.time_budget_s is not None:
-        every_s = task.time_budget_s / BASELINE_EVALS
-    hparams = None
-    if task.baseline_hparams:
-      from armac_spiel import config as config_lib
-      hparams = config_lib.load_yaml(task.baseline_hparams).get(task.algo)
-    return run_baseline(task.algo, task.game, task.seed, task.out_dir,
-                        time_budget_s=task.time_budget_s, max_steps=task.max_steps,
-                        eval_every_s=every_s, eval_every_steps=every_steps,
-                        device=task.device, hparams=hparams)
-
   @staticmethod
   def _complete_provenance(task: RunTask) -> None:
     """Adds what the trainers leave out (baselines: seed) plus the sweep task."""
@@ -183,10 +180,10 @@ class LocalWorker:
       with open(path, encoding="utf-8") as f:
         prov = json.load(f)
     if not prov.get("git_commit") or "versions" not in prov:
-      prov = {**run_io.provenance(), **{k: v for k, v in prov.items() if v is not None}}
+      prov = {**rundir.provenance(), **{k: v for k, v in prov.items() if v is not None}}
     prov.setdefault("seed", task.seed)
     prov["sweep_task"] = dataclasses.asdict(task)
-    run_io.write_json_atomic(path, prov)
+    rundir.write_json_atomic(path, prov)
 
 
 def ray_worker_class(num_cpus: float = 1):
@@ -320,6 +317,6 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
 def write_sweep_info(root: str, info: dict) -> None:
   """`<root>/sweep_info.json`: the sweep's arguments and the driver's provenance."""
   os.makedirs(root, exist_ok=True)
-  run_io.write_json_atomic(os.path.join(root, "sweep_info.json"),
-                           {**info, "provenance": run_io.provenance()})
+  rundir.write_json_atomic(os.path.join(root, "sweep_info.json"),
+                           {**info, "provenance": rundir.provenance()})
 

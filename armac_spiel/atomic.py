@@ -4,6 +4,11 @@ A failed write (a full disk, an I/O error, an interrupt) removes the temp file a
 the previous file untouched; an OSError is raised again as `AtomicWriteError` (same errno)
 naming the path. After the rename the directory is fsynced, so the new name survives a
 power loss.
+
+`set_write_hook(fn)` installs `fn(stage, path)`, called at each stage of every write:
+"opened" (temp file created), "written" (data written, not yet fsynced), "synced" (before
+the rename) and "renamed" (before the directory fsync). Fault-injection tests and
+experiments/soak.py use it to pause or fail a write at a chosen point.
 """
 
 from __future__ import annotations
@@ -18,6 +23,20 @@ import torch
 
 class AtomicWriteError(OSError):
   """A file could not be written; its previous content (if any) is unchanged."""
+
+
+_hook = None
+
+
+def set_write_hook(fn) -> None:
+  """Installs `fn(stage, path)` (None removes it); see the module docstring."""
+  global _hook
+  _hook = fn
+
+
+def _stage(stage: str, path: str) -> None:
+  if _hook is not None:
+    _hook(stage, path)
 
 
 def _fsync_dir(d: str) -> None:
@@ -41,9 +60,12 @@ def _atomic_write(path: str, write, mode: str) -> None:
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
     with os.fdopen(fd, mode) as f:
+      _stage("opened", path)
       write(f)
       f.flush()
+      _stage("written", path)
       os.fsync(f.fileno())
+    _stage("synced", path)
     os.replace(tmp, path)
   except BaseException as e:
     if tmp is not None and os.path.exists(tmp):
@@ -52,6 +74,7 @@ def _atomic_write(path: str, write, mode: str) -> None:
       raise AtomicWriteError(e.errno, f"cannot write {path} ({e.strerror or e}); its previous "
                              "content is unchanged") from e
     raise
+  _stage("renamed", path)
   _fsync_dir(d)
 
 

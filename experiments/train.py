@@ -21,6 +21,7 @@ from absl import app, flags, logging
 from armac_spiel import config as config_lib
 from armac_spiel import runs
 from armac_spiel.runs import rundir
+from armac_spiel.runs.lock import RunLock, RunLockedError
 from games import GameError
 
 FLAGS = flags.FLAGS
@@ -68,6 +69,18 @@ def spec_from_flags() -> runs.RunSpec:
       resume=FLAGS.resume, plot=FLAGS.plot, record=record)
 
 
+def check_count_flags() -> None:
+  """Step budgets and evaluation cadence given as flags, checked before the config merge so
+  that the error names the flag (config.py names the config field)."""
+  for name in ("max_epochs", "max_steps"):
+    v = getattr(FLAGS, name)
+    if v is not None and v < 0:
+      raise config_lib.ConfigError(f"--{name}={v}: must be >= 0 (0: no step limit)")
+  if FLAGS.eval_every is not None and FLAGS.eval_every < 1:
+    raise config_lib.ConfigError(f"--eval_every={FLAGS.eval_every}: must be a positive "
+                                 "number of steps")
+
+
 def main(argv):
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
@@ -79,11 +92,17 @@ def main(argv):
   try:
     for module in FLAGS.learner_module:
       importlib.import_module(module)
-    rows = runs.run(spec_from_flags())
+    check_count_flags()
+    spec = spec_from_flags()
+    with RunLock(spec.out_dir):  # one writer per run directory
+      rows = runs.run(spec)
   except (GameError, config_lib.ConfigError, rundir.CheckpointError, ValueError,
-          ImportError) as e:
+          ImportError, RunLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full disk or an I/O error; the last checkpoint is intact
+    print(f"error: {e}; resume with --resume once the cause is fixed", file=sys.stderr)
+    return 1
   logging.info("done: %s", rows[-1] if rows else None)
   print(rows[-1] if rows else {})
   return 0

@@ -23,6 +23,7 @@ from absl import app, flags, logging
 from armac_spiel import config as config_lib
 from armac_spiel import progress, runs
 from armac_spiel.runs import rundir
+from armac_spiel.runs.lock import RunLock, RunLockedError
 from games import GameError
 
 FLAGS = flags.FLAGS
@@ -55,7 +56,7 @@ flags.DEFINE_integer("threads", 1, "torch intra-op threads (tiny nets: 1 is fast
 flags.DEFINE_string("record_replay", None, "Record episodes for deterministic replay into "
                     "this directory (verify: python -m experiments.replay_verify DIR).")
 flags.DEFINE_float("replay_fraction", 1.0, "Fraction of episodes recorded (chosen by a hash "
-                   "of seed and episode index, see armac_spiel/replay.py).")
+                   "of seed and episode index, see armac_spiel/recording/format.py).")
 flags.DEFINE_integer("replay_episodes_per_file", 1000, "Recorded episodes per replay file.")
 flags.DEFINE_bool("replay_gzip", False, "gzip the replay files.")
 
@@ -98,11 +99,15 @@ def main(argv):
     for module in FLAGS.learner_module:
       importlib.import_module(module)
     spec = spec_from_flags()
-    rows = runs.run(spec, loggers=make_loggers(spec, FLAGS.progress, FLAGS.tensorboard))
+    with RunLock(spec.out_dir):  # one writer per run directory
+      rows = runs.run(spec, loggers=make_loggers(spec, FLAGS.progress, FLAGS.tensorboard))
   except (GameError, config_lib.ConfigError, rundir.CheckpointError, ValueError,
-          ImportError) as e:
+          ImportError, RunLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full disk or an I/O error; the last checkpoint is intact
+    print(f"error: {e}; resume with --resume once the cause is fixed", file=sys.stderr)
+    return 1
   logging.info("done: %s", rows[-1] if rows else None)
   print(rows[-1] if rows else {})
   return 0

@@ -14,7 +14,8 @@ from open_spiel.python import policy as os_policy
 from open_spiel.python.algorithms import exploitability as os_exploitability
 
 from armac_spiel import config as config_lib
-from armac_spiel import evaluation, policy_io, run_io, trainer
+from armac_spiel import evaluation, policy_io, runs
+from armac_spiel.runs import rundir
 from armac_spiel.armac import ARMAC, CURRENT, NonFiniteLossError, unique_forward
 from armac_spiel.networks import MLP, SnapshotBank, regret_matching
 
@@ -105,14 +106,22 @@ def test_policy_buffer_is_bounded_and_thins_uniformly():
   assert torch.allclose(out[1], net(x[1]), atol=1e-6)
 
 
-def _train(out_dir, game="kuhn_poker", **kw):
-  cfg = config_lib.ARMACConfig(**{**TINY, **kw})
-  spec = trainer.RunSpec(game, cfg, seed=3, out_dir=str(out_dir), device="cpu", plot=False)
-  return trainer.train(spec)
+@pytest.fixture(scope="module")
+def base_yaml(tmp_path_factory):
+  """An empty config file: the ARMACConfig defaults, not experiments/configs/kuhn_poker.yaml."""
+  path = tmp_path_factory.mktemp("cfg") / "base.yaml"
+  path.write_text("{}\n")
+  return str(path)
 
 
-def test_independent_check_policy_json_matches_python_exploitability(tmp_path):
-  rows = _train(tmp_path, max_epochs=6)
+def _train(out_dir, base_yaml, game="kuhn_poker", resume=False, **kw):
+  spec = runs.resolve_spec("armac", game, 3, str(out_dir), config_path=base_yaml,
+                           sets={**TINY, **kw}, device="cpu", plot=False, resume=resume)
+  return runs.run(spec)
+
+
+def test_independent_check_policy_json_matches_python_exploitability(tmp_path, base_yaml):
+  rows = _train(tmp_path, base_yaml, max_epochs=6)
   game_string, probs = policy_io.import_policy(str(tmp_path / "policy.json"))
   game = evaluation.load_game(game_string).game
   theirs = os_exploitability.exploitability(
@@ -122,7 +131,7 @@ def test_independent_check_policy_json_matches_python_exploitability(tmp_path):
               "exploitability_current", "critic_loss", "regret_loss", "actor_loss",
               "steps_per_s"):
     assert key in rows[-1]
-  assert json.loads((tmp_path / "config.json").read_text())["armac"]["max_epochs"] == 6
+  assert json.loads((tmp_path / "config.json").read_text())["hparams"]["max_epochs"] == 6
   assert "git_commit" in json.loads((tmp_path / "provenance.json").read_text())
 
 
@@ -134,19 +143,18 @@ def test_nan_loss_is_a_named_error():
     a.step()
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-  _train(tmp_path, max_epochs=2)
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, base_yaml):
+  _train(tmp_path, base_yaml, max_epochs=2)
   ck = tmp_path / "checkpoint.pt"
   ck.write_bytes(ck.read_bytes()[:100])
-  with pytest.raises(trainer.CheckpointError, match="corrupt"):
-    trainer.train(trainer.RunSpec("kuhn_poker", config_lib.ARMACConfig(**TINY, max_epochs=4),
-                                  3, str(tmp_path), resume=True, plot=False))
+  with pytest.raises(rundir.CheckpointError, match="corrupt"):
+    _train(tmp_path, base_yaml, max_epochs=4, resume=True)
 
 
-def test_existing_run_needs_resume(tmp_path):
-  _train(tmp_path, max_epochs=2)
+def test_existing_run_needs_resume(tmp_path, base_yaml):
+  _train(tmp_path, base_yaml, max_epochs=2)
   with pytest.raises(config_lib.ConfigError, match="--resume"):
-    _train(tmp_path, max_epochs=2)
+    _train(tmp_path, base_yaml, max_epochs=2)
 
 
 @pytest.mark.parametrize("bad, field", [
@@ -182,7 +190,7 @@ def test_train_cli_set_reaches_config_json_and_unknown_keys_are_named(tmp_path):
   subprocess.run(_cli(run, "--max_epochs=1", "--eval_every=1",
                       "--set=critic_lr=0.002,episodes_per_epoch=64"),
                  cwd=REPO, check=True, capture_output=True)
-  cfg = json.loads((run / "config.json").read_text())["armac"]
+  cfg = json.loads((run / "config.json").read_text())["hparams"]
   assert cfg["critic_lr"] == 0.002 and cfg["episodes_per_epoch"] == 64
   bad = subprocess.run(_cli(tmp_path / "bad", "--max_epochs=1", "--set=critic_lrr=0.1"),
                        cwd=REPO, capture_output=True, text=True)
@@ -194,13 +202,6 @@ def _cli(out_dir, *extra):
           f"--out_dir={out_dir}", "--device=cpu", *extra]
 
 
-TIMING = ("train_s", "eval_s", "steps_per_s", "episodes_per_s")
-
-
-def _strip(rows):
-  return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
-
-
 def test_kill_and_resume_keeps_prefix_and_matches_uninterrupted(tmp_path):
   cfg = tmp_path / "tiny.yaml"
   cfg.write_text("".join(f"{k}: {list(v) if isinstance(v, tuple) else v}\n"
@@ -210,7 +211,7 @@ def test_kill_and_resume_keeps_prefix_and_matches_uninterrupted(tmp_path):
                        stderr=subprocess.DEVNULL)
   metrics = run / "metrics.jsonl"
   deadline = time.time() + 120
-  while time.time() < deadline and len(run_io.read_metrics(str(metrics))) < 5:
+  while time.time() < deadline and len(rundir.read_metrics(str(metrics))) < 5:
     time.sleep(0.05)
   p.send_signal(signal.SIGKILL)
   p.wait()
@@ -225,8 +226,8 @@ def test_kill_and_resume_keeps_prefix_and_matches_uninterrupted(tmp_path):
   assert epochs == sorted(set(epochs)) and epochs[-1] == 40  # nor duplicated
   ref = tmp_path / "ref"
   subprocess.run(_cli(ref, f"--config={cfg}"), cwd=REPO, check=True, capture_output=True)
-  assert _strip(run_io.read_metrics(str(metrics))) == _strip(
-      run_io.read_metrics(str(ref / "metrics.jsonl")))
+  assert rundir.strip_timing(rundir.read_metrics(str(metrics))) == rundir.strip_timing(
+      rundir.read_metrics(str(ref / "metrics.jsonl")))
 
 
 def test_replay_state_dict_saves_only_the_filled_rows(tmp_path):

@@ -4,7 +4,8 @@ A run directory holds:
 - `config.json` (the resolved RunSpec) and `provenance.json` (commit, versions, machine);
 - `metrics.jsonl`, one JSON object per evaluation, appended and fsynced per line, so a
   crash loses at most the line being written;
-- `checkpoint.pt`, written atomically after each evaluation;
+- `checkpoint.pt`, written atomically after each evaluation; plain data only, read with
+  torch.load(weights_only=True) (armac_spiel.safe_load);
 - when finished, `policy.json` (armac-spiel/policy-v1), `curve.png` and an empty `DONE`.
 """
 
@@ -21,9 +22,8 @@ from typing import Optional
 
 from absl import logging
 
-import torch
-
 from armac_spiel.atomic import atomic_torch_save, atomic_write_text
+from armac_spiel.safe_load import UnsafeFileError, load_tensor_file
 
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKPOINT = "checkpoint.pt"
@@ -39,21 +39,47 @@ class CheckpointError(RuntimeError):
   """A checkpoint that cannot be read or does not belong to this run."""
 
 
+class MetricsWriteError(OSError):
+  """A metrics line could not be written (same errno); the file is as before the write."""
+
+
 class MetricsLog:
-  """Append-only JSONL writer: each `write` appends one line, flushed and fsynced."""
+  """Append-only JSONL writer: each `write` appends one line, flushed and fsynced.
+
+  Opening drops a cut last line (a crash inside a write), so appends start on a line of
+  their own. A write that fails (a full disk, an I/O error) truncates the file back to
+  its previous end and raises `MetricsWriteError`: the file never holds part of a line.
+  """
 
   def __init__(self, path: str):
     self.path = path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self._f = open(path, "a", encoding="utf-8")
+    self._f = open(path, "ab", buffering=0)  # unbuffered: a failed write keeps nothing
+    with open(path, "rb") as f:
+      data = f.read()
+    if data and not data.endswith(b"\n"):
+      keep = data.rfind(b"\n") + 1
+      logging.warning("%s: dropping a cut last line (%d bytes)", path, len(data) - keep)
+      self._f.truncate(keep)
 
   def write(self, record: dict) -> None:
     line = json.dumps(record, allow_nan=True, sort_keys=False)
     if "\n" in line:
       raise ValueError("a metrics record must serialise to one line")
-    self._f.write(line + "\n")
-    self._f.flush()
-    os.fsync(self._f.fileno())
+    data = (line + "\n").encode("utf-8")
+    end = self._f.seek(0, os.SEEK_END)
+    try:
+      done = 0
+      while done < len(data):
+        done += self._f.write(data[done:])
+      os.fsync(self._f.fileno())
+    except OSError as e:
+      try:
+        self._f.truncate(end)
+      except OSError:
+        pass
+      raise MetricsWriteError(e.errno, f"cannot append to {self.path} ({e.strerror or e}); "
+                              "the line was not written") from e
 
   def close(self) -> None:
     if not self._f.closed:
@@ -155,8 +181,15 @@ def save_checkpoint(path: str, obj: dict) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
+  """The checkpoint at `path`, read as plain data (armac_spiel.safe_load): a file naming any
+  other type raises UnsafeFileError (a ValueError) before anything in it is built."""
   try:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_tensor_file(path, "checkpoint", hint=(
+        "checkpoints hold plain data only (tensors, numbers, strings, lists, dicts); one "
+        "written by an older armac-spiel version cannot be loaded: train again in a new "
+        "--out_dir (or delete the checkpoint)"))
+  except UnsafeFileError:
+    raise
   except Exception as e:  # torch raises several types for truncated / foreign files
     raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
                           f"{e}); delete it to start over") from e

@@ -240,7 +240,8 @@ def for_run(spec, stream: Optional[TextIO] = None, tty: Optional[bool] = None) -
 
 
 class SweepProgress:
-  """Runs of a sweep: done, running, failed and remaining, with an ETA from runs finished."""
+  """Runs of a sweep: done, running, failed and remaining, with an ETA from the runs finished
+  since the first update (runs skipped as already done do not count towards the rate)."""
 
   def __init__(self, total_runs: int, desc: str = "sweep", stream: Optional[TextIO] = None,
                tty: Optional[bool] = None, interval_s: float = PLAIN_INTERVAL_S,
@@ -248,7 +249,6 @@ class SweepProgress:
     self.total = total_runs
     self.bar = Bar(desc, float(total_runs), "runs", stream=stream, tty=tty,
                    interval_s=interval_s, clock=clock)
-    self.bar._n0 = 0.0  # the ETA counts runs finished since the sweep started
     self.counts = {"done": 0, "running": 0, "failed": 0}
 
   def update(self, done: int, running: int, failed: int) -> None:

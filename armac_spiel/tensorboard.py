@@ -11,13 +11,12 @@ selector, STEP is then episodes and RELATIVE is training seconds (evaluation exc
 
 Tags: exploitability/{average,current,mixed}, nash_conv/{average,current,mixed},
 loss/<name> (keys ending in `_loss`), speed/{episodes_per_s,steps_per_s},
-time/{train_s,eval_s,epoch,step,iterations}, scheduler/<name> (keys `scheduler.<name>`), other/<key> for
-any other number (not seed, nor the line's unix `time`). None, strings, booleans and non-finite values are skipped;
-`scheduler.lambda_hist` (the fraction of states whose lambda is nearest each bin) becomes
-the histogram scheduler/lambda, and `histogram()` takes raw values (e.g. every state's
-lambda). The
-hyper-parameters (nested dicts flattened with dots) go to the HPARAMS dashboard, with the
-exploitability tags as its metrics.
+time/{train_s,eval_s,epoch,step,iterations}, scheduler/<name> (keys `scheduler.<name>`),
+other/<key> for any other number (not seed, nor the line's unix `time`). None, strings,
+booleans and non-finite values are skipped; `scheduler.lambda_hist` (the fraction of states
+whose lambda is nearest each bin) becomes the histogram scheduler/lambda, and `histogram()`
+takes raw values (e.g. every state's lambda). The hyper-parameters (nested dicts flattened
+with dots) go to the HPARAMS dashboard, with the exploitability tags as its metrics.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@
 --policy is any spec of `armac_spiel.policy_io.resolve_policy` (uniform, always_call,
 always_raise, cfr_plus:N, RUN_DIR, RUN_DIR:mixed, FILE.json). Kuhn and Leduc are shown in
 poker words (games.poker_view); any other turn-based game with OpenSpiel's action strings.
-Type an action's word (or OpenSpiel's action string), its action id or a unique prefix; `q` or Ctrl-D ends the game.
-Chance and the bot's draws are seeded by --seed. After the summary, the last line is one
-JSON object: every finished hand's seat, OpenSpiel action history and your return.
+Type an action's word (or OpenSpiel's action string), its action id or a unique prefix;
+`q` or Ctrl-D ends the game. Chance and the bot's draws are seeded by --seed. After the
+summary, the last line is one JSON object: every finished hand's seat, OpenSpiel action
+history and your return.
 """
 
 from __future__ import annotations

@@ -56,7 +56,11 @@ def main(argv):
   if FLAGS.tensorboard:
     from armac_spiel import tensorboard
     loggers.append(tensorboard.for_run(spec))
-  rows = runs.run(spec, loggers=loggers)
+  try:
+    rows = runs.run(spec, loggers=loggers)
+  finally:
+    for lg in loggers:
+      lg.close()
   last = rows[-1]
   table = [("exploitability (average policy)",
             f"{last['exploitability']:.4f} chips  (epoch {last['epoch']}, "

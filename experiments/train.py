@@ -100,7 +100,12 @@ def main(argv):
       importlib.import_module(module)
     spec = spec_from_flags()
     with RunLock(spec.out_dir):  # one writer per run directory
-      rows = runs.run(spec, loggers=make_loggers(spec, FLAGS.progress, FLAGS.tensorboard))
+      loggers = make_loggers(spec, FLAGS.progress, FLAGS.tensorboard)
+      try:
+        rows = runs.run(spec, loggers=loggers)
+      finally:
+        for lg in loggers:  # closing twice is harmless; a failed run keeps its events
+          lg.close()
   except (GameError, config_lib.ConfigError, rundir.CheckpointError, ValueError,
           ImportError, RunLockedError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -154,8 +154,8 @@ class PokerView(GenericView):
   def describe(self, state: pyspiel.State, seat: int, names: list[str]) -> list[str]:
     card = self.card_name(self.private_card(state, seat))
     board = self.board_card(state)
-    lines = [f"Your card: {card}" + ("" if self.kind == "kuhn_poker" else
-                                     f"   Board: {'-' if board is None else self.card_name(board)}")]
+    shown = "-" if board is None else self.card_name(board)
+    lines = [f"Your card: {card}" + ("" if self.kind == "kuhn_poker" else f"   Board: {shown}")]
     c = self.contributions(state)
     lines.append(f"Pot: {sum(c)}   " + ", ".join(f"{names[p]} put in {c[p]}"
                                              for p in range(self.num_players)))

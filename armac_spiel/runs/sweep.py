@@ -181,12 +181,16 @@ class LocalWorker:
     try:
       spec = task_spec(task)
       summary["resumed"] = spec.resume
-      loggers = []
-      if task.tensorboard:
-        from armac_spiel import tensorboard
-        loggers.append(tensorboard.for_run(spec))
       with RunLock(task.out_dir):
-        rows = run(spec, loggers=loggers)
+        loggers = []
+        if task.tensorboard:
+          from armac_spiel import tensorboard
+          loggers.append(tensorboard.for_run(spec))
+        try:
+          rows = run(spec, loggers=loggers)
+        finally:
+          for lg in loggers:  # closing twice is harmless; a failed run keeps its events
+            lg.close()
         self._complete_provenance(task)
       summary.update(status="done", **_last_eval(rows))
     except Exception as e:  # pylint: disable=broad-except

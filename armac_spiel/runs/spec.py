@@ -119,13 +119,13 @@ def default_config_path(game_name: str) -> Optional[str]:
 
 
 def check_budgets(time_budget_s, max_steps, eval_every, eval_every_s,
-                  need_one: bool = True) -> None:
+                  need_one: bool = True, steps_flag: str = "--max_steps") -> None:
   """Budgets and cadences, each error naming its flag; `need_one`: some budget is given."""
   if time_budget_s is not None and not (math.isfinite(time_budget_s) and time_budget_s > 0):
     raise ConfigError(f"--time_budget_s={time_budget_s}: must be a positive number of "
                       "training seconds (or leave it out and give --max_epochs/--max_steps)")
   if max_steps is not None and max_steps < 0:
-    raise ConfigError(f"--max_epochs/--max_steps={max_steps}: must be >= 0 (0: no limit)")
+    raise ConfigError(f"{steps_flag}={max_steps}: must be >= 0 (0: no step limit)")
   if eval_every is not None and eval_every < 1:
     raise ConfigError(f"--eval_every={eval_every}: must be a positive number of steps")
   if eval_every_s is not None and not (math.isfinite(eval_every_s) and eval_every_s > 0):
@@ -158,8 +158,9 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
   from games import load_game
   load_game(game)  # GameError names the game and what is wrong with it
   # The flags first, so that the error names the flag rather than a config field.
-  check_budgets(time_budget_s, max_steps, eval_every, eval_every_s, need_one=False)
   learner, alias_sets = ALIASES.get(algo, (algo, {}))
+  check_budgets(time_budget_s, max_steps, eval_every, eval_every_s, need_one=False,
+                steps_flag="--max_epochs" if learner == "armac" else "--max_steps")
   entry = learner_entry(learner)
   sets = dict(sets or {})
   if learner == "armac":

@@ -105,8 +105,8 @@ def _build_armac(spec, device: str):
     from armac_spiel.scheduler_glue import make_scheduler
     scheduler = make_scheduler(spec.scheduler, spec.game, spec.seed, device)
   if spec.record is not None:
-    from armac_spiel import replay
-    recorder = replay.ReplayRecorder(replay.RecorderConfig(**spec.record),
-                                     {"scheduler_suite": spec.scheduler})
+    from armac_spiel import recording
+    recorder = recording.ReplayRecorder(recording.RecorderConfig(**spec.record),
+                                        {"scheduler_suite": spec.scheduler})
   return ARMAC(spec.game, config.from_dict(dict(spec.hparams)), spec.seed, device=device,
                scheduler=scheduler, recorder=recorder)

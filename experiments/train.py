@@ -9,7 +9,9 @@ alias (armac_sched_discrete, armac_sched_continuous). For ARMAC, without --confi
 experiments/configs/<game>.yaml is used when it exists. --set overrides any config field or
 hyper-parameter; the dedicated flags override both. Writes config.json, provenance.json,
 metrics.jsonl, checkpoint.pt, policy.json, curve.png and DONE into --out_dir
-(armac_spiel/runs/rundir.py).
+(armac_spiel/runs/rundir.py); with --tensorboard also TensorBoard event files
+(armac_spiel/tensorboard.py). A progress bar shows training seconds against the budget (plain
+lines when stdout is not a terminal); absl logs go to <out_dir>/train.INFO.
 """
 
 import importlib
@@ -19,8 +21,9 @@ import torch
 from absl import app, flags, logging
 
 from armac_spiel import config as config_lib
-from armac_spiel import runs
+from armac_spiel import progress, runs
 from armac_spiel.runs import rundir
+from armac_spiel.runs.lock import RunLock, RunLockedError
 from games import GameError
 
 FLAGS = flags.FLAGS
@@ -45,11 +48,15 @@ flags.DEFINE_enum("sampler", None, list(config_lib.SAMPLERS), "Sampler backend (
 flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...] (or repeat "
                           "the flag); e.g. --set=critic_lr=0.001,critic_hidden=[64,64].")
 flags.DEFINE_bool("plot", True, "Write curve.png at the end.")
+flags.DEFINE_bool("tensorboard", False, "Write TensorBoard event files into --out_dir "
+                  "(tensorboard --logdir=<out_dir or its parent>).")
+flags.DEFINE_bool("progress", True, "Show a progress bar (plain lines when stdout is not a "
+                  "terminal); absl logs then go to <out_dir>/train.INFO.")
 flags.DEFINE_integer("threads", 1, "torch intra-op threads (tiny nets: 1 is fastest).")
 flags.DEFINE_string("record_replay", None, "Record episodes for deterministic replay into "
                     "this directory (verify: python -m experiments.replay_verify DIR).")
 flags.DEFINE_float("replay_fraction", 1.0, "Fraction of episodes recorded (chosen by a hash "
-                   "of seed and episode index, see armac_spiel/replay.py).")
+                   "of seed and episode index, see armac_spiel/recording/format.py).")
 flags.DEFINE_integer("replay_episodes_per_file", 1000, "Recorded episodes per replay file.")
 flags.DEFINE_bool("replay_gzip", False, "gzip the replay files.")
 
@@ -68,6 +75,18 @@ def spec_from_flags() -> runs.RunSpec:
       resume=FLAGS.resume, plot=FLAGS.plot, record=record)
 
 
+def make_loggers(spec: runs.RunSpec, show_progress: bool, tensorboard: bool) -> list:
+  """Progress display and TensorBoard writer for runs.run(loggers=...)."""
+  out = []
+  if show_progress:
+    progress.log_to_file(spec.out_dir, "train")
+    out.append(progress.for_run(spec))
+  if tensorboard:
+    from armac_spiel import tensorboard as tb
+    out.append(tb.for_run(spec))
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
@@ -79,11 +98,16 @@ def main(argv):
   try:
     for module in FLAGS.learner_module:
       importlib.import_module(module)
-    rows = runs.run(spec_from_flags())
+    spec = spec_from_flags()
+    with RunLock(spec.out_dir):  # one writer per run directory
+      rows = runs.run(spec, loggers=make_loggers(spec, FLAGS.progress, FLAGS.tensorboard))
   except (GameError, config_lib.ConfigError, rundir.CheckpointError, ValueError,
-          ImportError) as e:
+          ImportError, RunLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full disk or an I/O error; the last checkpoint is intact
+    print(f"error: {e}; resume with --resume once the cause is fixed", file=sys.stderr)
+    return 1
   logging.info("done: %s", rows[-1] if rows else None)
   print(rows[-1] if rows else {})
   return 0

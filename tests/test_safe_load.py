@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from armac_spiel import replay, runs
+from armac_spiel import recording, runs
 from armac_spiel.runs import rundir
 from armac_spiel.safe_load import UnsafeFileError, check_plain, load_tensor_file
 from armac_spiel.scheduler.config import StateKeyingConfig
@@ -109,11 +109,11 @@ def test_load_run_refuses_a_crafted_checkpoint(kuhn_armac_run, tmp_path):
 def test_replay_verify_refuses_a_crafted_policy_file_with_exit_2(tmp_path, capsys):
   rep = tmp_path / "rep"
   runs.run(_kuhn_spec(tmp_path / "run",
-                      record=dataclasses.asdict(replay.RecorderConfig(str(rep)))))
-  assert replay.verify(str(rep)).first_mismatch is None
+                      record=dataclasses.asdict(recording.RecorderConfig(str(rep)))))
+  assert recording.verify(str(rep)).first_mismatch is None
   sentinel = tmp_path / "PWNED"
-  p = write_evil_torch_file(rep / replay.policy_name(0), sentinel,
-                            lambda e: {"format": replay.POLICY_FORMAT, "params": e})
+  p = write_evil_torch_file(rep / recording.policy_name(0), sentinel,
+                            lambda e: {"format": recording.POLICY_FORMAT, "params": e})
   assert replay_verify.main([str(rep)]) == 2
   err = capsys.readouterr().err
   assert f"policy checkpoint {p}: refused to load" in err

@@ -39,21 +39,47 @@ class CheckpointError(RuntimeError):
   """A checkpoint that cannot be read or does not belong to this run."""
 
 
+class MetricsWriteError(OSError):
+  """A metrics line could not be written (same errno); the file is as before the write."""
+
+
 class MetricsLog:
-  """Append-only JSONL writer: each `write` appends one line, flushed and fsynced."""
+  """Append-only JSONL writer: each `write` appends one line, flushed and fsynced.
+
+  Opening drops a cut last line (a crash inside a write), so appends start on a line of
+  their own. A write that fails (a full disk, an I/O error) truncates the file back to
+  its previous end and raises `MetricsWriteError`: the file never holds part of a line.
+  """
 
   def __init__(self, path: str):
     self.path = path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self._f = open(path, "a", encoding="utf-8")
+    self._f = open(path, "ab", buffering=0)  # unbuffered: a failed write keeps nothing
+    with open(path, "rb") as f:
+      data = f.read()
+    if data and not data.endswith(b"\n"):
+      keep = data.rfind(b"\n") + 1
+      logging.warning("%s: dropping a cut last line (%d bytes)", path, len(data) - keep)
+      self._f.truncate(keep)
 
   def write(self, record: dict) -> None:
     line = json.dumps(record, allow_nan=True, sort_keys=False)
     if "\n" in line:
       raise ValueError("a metrics record must serialise to one line")
-    self._f.write(line + "\n")
-    self._f.flush()
-    os.fsync(self._f.fileno())
+    data = (line + "\n").encode("utf-8")
+    end = self._f.seek(0, os.SEEK_END)
+    try:
+      done = 0
+      while done < len(data):
+        done += self._f.write(data[done:])
+      os.fsync(self._f.fileno())
+    except OSError as e:
+      try:
+        self._f.truncate(end)
+      except OSError:
+        pass
+      raise MetricsWriteError(e.errno, f"cannot append to {self.path} ({e.strerror or e}); "
+                              "the line was not written") from e
 
   def close(self) -> None:
     if not self._f.closed:

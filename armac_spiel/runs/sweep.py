@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from typing import Callable, Iterable, Optional, Sequence
@@ -36,6 +40,7 @@ from armac_spiel.runs import rundir
 from armac_spiel.runs.spec import ALIASES, RunSpec, resolve_spec
 
 SWEEP_LOG = "sweep.jsonl"
+RUN_LOG = "run.log"  # per run directory: the run's log lines, and its traceback if it failed
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Baselines evaluate on a fixed cadence; this many evaluations per budget by default.
 BASELINE_EVALS = 40
@@ -76,11 +81,22 @@ class RunTask:
   device: str = "cpu"
   threads: int = 1                          # torch intra-op threads in the worker
   plot: bool = True                         # per-run curve.png
+  tensorboard: bool = False                 # per-run TensorBoard event files
 
   def __post_init__(self):
     known = known_algorithms()
     if self.algo not in known:
       raise ConfigError(f"--algos: unknown algorithm {self.algo!r}; known: {known}")
+    for flag, v in (("--time_budget_s", self.time_budget_s),
+                    ("--eval_every_s", self.eval_every_s)):
+      if v is not None and not (math.isfinite(v) and v > 0):
+        raise ConfigError(f"{flag}={v}: must be a positive number of seconds")
+    for flag, v in (("--max_epochs", self.max_epochs), ("--max_steps", self.max_steps)):
+      if v is not None and v < 0:
+        raise ConfigError(f"{flag}={v}: must be >= 0 (0: no step limit)")
+    if self.eval_every_steps is not None and self.eval_every_steps < 1:
+      raise ConfigError(f"--eval_every_steps={self.eval_every_steps}: must be a positive "
+                        "number of steps")
     armac = learner_of(self.algo) == "armac"
     if armac and self.time_budget_s is None and self.max_epochs is None:
       if self.armac_config is None:
@@ -148,25 +164,40 @@ class LocalWorker:
     if repo_dir not in sys.path:
       sys.path.insert(0, repo_dir)
 
-  def run(self, task: RunTask) -> dict:
-    """Trains `task` into its run directory; returns a summary (never raises)."""
+  def run(self, task: RunTask, log_file: bool = True) -> dict:
+    """Trains `task` into its run directory; returns a summary (never raises).
+
+    The run holds the directory's lock (armac_spiel.runs.lock) and, with `log_file`, its
+    log lines (and a failure's traceback) are appended to `<run_dir>/run.log`."""
     import torch
+    from armac_spiel.runs.lock import RunLock
     from armac_spiel.runs.loop import run
     torch.set_num_threads(task.threads)
     t0, c0 = time.perf_counter(), time.process_time()
+    log_path = os.path.join(task.out_dir, RUN_LOG)
     summary = {"game": task.game, "algo": task.algo, "seed": task.seed,
-               "run_dir": task.out_dir, "pid": os.getpid()}
+               "run_dir": task.out_dir, "log": log_path, "pid": os.getpid()}
+    handler = _log_to(log_path) if log_file else None
     try:
       spec = task_spec(task)
       summary["resumed"] = spec.resume
-      rows = run(spec)
-      self._complete_provenance(task)
+      loggers = []
+      if task.tensorboard:
+        from armac_spiel import tensorboard
+        loggers.append(tensorboard.for_run(spec))
+      with RunLock(task.out_dir):
+        rows = run(spec, loggers=loggers)
+        self._complete_provenance(task)
       summary.update(status="done", **_last_eval(rows))
     except Exception as e:  # pylint: disable=broad-except
       # One failed run must not end the sweep; the error is reported in sweep.jsonl.
-      logging.error("%s failed: %s", task.name, e)
+      logging.error("%s failed: %s\n%s", task.name, e, traceback.format_exc())
       summary.update(status="failed", error=f"{type(e).__name__}: {e}",
                      traceback=traceback.format_exc())
+    finally:
+      if handler is not None:
+        logging.get_absl_logger().removeHandler(handler)
+        handler.close()
     summary["wall_s"] = time.perf_counter() - t0
     summary["cpu_s"] = time.process_time() - c0
     return summary
@@ -184,6 +215,76 @@ class LocalWorker:
     prov.setdefault("seed", task.seed)
     prov["sweep_task"] = dataclasses.asdict(task)
     rundir.write_json_atomic(path, prov)
+
+
+def _log_to(path: str):
+  """A handler appending absl's log lines to `path` (removed by the caller)."""
+  import logging as std_logging
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  handler = std_logging.FileHandler(path, encoding="utf-8")
+  handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  logging.get_absl_logger().addHandler(handler)
+  return handler
+
+
+def _exit_reason(code: int) -> str:
+  if code < 0:
+    try:
+      name = signal.Signals(-code).name
+    except ValueError:
+      name = f"signal {-code}"
+    return f"the run process was killed by {name}"
+  return f"the run process exited with status {code} without a summary"
+
+
+def run_isolated(task: RunTask, learner_modules: Sequence[str] = ()) -> dict:
+  """Trains `task` in a child Python process; returns its summary (never raises).
+
+  The child's stdout and stderr are appended to `<run_dir>/run.log`. A child that dies
+  (SIGKILL, out of memory, a crash in native code) gives a failed summary naming the
+  signal or exit status; the caller goes on. `learner_modules` are imported in the child
+  first (learners registered by the user's code)."""
+  t0 = time.perf_counter()
+  os.makedirs(task.out_dir, exist_ok=True)
+  log_path = os.path.join(task.out_dir, RUN_LOG)
+  with tempfile.TemporaryDirectory(prefix="sweep-task-") as d:
+    task_path, out_path = os.path.join(d, "task.json"), os.path.join(d, "summary.json")
+    with open(task_path, "w", encoding="utf-8") as f:
+      json.dump(dataclasses.asdict(task), f)
+    cmd = [sys.executable, "-c", "import sys; from armac_spiel.runs.sweep import _child_main; "
+           "sys.exit(_child_main(sys.argv[1:]))", task_path, out_path, *learner_modules]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_DIR, env.get("PYTHONPATH")) if p)
+    with open(log_path, "ab") as log:
+      log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {task.name}\n"
+                .encode())
+      log.flush()
+      proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_DIR)
+    summary = None
+    if os.path.exists(out_path):
+      with open(out_path, encoding="utf-8") as f:
+        summary = json.load(f)
+  if summary is None:
+    summary = {"game": task.game, "algo": task.algo, "seed": task.seed,
+               "run_dir": task.out_dir, "pid": None, "status": "failed",
+               "error": _exit_reason(proc.returncode), "wall_s": time.perf_counter() - t0}
+  summary["log"] = log_path
+  return summary
+
+
+def _child_main(argv: list[str]) -> int:
+  """Entry of run_isolated's child: argv = [task.json, summary.json, *learner_modules]."""
+  import importlib
+  task_path, out_path, modules = argv[0], argv[1], argv[2:]
+  for m in modules:
+    importlib.import_module(m)
+  with open(task_path, encoding="utf-8") as f:
+    task = RunTask(**json.load(f))
+  summary = LocalWorker().run(task, log_file=False)
+  if summary.get("traceback"):
+    print(summary["traceback"], file=sys.stderr)
+  rundir.write_json_atomic(out_path, summary)
+  return 0
 
 
 def ray_worker_class(num_cpus: float = 1):
@@ -240,12 +341,23 @@ def _log_progress(i: int, n: int, s: dict) -> None:
 
 def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = "local",
               num_cpus: Optional[int] = None, cpus_per_task: float = 1,
-              on_result: Optional[Callable[[dict], None]] = None) -> list[dict]:
+              on_result: Optional[Callable[[dict], None]] = None, isolate: bool = False,
+              learner_modules: Sequence[str] = (), progress=None) -> list[dict]:
   """Runs every task not yet DONE; returns summaries (skipped ones included) in finish order.
+
+  `progress.update(done, running, failed)` (armac_spiel.progress.SweepProgress) follows the
+  runs; skipped runs count as done.
 
   `ray_address`: "none" runs inline without importing Ray; None / "local" starts a local Ray
   with `num_cpus` CPUs (default: all); anything else ("auto", "HOST:PORT") connects to that
   cluster. Each finished task appends its summary to `<root>/sweep.jsonl`.
+
+  Failures are isolated: a run that raises, or whose process is killed, is recorded with
+  status "failed", its error and its log path (`<run_dir>/run.log`), and the other runs go
+  on. Inline, a run shares the sweep's process unless `isolate` (run_isolated: one child
+  process per run, importing `learner_modules`); on Ray each run is in a worker process.
+  Running the sweep again skips the runs with DONE, so it retries only the failed and
+  unfinished ones (resumed from their checkpoints).
   """
   root = os.path.abspath(root)
   os.makedirs(root, exist_ok=True)
@@ -258,6 +370,12 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
     else:
       todo.append(t)
   n = len(tasks)
+  running = [0]
+
+  def show():
+    if progress is not None:
+      failed = sum(s["status"] == "failed" for s in out)
+      progress.update(len(out) - failed, running[0], failed)
 
   def finished(s):
     _record(root, s)
@@ -267,11 +385,16 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
       on_result(s)
 
   if not todo:
+    show()
     return out
   if ray_address == "none":
     worker = LocalWorker()
     for t in todo:
-      finished(worker.run(t))
+      running[0] = 1
+      show()
+      finished(run_isolated(t, learner_modules) if isolate else worker.run(t))
+    running[0] = 0
+    show()
     return out
 
   import ray
@@ -293,19 +416,23 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
       if queue:
         submit(a, queue.pop(0))
     while pending:
+      running[0] = len(pending)
+      show()
       (ref,), _ = ray.wait(list(pending), num_returns=1)
       actor, task = pending.pop(ref)
       try:
         finished(ray.get(ref))
       except ray.exceptions.RayError as e:  # the worker process died (OOM, node lost)
         finished({"game": task.game, "algo": task.algo, "seed": task.seed,
-                  "run_dir": task.out_dir, "status": "failed",
-                  "error": f"{type(e).__name__}: {e}"})
+                  "run_dir": task.out_dir, "log": os.path.join(task.out_dir, RUN_LOG),
+                  "status": "failed", "error": f"{type(e).__name__}: {e}"})
         actors.remove(actor)
         actor = cls.remote(REPO_DIR)
         actors.append(actor)
       if queue:
         submit(actor, queue.pop(0))
+    running[0] = 0
+    show()
     for a in actors:
       ray.kill(a)
   finally:

@@ -24,6 +24,8 @@ import tempfile
 
 import torch
 
+from armac_spiel.safe_load import check_plain
+
 
 class AtomicWriteError(OSError):
   """A file could not be written; its previous content (if any) is unchanged."""
@@ -109,6 +111,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 def atomic_torch_save(obj, path: str) -> None:
+  """torch.save of plain data (see armac_spiel.safe_load), written atomically."""
+  check_plain(obj)
   buf = io.BytesIO()
   torch.save(obj, buf)
   atomic_write_bytes(path, buf.getvalue())

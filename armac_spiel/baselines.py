@@ -29,6 +29,11 @@ Every call into OpenSpiel code that draws from the global Python/NumPy/torch gen
 also call `set_seed` on the global state) runs inside the baseline's private copy of those
 generator states, so a fixed seed gives the same run regardless of what else runs in the
 process, and evaluation never perturbs training.
+
+Checkpoints (`state_dict`) are plain data (armac_spiel.safe_load): ES-MCCFR's C++ solver as
+its own serialisation string; Deep CFR and NFSP as network and optimizer state_dicts,
+memories as tensors of their filled rows, counters, and generator states as lists and
+tensors; `load_state_dict` rebuilds the objects, and training continues exactly.
 """
 
 # OpenSpiel exposes no public per-iteration API for Deep CFR / NFSP internals.
@@ -38,8 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import pickle
 import random
 from typing import Optional
 
@@ -95,34 +98,58 @@ class _GlobalRng:
       self._restore(outer)
 
 
-def _rebuild_buffer(cls, attrs: dict, capacity, rows):
-  buf = cls.__new__(cls)
-  buf.__dict__.update(attrs)
-  full = type(rows)(*[np.empty((int(capacity), *r.shape[1:]), dtype=r.dtype) for r in rows])
-  for dst, src in zip(full, rows):
+def _np_legacy_state(state) -> dict:
+  """np.random.RandomState.get_state() (MT19937) as plain data."""
+  _, key, pos, has_gauss, gauss = state
+  return {"key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
+          "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+
+
+def _np_legacy_from(d: dict) -> tuple:
+  return ("MT19937", d["key"].numpy().astype(np.uint32), int(d["pos"]), int(d["has_gauss"]),
+          float(d["cached_gaussian"]))
+
+
+def _rng_plain(state) -> dict:
+  """A _GlobalRng state (Python, NumPy, torch, CUDA generator states) as plain data."""
+  version, internal, gauss = state[0]
+  return {"python": [int(version), list(internal), gauss],
+          "numpy": _np_legacy_state(state[1]), "torch": state[2].clone(),
+          "cuda": None if state[3] is None else [t.clone() for t in state[3]]}
+
+
+def _rng_from_plain(d: dict) -> tuple:
+  version, internal, gauss = d["python"]
+  return ((int(version), tuple(int(x) for x in internal), gauss), _np_legacy_from(d["numpy"]),
+          d["torch"].clone(), None if d["cuda"] is None else list(d["cuda"]))
+
+
+def _buffer_state(buf) -> dict | None:
+  """An OpenSpiel replay / reservoir buffer as plain data: its filled rows, one tensor per
+  field, its capacity and its counter (add_calls or entry_index)."""
+  if buf is None:
+    return None
+  n = len(buf)
+  count = buf.add_calls if hasattr(buf, "add_calls") else buf.entry_index
+  return {"rows": {f: torch.from_numpy(np.array(v[:n]))
+                   for f, v in zip(buf.experience._fields, buf.experience)},
+          "capacity": int(buf.capacity), "count": int(count)}
+
+
+def _buffer_from(cls, experience_cls, state: dict | None):
+  """Rebuilds `cls` (an OpenSpiel buffer with `init`) from `_buffer_state` output."""
+  if state is None:
+    return None
+  rows = [state["rows"][f].numpy() for f in experience_cls._fields]
+  buf = cls.init(state["capacity"], experience_cls(*[r[0] for r in rows]))
+  for dst, src in zip(buf.experience, rows):
     dst[:len(src)] = src
-  buf.capacity, buf.experience = capacity, full
+  count = np.array(state["count"])
+  if hasattr(buf, "add_calls"):
+    buf.add_calls = count
+  else:
+    buf.entry_index = count
   return buf
-
-
-class _TrimmingPickler(pickle.Pickler):
-  """Pickles OpenSpiel's replay/reservoir buffers with their filled rows only (they
-  preallocate `capacity` rows with np.empty)."""
-
-  def reducer_override(self, obj):
-    if (hasattr(obj, "experience") and hasattr(obj, "capacity") and
-        type(obj).__module__.startswith("open_spiel.python.pytorch")):
-      n = len(obj)
-      attrs = {k: v for k, v in obj.__dict__.items() if k not in ("experience", "capacity")}
-      rows = type(obj.experience)(*[np.array(x[:n]) for x in obj.experience])
-      return _rebuild_buffer, (type(obj), attrs, obj.capacity, rows)
-    return NotImplemented
-
-
-def _dumps(obj) -> bytes:
-  f = io.BytesIO()
-  _TrimmingPickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-  return f.getvalue()
 
 
 def _masked_normalise(probs: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
@@ -321,11 +348,20 @@ class ESMCCFR(Baseline):
     return evaluation.tabularise(self.game_string, self._solver.average_policy())
 
   def state_dict(self) -> dict:
-    # Pickling the C++ solver round-trips regrets, averages and its generator exactly.
-    return {**self._counters(), "solver": pickle.dumps(self._solver)}
+    # The solver's own text serialisation (ExternalSamplingMCCFRSolver::Serialize: game,
+    # generator state, average type and every information state's regrets and averages)
+    # round-trips exactly; it is a string, so the checkpoint stays plain data.
+    return {**self._counters(), "solver": self._solver.__getstate__()}
 
   def load_state_dict(self, state: dict) -> None:
-    self._solver = pickle.loads(state["solver"])
+    if not isinstance(state["solver"], str):
+      raise ValueError("es_mccfr checkpoint: 'solver' must be the solver's serialisation "
+                       f"string, got {type(state['solver']).__name__} (a checkpoint from an "
+                       "older armac-spiel version: train again)")
+    cls = pyspiel.ExternalSamplingMCCFRSolver
+    solver = cls.__new__(cls)
+    solver.__setstate__(state["solver"])  # parses the text (ExternalSamplingMCCFRSolver)
+    self._solver = solver
     self._load_counters(state)
 
 
@@ -403,11 +439,31 @@ class DeepCFR(Baseline):
     return probs.clone()
 
   def state_dict(self) -> dict:
-    return {**self._counters(), "rng": self._rng.state, "solver": _dumps(self._solver)}
+    s = self._solver
+    return {**self._counters(), "rng": _rng_plain(self._rng.state), "solver": {
+        "iteration": int(s._iteration),
+        "advantage_networks": [n.state_dict() for n in s._advantage_networks],
+        "advantage_optimizers": [o.state_dict() for o in s._optimizer_advantages],
+        "policy_network": s._policy_network.state_dict(),
+        "policy_optimizer": s._optimizer_policy.state_dict(),
+        "advantage_memories": [_buffer_state(m) for m in s._advantage_memories],
+        "strategy_memory": _buffer_state(s._strategy_memories)}}
 
   def load_state_dict(self, state: dict) -> None:
-    self._solver = pickle.loads(state["solver"])
-    self._rng.state = state["rng"]
+    from open_spiel.python.pytorch import deep_cfr
+    s, d = self._solver, state["solver"]
+    s._iteration = int(d["iteration"])
+    for net, opt, net_sd, opt_sd in zip(s._advantage_networks, s._optimizer_advantages,
+                                        d["advantage_networks"], d["advantage_optimizers"]):
+      net.load_state_dict(net_sd)
+      opt.load_state_dict(opt_sd)
+    s._policy_network.load_state_dict(d["policy_network"])
+    s._optimizer_policy.load_state_dict(d["policy_optimizer"])
+    s._advantage_memories = [_buffer_from(deep_cfr.ReservoirBuffer, deep_cfr.AdvantageMemory, m)
+                             for m in d["advantage_memories"]]
+    s._strategy_memories = _buffer_from(deep_cfr.ReservoirBuffer, deep_cfr.StrategyMemory,
+                                        d["strategy_memory"])
+    self._rng.state = _rng_from_plain(state["rng"])
     self._cache = None
     self._load_counters(state)
 
@@ -499,28 +555,46 @@ class NFSP(Baseline):
     return evaluation.validate_table(self.game_string, probs)
 
   def state_dict(self) -> dict:
-    # The epsilon schedule is a closure (not picklable): detached here, rebuilt on load.
-    schedules = [a._rl_agent.epsilon_schedule for a in self._agents]
-    try:
-      for a in self._agents:
-        a._rl_agent.epsilon_schedule = None
-      blob = _dumps({"agents": self._agents, "env": self._env})
-    finally:
-      for a, sch in zip(self._agents, schedules):
-        a._rl_agent.epsilon_schedule = sch
-    return {**self._counters(), "rng": self._rng.state, "blob": blob}
+    agents = []
+    for a in self._agents:
+      rl = a._rl_agent
+      if any(x is not None for x in (a._prev_timestep, a._prev_action, rl._prev_timestep,
+                                     rl._prev_action)):
+        raise RuntimeError("nfsp: state_dict is only available between episodes")
+      agents.append({
+          "iteration": int(a._iteration), "mode": int(a._mode.value),
+          "last_sl_loss": a._last_sl_loss_value,
+          "avg_network": a._avg_network.state_dict(), "optimizer": a._optimizer.state_dict(),
+          "reservoir": _buffer_state(a._reservoir_buffer),
+          "rl": {"iteration": int(rl._iteration), "last_loss": rl._last_loss_value,
+                 "q_network": rl._q_network.state_dict(),
+                 "target_q_network": rl._target_q_network.state_dict(),
+                 "optimizer": rl._optimizer.state_dict(),
+                 "replay": _buffer_state(rl._replay_buffer)}})
+    chance = _np_legacy_state(self._env._chance_event_sampler._rng.get_state(legacy=True))
+    return {**self._counters(), "rng": _rng_plain(self._rng.state), "agents": agents,
+            "chance_rng": chance}
 
   def load_state_dict(self, state: dict) -> None:
-    from open_spiel.python.pytorch import dqn
-    obj = pickle.loads(state["blob"])
-    for a in obj["agents"]:
-      kw = a._rl_agent._kwargs
-      make = (dqn.linear_schedule if kw["epsilon_decay_schedule_str"] == "linear"
-              else dqn.exponential_schedule)
-      a._rl_agent.epsilon_schedule = make(kw["epsilon_start"], kw["epsilon_end"],
-                                          kw["epsilon_decay_duration"])
-    self._agents, self._env = obj["agents"], obj["env"]
-    self._rng.state = state["rng"]
+    from open_spiel.python.pytorch import dqn, nfsp
+    if len(state["agents"]) != len(self._agents):
+      raise ValueError(f"nfsp checkpoint has {len(state['agents'])} agents, the game has "
+                       f"{len(self._agents)} players")
+    for a, d in zip(self._agents, state["agents"]):
+      rl, r = a._rl_agent, d["rl"]
+      a._iteration, a._mode = int(d["iteration"]), nfsp.MODE(int(d["mode"]))
+      a._last_sl_loss_value = d["last_sl_loss"]
+      a._avg_network.load_state_dict(d["avg_network"])
+      a._optimizer.load_state_dict(d["optimizer"])
+      a._reservoir_buffer = _buffer_from(nfsp.ReservoirBuffer, nfsp.Transition, d["reservoir"])
+      rl._iteration, rl._last_loss_value = int(r["iteration"]), r["last_loss"]
+      rl._q_network.load_state_dict(r["q_network"])
+      rl._target_q_network.load_state_dict(r["target_q_network"])
+      rl._optimizer.load_state_dict(r["optimizer"])
+      rl._replay_buffer = _buffer_from(dqn.ReplayBuffer, dqn.Transition, r["replay"])
+      a._prev_timestep = a._prev_action = rl._prev_timestep = rl._prev_action = None
+    self._env._chance_event_sampler._rng.set_state(_np_legacy_from(state["chance_rng"]))
+    self._rng.state = _rng_from_plain(state["rng"])
     self._load_counters(state)
 
 

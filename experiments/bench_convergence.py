@@ -19,6 +19,7 @@ import time
 import numpy as np
 from absl import app, flags
 
+from armac_spiel import progress
 from armac_spiel.atomic import atomic_write_text
 from armac_spiel.runs import curves, plots, sweep
 
@@ -74,8 +75,13 @@ def main(argv):
   sweep.write_sweep_info(root, {"preset": "bench_convergence", "games": FLAGS.games,
                                 "algos": FLAGS.algos, "seeds": FLAGS.seeds,
                                 "budgets_s": {g: budget(g) for g in FLAGS.games}})
-  summaries = sweep.run_sweep(tasks(root), root, ray_address=FLAGS.ray_address,
-                              num_cpus=FLAGS.parallel)
+  todo = tasks(root)
+  bar = progress.SweepProgress(len(todo), desc="bench_convergence")
+  try:
+    summaries = sweep.run_sweep(todo, root, ray_address=FLAGS.ray_address,
+                                num_cpus=FLAGS.parallel, progress=bar)
+  finally:
+    bar.close()
   failed = [s for s in summaries if s["status"] == "failed"]
   paths = plots.plot_sweep(root, CHECKPOINTS_S, reference=True)
   runs = curves.load_runs(root)

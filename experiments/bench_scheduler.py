@@ -17,6 +17,7 @@ import os
 import numpy as np
 from absl import app, flags
 
+from armac_spiel import progress
 from armac_spiel.atomic import atomic_write_text
 from armac_spiel.runs import curves, plots, sweep
 
@@ -79,8 +80,12 @@ def main(argv):
            for seed in range(FLAGS.seeds) for arm in FLAGS.arms]
   sweep.write_sweep_info(root, {"preset": "bench_scheduler", "arms": FLAGS.arms,
                                 "config": FLAGS.config, "seconds": FLAGS.seconds})
-  summaries = sweep.run_sweep(tasks, root, ray_address=FLAGS.ray_address,
-                              num_cpus=FLAGS.parallel)
+  bar = progress.SweepProgress(len(tasks), desc="bench_scheduler")
+  try:
+    summaries = sweep.run_sweep(tasks, root, ray_address=FLAGS.ray_address,
+                                num_cpus=FLAGS.parallel, progress=bar)
+  finally:
+    bar.close()
   plots.plot_sweep(root, (10, 30, 60, 120, 300, 600))
   results = summarise(curves.load_runs(root).get(FLAGS.game_name, {}))
   atomic_write_text(os.path.join(root, "results.json"), json.dumps(results, indent=1))

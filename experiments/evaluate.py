@@ -3,8 +3,10 @@
   python -m experiments.evaluate --game_name=leduc_poker --policy=cfr_plus:100
   python -m experiments.evaluate --game_name=kuhn_poker --policy=runs/x/policy.json
 
---policy is `uniform`, `cfr_plus:N` (N iterations of pyspiel's CFR+, the tabular reference)
-or the path of an armac-spiel/policy-v1 JSON file. The last line printed is one JSON object.
+--policy is any spec of `armac_spiel.policy_io.resolve_policy`: `uniform`, `always_call`,
+`always_raise`, `cfr_plus:N` (N iterations of pyspiel's CFR+, the tabular reference), a run
+directory (its policy.json; `RUN_DIR:mixed` for policy_mixed.json) or a policy-v1 JSON
+file. The last line printed is one JSON object.
 """
 
 import json
@@ -18,26 +20,9 @@ from games import GameError, load_game
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("game_name", "kuhn_poker", "OpenSpiel game string.")
-flags.DEFINE_string("policy", "uniform", "uniform | cfr_plus:N | PATH.json (policy-v1).")
+flags.DEFINE_string("policy", "uniform", "uniform | always_call | always_raise | cfr_plus:N | "
+                    "RUN_DIR | RUN_DIR:mixed | PATH.json (policy-v1).")
 flags.DEFINE_string("export", None, "Write the evaluated policy here (policy-v1).")
-
-
-def resolve_policy(game_name: str, spec: str):
-  """Returns the (S, A) table for a --policy value; errors name the flag."""
-  if spec == "uniform":
-    return evaluation.uniform_table(game_name)
-  if spec.startswith("cfr_plus:"):
-    n = spec.split(":", 1)[1]
-    if not n.isdigit() or int(n) < 1:
-      raise ValueError(f"--policy=cfr_plus:N needs a positive integer N, got {spec!r}")
-    return evaluation.cfr_plus_table(game_name, int(n))
-  if spec.endswith(".json"):
-    file_game, probs = policy_io.import_policy(spec)
-    if file_game != game_name:
-      raise ValueError(f"--policy file {spec} is for game {file_game!r}, but "
-                       f"--game_name={game_name!r}")
-    return probs
-  raise ValueError(f"--policy must be 'uniform', 'cfr_plus:N' or a .json path, got {spec!r}")
 
 
 def main(argv):
@@ -45,7 +30,7 @@ def main(argv):
   t0 = time.perf_counter()
   try:
     load_game(FLAGS.game_name)
-    probs = resolve_policy(FLAGS.game_name, FLAGS.policy)
+    probs = policy_io.resolve_policy(FLAGS.game_name, FLAGS.policy)
     result = evaluation.evaluate(FLAGS.game_name, probs)
   except (GameError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -24,6 +24,7 @@ import sys
 
 from absl import app, flags, logging
 
+from armac_spiel import progress
 from armac_spiel.config import ConfigError
 from armac_spiel.runs import sweep
 
@@ -53,6 +54,10 @@ flags.DEFINE_integer("num_cpus", None, "CPUs of the local Ray (default: all).")
 flags.DEFINE_float("cpus_per_task", 1.0, "CPUs Ray reserves for each run.")
 flags.DEFINE_string("device", "cpu", "cpu | cuda | auto for every run.")
 flags.DEFINE_integer("threads", 1, "torch intra-op threads per run.")
+flags.DEFINE_bool("tensorboard", True, "TensorBoard event files in every run directory "
+                  "(tensorboard --logdir <out_dir> compares seeds and algorithms).")
+flags.DEFINE_bool("progress", True, "Show runs done, running, failed and remaining (plain "
+                  "lines when stdout is not a terminal); absl logs go to <out_dir>/sweep.INFO.")
 flags.DEFINE_bool("isolate", True, "With --ray_address=none: one child process per run, so "
                   "a run that is killed or crashes does not end the sweep.")
 
@@ -76,7 +81,8 @@ def main(argv):
         max_epochs=FLAGS.max_epochs, max_steps=FLAGS.max_steps,
         armac_config=FLAGS.armac_config, baseline_hparams=FLAGS.baseline_hparams,
         eval_every_s=FLAGS.eval_every_s,
-        eval_every_steps=FLAGS.eval_every_steps, device=FLAGS.device, threads=FLAGS.threads)
+        eval_every_steps=FLAGS.eval_every_steps, device=FLAGS.device, threads=FLAGS.threads,
+        tensorboard=FLAGS.tensorboard)
   except (ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -87,10 +93,19 @@ def main(argv):
       "baseline_hparams": FLAGS.baseline_hparams,
       "ray_address": FLAGS.ray_address, "num_cpus": FLAGS.num_cpus,
       "cpus_per_task": FLAGS.cpus_per_task, "argv": sys.argv})
+  bar = None
+  if FLAGS.progress:
+    progress.log_to_file(FLAGS.out_dir, "sweep")
+    bar = progress.SweepProgress(len(tasks))
   logging.info("sweep: %d runs into %s", len(tasks), FLAGS.out_dir)
-  out = sweep.run_sweep(tasks, FLAGS.out_dir, ray_address=FLAGS.ray_address,
-                        num_cpus=FLAGS.num_cpus, cpus_per_task=FLAGS.cpus_per_task,
-                        isolate=FLAGS.isolate, learner_modules=FLAGS.learner_module)
+  try:
+    out = sweep.run_sweep(tasks, FLAGS.out_dir, ray_address=FLAGS.ray_address,
+                          num_cpus=FLAGS.num_cpus, cpus_per_task=FLAGS.cpus_per_task,
+                          isolate=FLAGS.isolate, learner_modules=FLAGS.learner_module,
+                          progress=bar)
+  finally:
+    if bar is not None:
+      bar.close()
   counts = {k: sum(s["status"] == k for s in out) for k in ("done", "skipped", "failed")}
   print(f"sweep {FLAGS.out_dir}: {counts['done']} done, {counts['skipped']} skipped, "
         f"{counts['failed']} failed")

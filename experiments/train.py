@@ -9,7 +9,9 @@ alias (armac_sched_discrete, armac_sched_continuous). For ARMAC, without --confi
 experiments/configs/<game>.yaml is used when it exists. --set overrides any config field or
 hyper-parameter; the dedicated flags override both. Writes config.json, provenance.json,
 metrics.jsonl, checkpoint.pt, policy.json, curve.png and DONE into --out_dir
-(armac_spiel/runs/rundir.py).
+(armac_spiel/runs/rundir.py); with --tensorboard also TensorBoard event files
+(armac_spiel/tensorboard.py). A progress bar shows training seconds against the budget (plain
+lines when stdout is not a terminal); absl logs go to <out_dir>/train.INFO.
 """
 
 import importlib
@@ -19,7 +21,7 @@ import torch
 from absl import app, flags, logging
 
 from armac_spiel import config as config_lib
-from armac_spiel import runs
+from armac_spiel import progress, runs
 from armac_spiel.atomic import AtomicWriteError
 from armac_spiel.runs import rundir
 from armac_spiel.runs.lock import RunLock, RunLockedError
@@ -47,6 +49,10 @@ flags.DEFINE_enum("sampler", None, list(config_lib.SAMPLERS), "Sampler backend (
 flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...] (or repeat "
                           "the flag); e.g. --set=critic_lr=0.001,critic_hidden=[64,64].")
 flags.DEFINE_bool("plot", True, "Write curve.png at the end.")
+flags.DEFINE_bool("tensorboard", False, "Write TensorBoard event files into --out_dir "
+                  "(tensorboard --logdir=<out_dir or its parent>).")
+flags.DEFINE_bool("progress", True, "Show a progress bar (plain lines when stdout is not a "
+                  "terminal); absl logs then go to <out_dir>/train.INFO.")
 flags.DEFINE_integer("threads", 1, "torch intra-op threads (tiny nets: 1 is fastest).")
 flags.DEFINE_string("record_replay", None, "Record episodes for deterministic replay into "
                     "this directory (verify: python -m experiments.replay_verify DIR).")
@@ -70,16 +76,16 @@ def spec_from_flags() -> runs.RunSpec:
       resume=FLAGS.resume, plot=FLAGS.plot, record=record)
 
 
-def check_count_flags() -> None:
-  """Step budgets and evaluation cadence given as flags, checked before the config merge so
-  that the error names the flag (config.py names the config field)."""
-  for name in ("max_epochs", "max_steps"):
-    v = getattr(FLAGS, name)
-    if v is not None and v < 0:
-      raise config_lib.ConfigError(f"--{name}={v}: must be >= 0 (0: no step limit)")
-  if FLAGS.eval_every is not None and FLAGS.eval_every < 1:
-    raise config_lib.ConfigError(f"--eval_every={FLAGS.eval_every}: must be a positive "
-                                 "number of steps")
+def make_loggers(spec: runs.RunSpec, show_progress: bool, tensorboard: bool) -> list:
+  """Progress display and TensorBoard writer for runs.run(loggers=...)."""
+  out = []
+  if show_progress:
+    progress.log_to_file(spec.out_dir, "train")
+    out.append(progress.for_run(spec))
+  if tensorboard:
+    from armac_spiel import tensorboard as tb
+    out.append(tb.for_run(spec))
+  return out
 
 
 def main(argv):
@@ -93,10 +99,14 @@ def main(argv):
   try:
     for module in FLAGS.learner_module:
       importlib.import_module(module)
-    check_count_flags()
     spec = spec_from_flags()
     with RunLock(spec.out_dir):  # one writer per run directory
-      rows = runs.run(spec)
+      loggers = make_loggers(spec, FLAGS.progress, FLAGS.tensorboard)
+      try:
+        rows = runs.run(spec, loggers=loggers)
+      finally:
+        for lg in loggers:  # closing twice is harmless; a failed run keeps its events
+          lg.close()
   except (GameError, config_lib.ConfigError, rundir.CheckpointError, ValueError,
           ImportError, RunLockedError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Tests for armac_spiel.baselines and armac_spiel.runs.rundir (OpenSpiel baselines, run I/O)."""
 
+import io
 import json
 import os
 
@@ -9,6 +10,7 @@ import torch
 
 from armac_spiel import baselines, evaluation, runs
 from armac_spiel.runs import rundir
+from armac_spiel.safe_load import load_tensor_file, tensor_bytes
 from games import infostate_table
 
 KUHN, LEDUC = "kuhn_poker", "leduc_poker"
@@ -109,18 +111,25 @@ def test_same_seed_same_metrics(tmp_path, algo):
   assert _strip_timing(out[0]) == [r for r in _strip_timing(out[2]) if r["step"] % 2 == 0]
 
 
-@pytest.mark.parametrize("algo", ["cfr_plus", "es_mccfr", "deep_cfr", "nfsp"])
-def test_state_dict_resumes(algo):
-  hp = TINY[algo]
+SMALL_MEMORIES = {  # full buffers: reservoir replacement and FIFO wrap-around
+    "deep_cfr": dict(TINY["deep_cfr"], memory_capacity=50),
+    "nfsp": dict(TINY["nfsp"], replay_buffer_capacity=40, reservoir_buffer_capacity=60),
+}
+
+
+@pytest.mark.parametrize("algo, hp", [(a, TINY[a]) for a in TINY] +
+                         [(a, hp) for a, hp in SMALL_MEMORIES.items()])
+def test_state_dict_resumes(algo, hp):
+  """k steps, a checkpoint through a plain-data torch file (weights_only=True), a fresh
+  object loads it, and both train on: the same losses and the same average policy."""
   a = baselines.make_baseline(algo, KUHN, 5, **hp)
   for _ in range(2):
     a.step()
-  state = a.state_dict()
+  blob = io.BytesIO(tensor_bytes(a.state_dict()))  # refuses anything but plain data
   b = baselines.make_baseline(algo, KUHN, 5, **hp)
-  b.load_state_dict(state)
+  b.load_state_dict(load_tensor_file(blob, "checkpoint"))
   for _ in range(2):
-    a.step()
-    b.step()
+    assert a.step() == b.step()
   assert (a.episodes, a.iterations) == (b.episodes, b.iterations)
   torch.testing.assert_close(a.average_table(), b.average_table(), rtol=0, atol=0)
 

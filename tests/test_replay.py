@@ -187,7 +187,7 @@ def test_missing_or_altered_policy_checkpoint(recorded, tmp_path):
   d = tmp_path / "altered"
   shutil.copytree(recorded, d)
   p = d / recording.policy_name(2)
-  ck = torch.load(p, weights_only=False)
+  ck = torch.load(p, weights_only=True)
   ck["params"]["regret"]["0.weight"][0, 0] += 1e-3
   torch.save(ck, p)
   with pytest.raises(recording.ReplayError, match=r"replay-00000.jsonl:81: policy checkpoint "

@@ -30,7 +30,7 @@ REQUIRED = ("scheduler.states_tracked", "scheduler.bin_entropy", "scheduler.lamb
 def _suite(level=1, **sched):
   return from_dict({"scheduler": {"scheduler_warmup_iters": 1, "scheduler_lr": 1e-2, **sched},
                     "state_keying": {"level": level, "n_clusters": 4,
-                                     "cluster_file": "/nonexistent/clusters.pkl"}})
+                                     "cluster_file": "/nonexistent/clusters.pt"}})
 
 
 def _learner(mode, device="cpu", level=1, sampler="tree", seed=0):
@@ -117,7 +117,7 @@ def test_state_dict_round_trip_reproduces_next_epoch(mode, level, sampler):
   saved = _state_bytes(a)
   out_a = a.step()
   b, ad_b = _learner(mode, level=level, sampler=sampler)
-  b.load_state_dict(torch.load(saved, weights_only=False))
+  b.load_state_dict(torch.load(saved, weights_only=True))
   out_b = b.step()
   assert out_a == out_b
   assert torch.equal(ad_a.mixed_table(a)[0], ad_b.mixed_table(b)[0])

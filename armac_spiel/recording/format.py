@@ -23,6 +23,10 @@ One line (format `armac-spiel/replay-v1`, keys sorted, no timestamps):
 Floats are float32 values written as their shortest round-trip decimal, so they read
 back bit-exactly.
 
+Reading runs no code: lines are parsed with json.loads, and policy files, which hold plain
+data only, with torch.load(weights_only=True) (armac_spiel.safe_load); a policy file naming
+any other type is refused (a ReplayError naming the file and the type).
+
 Subset. With fraction f < 1, episode e (global index) of run seed s is recorded iff the
 first 8 bytes of sha256(f"{s}:{e}"), read as a big-endian integer, are < f * 2**64.
 """

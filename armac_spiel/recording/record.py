@@ -22,6 +22,7 @@ import os
 import torch
 
 from armac_spiel.atomic import atomic_torch_save, atomic_write_bytes, remove_temp_files
+from armac_spiel.safe_load import load_tensor_file, tensor_bytes
 from armac_spiel.recording.format import (FILE_RE, FORMAT, LEARNER_RULE, POLICY_FORMAT,
                                           POLICY_RE, Capture, encode_lines, file_name,
                                           json_state, params_hash, policy_name, replay_files,
@@ -204,10 +205,9 @@ def policy_checkpoint(learner, slots: torch.Tensor, extra_config: dict | None = 
       "scheduler": None,
   }
   if learner.scheduler is not None:
-    buf = io.BytesIO()  # a deep copy: state_dict may hold live tensors
-    torch.save(learner.scheduler.state_dict(), buf)
-    buf.seek(0)
-    state = torch.load(buf, map_location="cpu", weights_only=True)
+    # A deep copy (state_dict may hold live tensors), read back as plain data.
+    state = load_tensor_file(io.BytesIO(tensor_bytes(learner.scheduler.state_dict())),
+                             "scheduler state")
     if isinstance(state, dict):  # wall-clock timings vary between identical runs
       for k in _VOLATILE:
         if isinstance(state.get(k), dict):

@@ -29,6 +29,7 @@ import os
 import numpy as np
 import torch
 
+from armac_spiel.safe_load import UnsafeFileError, load_tensor_file
 from armac_spiel.recording.format import (FORMAT, LEARNER_RULE, POLICY_FORMAT, POLICY_RE,
                                           STEP_KEYS, Capture, ReplayError, params_hash,
                                           replay_files)
@@ -220,7 +221,11 @@ def _load_policy(replay_dir: str, rec: dict, path: str, lineno: int, cache: dict
     if not os.path.exists(full):
       raise ReplayError(path, lineno, f"policy checkpoint {name} is missing")
     try:
-      ck = torch.load(full, map_location="cpu", weights_only=True)
+      ck = load_tensor_file(full, "policy checkpoint", hint=(
+          "replay policy files hold plain data only; one written by an older armac-spiel "
+          "version cannot be verified: record the run again with --record_replay"))
+    except UnsafeFileError as e:
+      raise ReplayError(path, lineno, str(e)) from None
     except Exception as e:  # torch raises several types for corrupt files
       raise ReplayError(path, lineno, f"policy checkpoint {name} is unreadable "
                         f"({type(e).__name__}: {e})") from None

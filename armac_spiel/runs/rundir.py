@@ -4,7 +4,8 @@ A run directory holds:
 - `config.json` (the resolved RunSpec) and `provenance.json` (commit, versions, machine);
 - `metrics.jsonl`, one JSON object per evaluation, appended and fsynced per line, so a
   crash loses at most the line being written;
-- `checkpoint.pt`, written atomically after each evaluation;
+- `checkpoint.pt`, written atomically after each evaluation; plain data only, read with
+  torch.load(weights_only=True) (armac_spiel.safe_load);
 - when finished, `policy.json` (armac-spiel/policy-v1), `curve.png` and an empty `DONE`.
 """
 
@@ -21,9 +22,8 @@ from typing import Optional
 
 from absl import logging
 
-import torch
-
 from armac_spiel.atomic import atomic_torch_save, atomic_write_text
+from armac_spiel.safe_load import UnsafeFileError, load_tensor_file
 
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKPOINT = "checkpoint.pt"
@@ -181,8 +181,15 @@ def save_checkpoint(path: str, obj: dict) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
+  """The checkpoint at `path`, read as plain data (armac_spiel.safe_load): a file naming any
+  other type raises UnsafeFileError (a ValueError) before anything in it is built."""
   try:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_tensor_file(path, "checkpoint", hint=(
+        "checkpoints hold plain data only (tensors, numbers, strings, lists, dicts); one "
+        "written by an older armac-spiel version cannot be loaded: train again in a new "
+        "--out_dir (or delete the checkpoint)"))
+  except UnsafeFileError:
+    raise
   except Exception as e:  # torch raises several types for truncated / foreign files
     raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
                           f"{e}); delete it to start over") from e

@@ -81,6 +81,7 @@ class RunTask:
   device: str = "cpu"
   threads: int = 1                          # torch intra-op threads in the worker
   plot: bool = True                         # per-run curve.png
+  tensorboard: bool = False                 # per-run TensorBoard event files
 
   def __post_init__(self):
     known = known_algorithms()
@@ -181,7 +182,15 @@ class LocalWorker:
       spec = task_spec(task)
       summary["resumed"] = spec.resume
       with RunLock(task.out_dir):
-        rows = run(spec)
+        loggers = []
+        if task.tensorboard:
+          from armac_spiel import tensorboard
+          loggers.append(tensorboard.for_run(spec))
+        try:
+          rows = run(spec, loggers=loggers)
+        finally:
+          for lg in loggers:  # closing twice is harmless; a failed run keeps its events
+            lg.close()
         self._complete_provenance(task)
       summary.update(status="done", **_last_eval(rows))
     except Exception as e:  # pylint: disable=broad-except
@@ -337,8 +346,11 @@ def _log_progress(i: int, n: int, s: dict) -> None:
 def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = "local",
               num_cpus: Optional[int] = None, cpus_per_task: float = 1,
               on_result: Optional[Callable[[dict], None]] = None, isolate: bool = False,
-              learner_modules: Sequence[str] = ()) -> list[dict]:
+              learner_modules: Sequence[str] = (), progress=None) -> list[dict]:
   """Runs every task not yet DONE; returns summaries (skipped ones included) in finish order.
+
+  `progress.update(done, running, failed)` (armac_spiel.progress.SweepProgress) follows the
+  runs; skipped runs count as done.
 
   `ray_address`: "none" runs inline without importing Ray; None / "local" starts a local Ray
   with `num_cpus` CPUs (default: all); anything else ("auto", "HOST:PORT") connects to that
@@ -362,6 +374,12 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
     else:
       todo.append(t)
   n = len(tasks)
+  running = [0]
+
+  def show():
+    if progress is not None:
+      failed = sum(s["status"] == "failed" for s in out)
+      progress.update(len(out) - failed, running[0], failed)
 
   def finished(s):
     _record(root, s)
@@ -371,11 +389,16 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
       on_result(s)
 
   if not todo:
+    show()
     return out
   if ray_address == "none":
     worker = LocalWorker()
     for t in todo:
+      running[0] = 1
+      show()
       finished(run_isolated(t, learner_modules) if isolate else worker.run(t))
+    running[0] = 0
+    show()
     return out
 
   import ray
@@ -397,6 +420,8 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
       if queue:
         submit(a, queue.pop(0))
     while pending:
+      running[0] = len(pending)
+      show()
       (ref,), _ = ray.wait(list(pending), num_returns=1)
       actor, task = pending.pop(ref)
       try:
@@ -410,6 +435,8 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
         actors.append(actor)
       if queue:
         submit(actor, queue.pop(0))
+    running[0] = 0
+    show()
     for a in actors:
       ray.kill(a)
   finally:

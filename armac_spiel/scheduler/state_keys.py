@@ -5,9 +5,12 @@
   with the features and n buckets of games.poker_features.
 - 2: k-means cluster of the information-state tensor (the encoding); id = cluster index.
   A scikit-learn MiniBatchKMeans, updated online with partial_fit on every batch when
-  update_clusters; until it has seen n_clusters samples every id is 0. `save_clusters`
-  writes it to cluster_file atomically (temp file + os.replace); it is loaded from there
-  at construction when the file exists.
+  update_clusters; until it has seen n_clusters samples every id is 0. Its state is plain
+  data (`kmeans_state`): the centroids as a tensor, which is all nearest-centroid
+  assignment needs, and the online-fit counters and generator state as tensors and
+  numbers, so a resumed fit continues exactly. `save_clusters` writes that state to
+  cluster_file (a torch file of plain data, written atomically); it is loaded from there
+  with torch.load(weights_only=True) at construction when the file exists.
 Ids are integers computed for a whole batch with tensor arithmetic; `names_*` give the
 readable strings.
 """
@@ -15,16 +18,61 @@ readable strings.
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from armac_spiel.atomic import atomic_torch_save
+from armac_spiel.safe_load import load_tensor_file
 from armac_spiel.scheduler.config import StateKeyingConfig
 from games.poker_features import (PokerFeatures, features_from_infostate_strings,
                                   poker_spec)
+
+CLUSTER_FORMAT = "armac-spiel/kmeans-v1"
+
+
+def kmeans_state(km) -> dict:
+  """A fitted MiniBatchKMeans as plain data: centroids and the online-fit state."""
+  key, pos, has_gauss, gauss = km._random_state.get_state(legacy=True)[1:]
+  return {"format": CLUSTER_FORMAT,
+          "centroids": torch.from_numpy(np.array(km.cluster_centers_)),
+          "counts": torch.from_numpy(np.array(km._counts)),
+          "n_steps": int(km.n_steps_), "n_since_last_reassign": int(km._n_since_last_reassign),
+          "batch_size": int(km._batch_size),
+          "random_state": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                           "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}}
+
+
+def kmeans_from_state(state: dict, n_clusters: int, seed: int, where: str = "k-means state"):
+  """Rebuilds a MiniBatchKMeans from `kmeans_state` output (predict and partial_fit work
+  as on the original); ValueError naming `where` when the state does not fit."""
+  from sklearn.cluster import MiniBatchKMeans
+  if not isinstance(state, dict) or state.get("format") != CLUSTER_FORMAT:
+    fmt = state.get("format") if isinstance(state, dict) else type(state).__name__
+    raise ValueError(f"{where}: unknown k-means format {fmt!r}, expected {CLUSTER_FORMAT!r} "
+                     "(older armac-spiel versions pickled the k-means model; such a file is "
+                     "not loaded: regenerate it by training again)")
+  c = state["centroids"]
+  if not isinstance(c, torch.Tensor) or c.dim() != 2 or c.shape[0] != n_clusters:
+    shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+    raise ValueError(f"{where}: centroids have shape {shape}, state_keying.n_clusters "
+                     f"is {n_clusters}")
+  km = MiniBatchKMeans(n_clusters=n_clusters, n_init=3, random_state=seed)
+  km.cluster_centers_ = c.numpy().copy()
+  km._counts = state["counts"].numpy().copy()
+  km.n_steps_ = int(state["n_steps"])
+  km._n_since_last_reassign = int(state["n_since_last_reassign"])
+  km._batch_size = int(state["batch_size"])
+  km.n_features_in_ = c.shape[1]
+  km._n_features_out = c.shape[0]
+  from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+  km._n_threads = _openmp_effective_n_threads()
+  rs = state["random_state"]
+  km._random_state = np.random.RandomState()
+  km._random_state.set_state(("MT19937", rs["key"].numpy().astype(np.uint32), int(rs["pos"]),
+                              int(rs["has_gauss"]), float(rs["cached_gaussian"])))
+  return km
 
 
 class StateKeyer:
@@ -45,8 +93,16 @@ class StateKeyer:
     self.kmeans = None
     self._pending: list[np.ndarray] = []
     if self.level == 2 and os.path.exists(cfg.cluster_file):
-      with open(cfg.cluster_file, "rb") as f:
-        self.kmeans = pickle.load(f)
+      where = f"state_keying.cluster_file {cfg.cluster_file}"
+      try:
+        state = load_tensor_file(cfg.cluster_file, "state_keying.cluster_file", hint=(
+            "cluster files hold plain data only (centroids as a tensor); one written by an "
+            "older armac-spiel version (a pickle) must not be loaded: delete it and the "
+            "run fits the clusters again"))
+      except (RuntimeError, OSError, EOFError) as e:  # truncated or foreign files
+        raise ValueError(f"{where} is corrupt or unreadable ({type(e).__name__}: {e}); "
+                         "delete it to fit the clusters again") from None
+      self.kmeans = kmeans_from_state(state, cfg.n_clusters, seed, where)
 
   @property
   def num_keys(self) -> int:
@@ -116,27 +172,21 @@ class StateKeyer:
     return self.ids_from_features(features)
 
   def save_clusters(self, path: str | None = None) -> str | None:
-    """Writes the k-means model atomically; returns the path (None when not fitted)."""
+    """Writes the k-means state (plain data) atomically; returns the path (None when not
+    fitted)."""
     if self.kmeans is None:
       return None
     path = path or self.cfg.cluster_file
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".clusters.", suffix=".tmp")
-    try:
-      with os.fdopen(fd, "wb") as f:
-        pickle.dump(self.kmeans, f)
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    atomic_torch_save(kmeans_state(self.kmeans), path)
     return path
 
   def state_dict(self) -> dict:
-    return {"kmeans": None if self.kmeans is None else pickle.dumps(self.kmeans),
-            "pending": [p.copy() for p in self._pending]}
+    return {"kmeans": None if self.kmeans is None else kmeans_state(self.kmeans),
+            "pending": [torch.from_numpy(p.copy()) for p in self._pending]}
 
   def load_state_dict(self, sd: dict) -> None:
-    self.kmeans = None if sd.get("kmeans") is None else pickle.loads(sd["kmeans"])
-    self._pending = [p.copy() for p in sd.get("pending", [])]
+    km = sd.get("kmeans")
+    self.kmeans = None if km is None else kmeans_from_state(
+        km, self.cfg.n_clusters, self.seed, "scheduler checkpoint entry 'keyer.kmeans'")
+    self._pending = [np.asarray(p.numpy() if isinstance(p, torch.Tensor) else p).copy()
+                     for p in sd.get("pending", [])]

@@ -17,7 +17,9 @@ or written twice, and the resumed run continues exactly where the checkpoint was
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 from typing import Callable, Optional, Sequence
 
@@ -28,6 +30,7 @@ from armac_spiel.atomic import atomic_write_text
 from armac_spiel.config import ConfigError
 from armac_spiel.learner import learner_entry
 from armac_spiel.runs import plots, rundir
+from armac_spiel.runs.lock import RunLock, read_lock
 from armac_spiel.runs.spec import RunSpec, check_budgets, resolve_device
 
 
@@ -41,12 +44,20 @@ def run(spec: RunSpec, on_step: Optional[Callable] = None,
   """Trains the run of `spec` into `spec.out_dir`; returns its metrics lines.
 
   `on_step(learner)` is called after every step; each of `loggers` gets `write(line)` for
-  every metrics line and `close()` at the end (progress display, TensorBoard).
+  every metrics line and `close()` at the end (progress display, TensorBoard). The run
+  directory is locked (armac_spiel.runs.lock) unless this process holds its lock already.
   """
   check_budgets(spec.time_budget_s, spec.max_steps, spec.eval_every, spec.eval_every_s)
+  os.makedirs(spec.out_dir, exist_ok=True)
+  holder = read_lock(spec.out_dir) or {}
+  mine = holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+  with contextlib.nullcontext() if mine else RunLock(spec.out_dir):
+    return _run(spec, on_step, loggers)
+
+
+def _run(spec: RunSpec, on_step, loggers) -> list[dict]:
   device = resolve_device(spec.device)
   out = spec.out_dir
-  os.makedirs(out, exist_ok=True)
   ckpt_path = os.path.join(out, rundir.CHECKPOINT)
   metrics_path = os.path.join(out, rundir.METRICS)
   if os.path.exists(ckpt_path) and not spec.resume:

@@ -284,7 +284,7 @@ class ARMAC:
       mask = m[e]
       is_learner = (batch.player == learner[batch.episode]).to(self.device).unsqueeze(1)
       base, sched = pi_j, {}
-      if self.scheduler is not None:
+      if self.scheduler is not None and getattr(self.scheduler, "drives_behaviour", True):
         # {"mixed": (R, A), "actor": (R, A), "regret": (R, A), "lambda" | "logits", ...}
         sched = self.scheduler.behaviour(self, batch)
         base = torch.where(is_learner, sched["mixed"], pi_j)

@@ -53,7 +53,6 @@ import io
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
 import torch
@@ -595,17 +594,14 @@ def _regenerate(ck: dict) -> dict[int, dict]:
 def _build_scheduler(ck: dict, cfg):
   """The run's scheduler, rebuilt through armac_spiel.scheduler_glue."""
   from armac_spiel import scheduler_glue
-  from armac_spiel.trainer import RunSpec
   extra = ck.get("extra_config") or {}
   suite = extra.get("scheduler_suite")
   if suite is not None:
     from armac_spiel.scheduler.config import SchedulerSuiteConfig
     suite = SchedulerSuiteConfig.from_dict(suite)
-  make = scheduler_glue.scheduler_factory(suite)
-  with tempfile.TemporaryDirectory() as d:
-    spec = RunSpec(ck["game"], cfg, ck["seed"], d, device="cpu", extra_config=dict(extra),
-                   plot=False)
-    sched = make(spec)
+  make = scheduler_glue.scheduler_factory(suite, extra.get("scheduler_mode",
+                                                          cfg.scheduler_mode))
+  sched = make(ck["game"], ck["seed"], "cpu")
   if sched is None:
     raise RuntimeError("the policy file holds scheduler state but "
                        "armac_spiel.scheduler_glue.scheduler_factory builds no scheduler")

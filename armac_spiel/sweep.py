@@ -155,7 +155,8 @@ class LocalWorker:
                              task.armac_config, overrides, task.device, resume)
     spec = dataclasses.replace(spec, plot=task.plot)
     spec.extra_config["algo"] = task.algo
-    return trainer.train(spec, make_scheduler=scheduler_factory(suite)), resume
+    return trainer.train(spec, make_scheduler=scheduler_factory(
+        suite, spec.config.scheduler_mode)), resume
 
   def _run_baseline(self, task: RunTask) -> list[dict]:
     from armac_spiel.baselines import run_baseline

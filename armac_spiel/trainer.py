@@ -4,7 +4,8 @@ Run directory D:
 - config.json (resolved config), provenance.json (commit, versions, machine, seed);
 - metrics.jsonl, one line per evaluation;
 - checkpoint.pt, written atomically after each evaluation;
-- at the end policy.json (average policy, armac-spiel/policy-v1), curve.png and DONE.
+- at the end policy.json (average policy, armac-spiel/policy-v1), with a scheduler
+  policy_mixed.json (its deployed pi_mix), curve.png and DONE.
 
 Resume. The checkpoint holds the learner, the clocks and the evaluation line it belongs to
 (`pending`). The line is appended after the checkpoint is written, so on resume the metrics
@@ -97,7 +98,10 @@ def train(spec: RunSpec, make_scheduler=None, make_recorder=None, on_epoch=None)
   if os.path.exists(ckpt_path) and not spec.resume:
     raise ConfigError(f"--out_dir={spec.out_dir} already holds a run (checkpoint.pt); pass "
                       "--resume to continue it or choose a new --out_dir")
-  scheduler = make_scheduler(spec) if make_scheduler is not None else None
+  scheduler = (make_scheduler(spec.game_string, spec.seed, device)
+               if make_scheduler is not None else None)
+  if scheduler is not None:  # recorded in config.json and in replay policy files
+    spec.extra_config.update(scheduler.config_entries())
   recorder = make_recorder(spec) if make_recorder is not None else None
   learner = ARMAC(spec.game_string, cfg, spec.seed, device=device, scheduler=scheduler,
                   recorder=recorder)
@@ -181,6 +185,8 @@ def train(spec: RunSpec, make_scheduler=None, make_recorder=None, on_epoch=None)
 def finish(spec: RunSpec, learner: ARMAC) -> None:
   policy_io.export_policy(os.path.join(spec.out_dir, "policy.json"), spec.game_string,
                           learner.average_policy().table())
+  if learner.scheduler is not None and hasattr(learner.scheduler, "export"):
+    learner.scheduler.export(spec.out_dir, learner)  # policy_mixed.json
   if spec.plot:
     plotting.plot_run(spec.out_dir, spec.game_string)
   atomic_write_text(os.path.join(spec.out_dir, "DONE"), "")

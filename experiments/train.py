@@ -72,7 +72,7 @@ def main(argv):
     from armac_spiel.scheduler_glue import scheduler_factory
     if FLAGS.scheduler == "off" and sched is not None:
       sched = sched.with_mode("off")  # an explicit flag beats the YAML's use_scheduler
-    rows = trainer.train(spec, make_scheduler=scheduler_factory(sched),
+    rows = trainer.train(spec, make_scheduler=scheduler_factory(sched, FLAGS.scheduler),
                          make_recorder=_make_recorder())
   except (GameError, config_lib.ConfigError, trainer.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -1,30 +1,40 @@
-"""State keys for the meta-regret manager, at three granularities (state_keying.level).
+"""State keys for the meta-regret manager, at four granularities (state_keying.level).
 
 - 0: round_player_pos; id = (round * N + player) * N + position.
 - 1: round_player_pos_potBucket_stackBucket; id = (id0 * n + pot_bucket) * n + stack_bucket,
   with the features and n buckets of games.poker_features.
 - 2: k-means cluster of the information-state tensor (the encoding); id = cluster index.
-  A scikit-learn MiniBatchKMeans, updated online with partial_fit on every batch when
-  update_clusters; until it has seen n_clusters samples every id is 0. `save_clusters`
-  writes it to cluster_file atomically (temp file + os.replace); it is loaded from there
-  at construction when the file exists.
+  Mini-batch k-means (Sculley 2010) in torch: seeded by k-means++ and Lloyd iterations once
+  n_clusters samples were seen (every id is 0 before), then updated on every batch when
+  update_clusters. `save_clusters` writes the centres to cluster_file as JSON, atomically;
+  they are loaded from there at construction when the file exists.
+- 3: the information state itself; id = its row of games.infostate_table.
 Ids are integers computed for a whole batch with tensor arithmetic; `names_*` give the
 readable strings.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
-import tempfile
 from typing import Sequence
 
-import numpy as np
 import torch
 
+from armac_spiel.atomic import atomic_write_text
+
 from armac_spiel.scheduler.config import StateKeyingConfig
+from games import infostate_table
 from games.poker_features import (PokerFeatures, features_from_infostate_strings,
                                   poker_spec)
+
+
+CLUSTER_FORMAT = "armac-spiel/clusters-v1"
+LLOYD_ITERS = 10
+
+
+def level_needs_poker(level: int) -> bool:
+  return level in (0, 1)
 
 
 class StateKeyer:
@@ -39,20 +49,26 @@ class StateKeyer:
     self.n_buckets = n_buckets
     self.scale = scale
     self.seed = seed
-    self.spec = poker_spec(game_string) if game_string is not None else None
+    self.spec = poker_spec(game_string) if game_string is not None and level_needs_poker(
+        cfg.level) else None
     if self.level < 2 and self.spec is None:
       raise ValueError(f"state_keying.level={self.level} needs a poker game_string")
-    self.kmeans = None
-    self._pending: list[np.ndarray] = []
+    if self.level == 3 and game_string is None:
+      raise ValueError("state_keying.level=3 needs the game_string")
+    self.centers: torch.Tensor | None = None  # (n_clusters, D) float32
+    self.counts: torch.Tensor | None = None   # (n_clusters,) float64 points assigned so far
+    self._pending: list[torch.Tensor] = []
+    self._table_index = None
     if self.level == 2 and os.path.exists(cfg.cluster_file):
-      with open(cfg.cluster_file, "rb") as f:
-        self.kmeans = pickle.load(f)
+      self.load_clusters(cfg.cluster_file)
 
   @property
   def num_keys(self) -> int:
     """Size of the id space."""
     if self.level == 2:
       return self.cfg.n_clusters
+    if self.level == 3:
+      return len(infostate_table(self.game_string))
     n = self.spec.num_players
     base = self.spec.num_rounds * n * n
     return base * self.n_buckets ** 2 if self.level == 1 else base
@@ -82,23 +98,51 @@ class StateKeyer:
   def ids_from_infostates(self, infostate_strings: Sequence[str]) -> torch.Tensor:
     return self.ids_from_features(self.features(infostate_strings))
 
+  def _init_centers(self, x: torch.Tensor) -> None:
+    """k-means++ seeding on x (n >= n_clusters), then Lloyd iterations."""
+    g = torch.Generator().manual_seed(self.seed)
+    k = self.cfg.n_clusters
+    c = x[torch.randint(len(x), (1,), generator=g)]
+    for _ in range(1, k):
+      d = torch.cdist(x, c).min(1).values.pow(2)
+      p = d / d.sum() if float(d.sum()) > 0 else torch.full_like(d, 1.0 / len(d))
+      c = torch.cat([c, x[torch.multinomial(p, 1, generator=g)]])
+    for _ in range(LLOYD_ITERS):
+      a = torch.cdist(x, c).argmin(1)
+      n = torch.bincount(a, minlength=k).double()
+      s = torch.zeros_like(c, dtype=torch.float64).index_add_(0, a, x.double())
+      c = torch.where(n[:, None] > 0, s / n.clamp_min(1)[:, None], c.double()).float()
+    self.centers = c
+    self.counts = torch.bincount(torch.cdist(x, c).argmin(1), minlength=k).double()
+
+  def _partial_fit(self, x: torch.Tensor) -> None:
+    """Mini-batch k-means step (Sculley 2010): centre j moves to the running mean of the
+    points ever assigned to it."""
+    k = self.cfg.n_clusters
+    a = torch.cdist(x, self.centers).argmin(1)
+    n = torch.bincount(a, minlength=k).double()
+    s = torch.zeros(k, x.shape[1], dtype=torch.float64).index_add_(0, a, x.double())
+    self.counts += n
+    step = (n / self.counts.clamp_min(1))[:, None]
+    mean = s / n.clamp_min(1)[:, None]
+    self.centers = (self.centers.double() + step * (mean - self.centers.double())).float()
+
   def cluster_ids(self, embeddings: torch.Tensor, update: bool | None = None) -> torch.Tensor:
     """(B,) k-means cluster ids of (B, D) embeddings, on their device."""
-    from sklearn.cluster import MiniBatchKMeans
-    x = embeddings.detach().float().cpu().numpy()
+    x = embeddings.detach().float().cpu()
     update = self.cfg.update_clusters if update is None else update
     if update:
-      self._pending.append(x)
-      pending = np.concatenate(self._pending)
-      if self.kmeans is not None or len(pending) >= self.cfg.n_clusters:
-        if self.kmeans is None:
-          self.kmeans = MiniBatchKMeans(n_clusters=self.cfg.n_clusters, n_init=3,
-                                        random_state=self.seed)
-        self.kmeans.partial_fit(pending)
-        self._pending = []
-    if self.kmeans is None:
+      if self.centers is None:
+        self._pending.append(x)
+        pending = torch.cat(self._pending)
+        if len(pending) >= self.cfg.n_clusters:
+          self._init_centers(pending)
+          self._pending = []
+      else:
+        self._partial_fit(x)
+    if self.centers is None:
       return torch.zeros(x.shape[0], dtype=torch.long, device=embeddings.device)
-    return torch.from_numpy(self.kmeans.predict(x).astype(np.int64)).to(embeddings.device)
+    return torch.cdist(x, self.centers).argmin(1).to(embeddings.device)
 
   def ids(self, infostate_strings: Sequence[str] | None = None,
           embeddings: torch.Tensor | None = None,
@@ -108,6 +152,11 @@ class StateKeyer:
       if embeddings is None:
         raise ValueError("state_keying.level=2 needs embeddings (information-state tensors)")
       return self.cluster_ids(embeddings)
+    if self.level == 3:
+      if infostate_strings is None:
+        raise ValueError("state_keying.level=3 needs information-state strings")
+      index = infostate_table(self.game_string).index
+      return torch.tensor([index[k] for k in infostate_strings], dtype=torch.long)
     if features is None:
       if infostate_strings is None:
         raise ValueError(f"state_keying.level={self.level} needs information-state strings "
@@ -116,27 +165,37 @@ class StateKeyer:
     return self.ids_from_features(features)
 
   def save_clusters(self, path: str | None = None) -> str | None:
-    """Writes the k-means model atomically; returns the path (None when not fitted)."""
-    if self.kmeans is None:
+    """Writes the centres and counts as JSON atomically; returns the path (None when not
+    fitted)."""
+    if self.centers is None:
       return None
     path = path or self.cfg.cluster_file
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".clusters.", suffix=".tmp")
-    try:
-      with os.fdopen(fd, "wb") as f:
-        pickle.dump(self.kmeans, f)
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_text(path, json.dumps({"format": CLUSTER_FORMAT,
+                                        "centers": self.centers.tolist(),
+                                        "counts": self.counts.tolist()}))
     return path
 
+  def load_clusters(self, path: str) -> None:
+    """Reads a cluster file written by save_clusters (JSON; nothing is executed)."""
+    try:
+      with open(path) as f:
+        d = json.load(f)
+      if d.get("format") != CLUSTER_FORMAT:
+        raise ValueError(f"format is {d.get('format')!r}, expected {CLUSTER_FORMAT!r}")
+      centers = torch.tensor(d["centers"], dtype=torch.float32)
+      counts = torch.tensor(d["counts"], dtype=torch.float64)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"state_keying.cluster_file={path}: unreadable cluster file: {e}") from e
+    if centers.shape[0] != self.cfg.n_clusters or counts.shape != (centers.shape[0],):
+      raise ValueError(f"state_keying.cluster_file={path}: holds {centers.shape[0]} centres, "
+                       f"state_keying.n_clusters is {self.cfg.n_clusters}")
+    self.centers, self.counts = centers, counts
+
   def state_dict(self) -> dict:
-    return {"kmeans": None if self.kmeans is None else pickle.dumps(self.kmeans),
-            "pending": [p.copy() for p in self._pending]}
+    return {"centers": self.centers, "counts": self.counts,
+            "pending": [p.clone() for p in self._pending]}
 
   def load_state_dict(self, sd: dict) -> None:
-    self.kmeans = None if sd.get("kmeans") is None else pickle.loads(sd["kmeans"])
-    self._pending = [p.copy() for p in sd.get("pending", [])]
+    self.centers, self.counts = sd.get("centers"), sd.get("counts")
+    self._pending = [p.clone() for p in sd.get("pending", [])]

@@ -231,11 +231,11 @@ def test_scheduler_outputs_are_recorded_and_verified(tmp_path):
   from armac_spiel import scheduler_glue
   from armac_spiel.scheduler.config import from_dict
   suite = from_dict({"scheduler": {"scheduler_warmup_iters": 1, "scheduler_lr": 1e-2},
-                     "state_keying": {"level": 1}})
+                     "policy_mixer": {"behaviour": True}, "state_keying": {"level": 1}})
   cfg = config_lib.ARMACConfig(**TINY, max_epochs=3, scheduler_mode="discrete")
   spec = trainer.RunSpec(GAME, cfg, SEED, str(tmp_path / "run"), device="cpu", plot=False)
   rec = replay.RecorderConfig(str(tmp_path / "rep"))
-  trainer.train(spec, make_scheduler=scheduler_glue.scheduler_factory(suite),
+  trainer.train(spec, make_scheduler=scheduler_glue.scheduler_factory(suite, "discrete"),
                 make_recorder=replay.recorder_factory(rec))
   recs = [json.loads(l) for l in _lines(rec.out_dir)]
   assert recs[0]["rng"]["scheduler_sha256"]

@@ -41,8 +41,8 @@ class SchedulerConfig:
   scheduler_lr: float = 1e-4
   gumbel_tau_start: float = 1.0
   gumbel_tau_end: float = 0.1
-  gumbel_anneal_iters: int = 50000
-  scheduler_warmup_iters: int = 1000
+  gumbel_anneal_iters: int = 500      # iterations are ARMAC epochs (seed: 50000)
+  scheduler_warmup_iters: int = 20    # (seed: 1000, beyond a 600 s Leduc run)
   init_lambda: float = 0.5
   lam_clamp_eps: float = 1e-3
   regularization: RegularizationConfig = RegularizationConfig()

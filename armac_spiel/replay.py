@@ -57,7 +57,7 @@ import re
 import numpy as np
 import torch
 
-from armac_spiel.atomic import atomic_torch_save, atomic_write_bytes
+from armac_spiel.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_text
 
 FORMAT = "armac-spiel/replay-v1"
 POLICY_FORMAT = "armac-spiel/replay-policy-v1"
@@ -401,6 +401,28 @@ def policy_checkpoint(learner, slots: torch.Tensor, extra_config: dict | None = 
           "learner_rule": LEARNER_RULE, "num_players": learner.n_players,
           "sampler_rng": _json_state(learner.sampler.get_rng_state()),
           "params": params, "sha256": params_hash(params)}
+
+
+TOLERANCE_FILE = "tolerance.json"
+
+
+def write_tolerance(replay_dir: str, tolerance: float) -> None:
+  """Records the verification tolerance (deterministic_replay.tolerance) in the replay dir."""
+  os.makedirs(replay_dir, exist_ok=True)
+  atomic_write_text(os.path.join(replay_dir, TOLERANCE_FILE),
+                    json.dumps({"tolerance": float(tolerance)}))
+
+
+def read_tolerance(replay_dir: str, default: float = 1e-6) -> float:
+  """The tolerance written by write_tolerance, else `default`."""
+  path = os.path.join(replay_dir, TOLERANCE_FILE)
+  if not os.path.exists(path):
+    return default
+  try:
+    with open(path) as f:
+      return float(json.load(f)["tolerance"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ReplayError(path, None, f"unreadable tolerance file: {e}") from None
 
 
 def recorder_factory(cfg: RecorderConfig):

@@ -85,6 +85,14 @@ def resolve_suite(suite, flag_mode: str | None):
   return mode, (suite or SchedulerSuiteConfig()).with_mode(mode)
 
 
+def replay_settings(suite, flag_dir: str | None) -> tuple[str | None, float]:
+  """(replay directory or None, verification tolerance): --record_replay=DIR wins; else the
+  deterministic_replay section records into replay_dir when its `record` is true."""
+  from armac_spiel.scheduler.config import ReplayConfig
+  r = suite.deterministic_replay if suite is not None else ReplayConfig()
+  return (flag_dir or (r.replay_dir if r.record else None)), r.tolerance
+
+
 def _tabulate(learner, x: torch.Tensor, mask: torch.Tensor):
   with torch.no_grad():
     return (regret_matching(learner.regret(x), mask), masked_softmax(learner.actor(x), mask))

@@ -37,7 +37,9 @@ flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...] 
                           "the flag); e.g. --set=critic_lr=0.001,critic_hidden=[64,64].")
 flags.DEFINE_integer("threads", 1, "torch intra-op threads (tiny nets: 1 is fastest).")
 flags.DEFINE_string("record_replay", None, "Record episodes for deterministic replay into "
-                    "this directory (verify: python -m experiments.replay_verify DIR).")
+                    "this directory (verify: python -m experiments.replay_verify DIR); "
+                    "default: the YAML's deterministic_replay.replay_dir when its record "
+                    "is true.")
 flags.DEFINE_float("replay_fraction", 1.0, "Fraction of episodes recorded (chosen by a hash "
                    "of seed and episode index, see armac_spiel/replay.py).")
 flags.DEFINE_integer("replay_episodes_per_file", 1000, "Recorded episodes per replay file.")
@@ -46,14 +48,17 @@ flags.DEFINE_bool("replay_gzip", False, "gzip the replay files.")
 from armac_spiel.trainer import build_spec, default_config_path  # noqa: E402,F401
 
 
-def _make_recorder():
-  """`make_recorder` for trainer.train from the --record_replay flags, or None."""
-  if not FLAGS.record_replay:
+def _make_recorder(suite):
+  """`make_recorder` for trainer.train from --record_replay or the YAML's
+  deterministic_replay section (record, replay_dir, tolerance), or None."""
+  from armac_spiel.scheduler_glue import replay_settings
+  out_dir, tolerance = replay_settings(suite, FLAGS.record_replay)
+  if not out_dir:
     return None
   from armac_spiel import replay
+  replay.write_tolerance(out_dir, tolerance)
   return replay.recorder_factory(replay.RecorderConfig(
-      FLAGS.record_replay, FLAGS.replay_fraction, FLAGS.replay_episodes_per_file,
-      FLAGS.replay_gzip))
+      out_dir, FLAGS.replay_fraction, FLAGS.replay_episodes_per_file, FLAGS.replay_gzip))
 
 
 def main(argv):
@@ -73,7 +78,7 @@ def main(argv):
     if FLAGS.scheduler == "off" and sched is not None:
       sched = sched.with_mode("off")  # an explicit flag beats the YAML's use_scheduler
     rows = trainer.train(spec, make_scheduler=scheduler_factory(sched, FLAGS.scheduler),
-                         make_recorder=_make_recorder())
+                         make_recorder=_make_recorder(sched))
   except (GameError, config_lib.ConfigError, trainer.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

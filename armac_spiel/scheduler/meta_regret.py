@@ -211,6 +211,11 @@ class MetaRegretManager:
       ent = -(sigma * sigma.clamp_min(1e-12).log()).sum(-1)
       out.update(mean_regret=reg.mean().item(), bin_entropy=ent.mean().item(),
                  mean_util_ema=self.util_ema[idx].mean().item())
+      den = self.avg_den[idx]
+      have = den > 0
+      if bool(have.any()):
+        avg = self.avg_num[idx][have] / den[have, None]
+        out["avg_bin_entropy"] = float(-(avg * avg.clamp_min(1e-12).log()).sum(-1).mean())
     return out
 
   def state_dict(self) -> dict:

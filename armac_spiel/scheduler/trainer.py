@@ -72,7 +72,8 @@ class SchedulerTrainer:
   def loss(self, info_states: torch.Tensor, desired: torch.Tensor,
            regularize: bool = True) -> tuple[torch.Tensor, dict]:
     """(total loss, float parts) of the scheduler against (B, K) desired bin distributions."""
-    out = self.net(info_states.to(self.device), training=True)
+    # training=False: same logits, and no Gumbel sample drawn from the global RNG.
+    out = self.net(info_states.to(self.device), training=False)
     desired = desired.to(self.device)
     if self.mode == "discrete":
       fit = F.kl_div(F.log_softmax(out["logits"], -1), desired, reduction="batchmean")

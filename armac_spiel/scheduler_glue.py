@@ -25,7 +25,8 @@ RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either par
   As a behaviour policy pi_mix changes only which states are sampled: ARMAC's reach
   correction removes it from every target.
 - `metrics(learner)`: exploitability_mixed (deployed pi_mix), exploitability_mixed_net
-  (the network's lambda everywhere), exploitability_best_global_lambda and
+  (the network's lambda everywhere), exploitability_mixed_current (the manager's current
+  sigma, the oscillating iterate), exploitability_best_global_lambda and
   best_global_lambda (the best single lambda on a 21-point grid, a control),
   scheduler.interior_reach (share of own reach, under the deployed pi_mix, on states whose
   deployed lambda lies in (0.1, 0.9)), manager and cost statistics.
@@ -212,6 +213,19 @@ class SchedulerAdapter:
       return net
     lam, held = self._manager_lambda(self._keys_of(x, torch.arange(len(t))).cpu(), True)
     return torch.where(held[:, None], lam, net)
+
+  def current_lambda(self, learner) -> torch.Tensor:
+    """(S, 1) float64 lambda of the manager's current sigma (the CFR-BR iterate; the
+    network's inference lambda at keys it does not hold)."""
+    t = self._table()
+    x = t.tensors.to(learner.device)
+    self.trainer.set_iteration(learner.epoch)
+    keys = self._keys_of(x, torch.arange(len(t))).cpu()
+    mgr = self.trainer.manager
+    uniq, inv = mgr._group(keys)
+    rows = (mgr._rows_for(uniq, insert=False)[inv] if uniq else inv).cpu()
+    lam = self._manager_lambda(keys, average=False)[0]
+    return torch.where((rows >= 0)[:, None], lam, self._net_lambda(x).double().cpu())
 
   def mixed_table(self, learner, lam: torch.Tensor | None = None):
     """((S, A) float64 pi_mix, (S, 1) lambda) over every information state."""
@@ -404,6 +418,8 @@ class SchedulerAdapter:
     expl, nc = run_io.fast_exploitability(self.game_string, mixed)
     net_mixed, _ = self.mixed_table(learner, self.deployed_lambda(learner, net_only=True))
     expl_net, nc_net = run_io.fast_exploitability(self.game_string, net_mixed)
+    cur_mixed, _ = self.mixed_table(learner, self.current_lambda(learner))
+    expl_cur, nc_cur = run_io.fast_exploitability(self.game_string, cur_mixed)
     out.update({f"scheduler.{k}": v for k, v in mixing_stats(lam, self.bins).items()
                 if k != "lambda_hist"})
     out["scheduler.interior_reach"] = self.interior_reach(mixed, lam)
@@ -414,12 +430,14 @@ class SchedulerAdapter:
     out["scheduler.train_s"] = self.cost["train_s"]
     out["nash_conv_mixed"] = nc
     out["nash_conv_mixed_net"] = nc_net
+    out["nash_conv_mixed_current"] = nc_cur
     g_lam, g_nc = self.best_global_lambda(learner)
     out["best_global_lambda"] = g_lam
     out["nash_conv_best_global_lambda"] = g_nc
     if expl is not None:
       out["exploitability_mixed"] = expl
       out["exploitability_mixed_net"] = expl_net
+      out["exploitability_mixed_current"] = expl_cur
       out["exploitability_best_global_lambda"] = g_nc / 2.0
     return out
 

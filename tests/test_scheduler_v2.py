@@ -126,7 +126,7 @@ def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
   last = rows[-1]
   assert last["exploitability_mixed"] == pytest.approx(exact, abs=1e-6)
   for k in ("exploitability_best_global_lambda", "scheduler.interior_reach",
-            "exploitability_mixed_net", "best_global_lambda"):
+            "exploitability_mixed_net", "exploitability_mixed_current", "best_global_lambda"):
     assert k in last
   assert last["exploitability_best_global_lambda"] <= min(
       last["exploitability"], last["exploitability_current"]) + 1e-12

@@ -1,6 +1,9 @@
 """Scheduler v2: exact best-response utilities, the reach-weighted average, deployment."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,7 +19,7 @@ from armac_spiel.scheduler.utilities import best_response_utilities
 from armac_spiel.scheduler_glue import SchedulerAdapter, scheduler_factory
 from games import load_game
 from games.tree import compile_tree
-from tests.test_armac import TINY
+from tests.test_armac import REPO, TINY
 
 torch.set_num_threads(1)
 BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -130,6 +133,13 @@ def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
     assert k in last
   assert last["exploitability_best_global_lambda"] <= min(
       last["exploitability"], last["exploitability_current"]) + 1e-12
+  # The evaluate CLI reads the run directory's mixed policy.
+  r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--game_name=kuhn_poker",
+                      f"--policy={tmp_path / 'run'}:mixed"], cwd=REPO, capture_output=True,
+                     text=True, env={**os.environ, "PYTHONPATH": REPO})
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert json.loads(r.stdout.strip().splitlines()[-1])["exploitability"] == pytest.approx(
+      last["exploitability_mixed"], abs=1e-9)
   conf = json.loads((tmp_path / "run" / "config.json").read_text())
   assert conf["scheduler_mode"] == "discrete"
   assert conf["scheduler_suite"]["utility_computation"]["strategy"] == "best_response"

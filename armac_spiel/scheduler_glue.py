@@ -347,9 +347,22 @@ class SchedulerAdapter:
     keys = self._keys_of(x, rows, update=True).cpu()
     pi_rm, pi_avg = _tabulate(learner, x, mask)
     util = bin_utilities(d["q"].double(), pi_rm.double(), pi_avg.double(), mask, self.bins)
+    # One utility row per key: the mean Q-based utility times the summed counterfactual
+    # reach estimate (the manager averages duplicate keys, so rows are merged here).
+    uniq, inv = torch.unique(keys, return_inverse=True)
+    n = len(uniq)
+    cnt = torch.bincount(inv, minlength=n).double()
+    u_mean = torch.zeros(n, util.shape[1], dtype=torch.float64).index_add_(
+        0, inv, util.cpu()) / cnt[:, None]
+    cf = torch.zeros(n, dtype=torch.float64).index_add_(0, inv, d["cf_weight"])
+    first = torch.zeros(n, dtype=torch.long).scatter_reduce(
+        0, inv, torch.arange(len(inv)), "amin", include_self=False)
+    reach = torch.zeros(n, dtype=torch.float64).scatter_reduce(
+        0, inv, d["reach"], "amax", include_self=False)
     self._last = {"br_critic_loss": self.br_critic.last_loss}
-    return self.trainer.step(x, keys=keys, utilities=util.float(), iteration=learner.epoch,
-                             reach=d["reach"], smooth=False)
+    return self.trainer.step(x[first.to(x.device)], keys=uniq,
+                             utilities=(cf[:, None] * u_mean).float(),
+                             iteration=learner.epoch, reach=reach, smooth=False)
 
   def _chosen_bins(self, traj) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) bin each step was sampled with (-1 where none) and (B, T, K) bin probs."""

@@ -13,7 +13,10 @@ against the responder, the counterfactual value cfv_m(s, a) divided by the oppon
 chance's reach of s, so sum_a pi_mix^(k)(s, a) Q(s, a) stands in for the exact bin utility.
 
 The mixer's own reach of each sampled state under pi_mix (without exploration) is the
-product of pi_mix(a | s) over its earlier actions in the episode.
+product of pi_mix(a | s) over its earlier actions in the episode. Its counterfactual reach
+(opponent's and chance's) is estimated by summing 1 / (episodes * own sampling reach) over
+the state's visits; the bin utilities are the Q-based ones times that estimate, so that, as
+in CFR-BR, a state's regrets grow with how often the best responder lets play reach it.
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ class BRCritic:
 
   def update(self, mix_fn: MixFn) -> dict:
     """Samples, fits Q; returns the mixer's sampled states: info (N, D), legal (N, A),
-    q (N, A), reach (N,) own reach under pi_mix, node (N,) tree ids or None."""
+    q (N, A), reach (N,) own reach under pi_mix, cf_weight (N,) (summed over a state's
+    rows: an estimate of its counterfactual reach), node (N,) tree ids or None."""
     parts, rows = self._sample(mix_fn), []
     for traj, mixer_player, step_mix in parts:
       b = traj.action.shape[0]
@@ -115,7 +119,15 @@ class BRCritic:
       p_a = step_mix.gather(-1, act.clamp_min(0)[..., None]).squeeze(-1).double()
       ratio = torch.where(mixer, p_a, torch.ones_like(p_a))
       reach = torch.cumprod(ratio, 1) / ratio.clamp_min(1e-300)  # exclusive product
+      # 1 / (episodes * the mixer's own reach under its sampling policy): summed over a
+      # state's visits, an unbiased estimate of its counterfactual reach.
+      b_a = traj.behaviour.gather(-1, act.clamp_min(0)[..., None]).squeeze(-1).double()
+      b_ratio = torch.where(mixer, b_a, torch.ones_like(b_a))
+      b_reach = torch.cumprod(b_ratio, 1) / b_ratio.clamp_min(1e-300)
+      n_mixer = float((mixer_player == mixer_player[0]).sum()) if len(parts) > 1 else b / 2
+      cf_w = 1.0 / (n_mixer * b_reach.clamp_min(1e-12))
       rows.append({"info": x[mixer], "legal": mask[mixer], "reach": reach[mixer],
+                   "cf_weight": cf_w[mixer],
                    "node": None if traj.node is None else traj.node[mixer]})
     self._fit()
     d = {k: (None if rows[0][k] is None else torch.cat([r[k] for r in rows])) for k in rows[0]}

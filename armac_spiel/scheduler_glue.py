@@ -15,8 +15,14 @@ RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either par
     visited states (reach weight 1);
   then the network distils the manager's average (SchedulerTrainer.step).
 - `deployed_lambda(learner)` (S, 1): the lambda that is deployed: init_lambda during
-  warm-up, then the manager's weighted average at keys it holds and the network's inference
-  lambda (discrete: the argmax bin) elsewhere. `mixed_table` / `mixed_policy` give pi_mix.
+  warm-up, then by policy_mixer.deploy: `average` (the manager's weighted average at keys
+  it holds, the network's inference lambda, discrete: the argmax bin, elsewhere),
+  `current` (the manager's current sigma) or `best_measured` (default: whichever of the
+  two gave the less exploitable pi_mix on the parts of the last update, measured exactly on
+  the compiled tree; the average without the tree). The parts move every epoch, and a
+  lambda averaged over past parts lags them; the current iterate tracks them but
+  oscillates, so the choice is measured, never assumed. `mixed_table` / `mixed_policy`
+  give pi_mix.
 - `behaviour(learner, batch)`: only when policy_mixer.behaviour is true (ARMAC checks
   `drives_behaviour`): the learning player samples from pi_mix with the network's training
   lambda: discrete, soft Gumbel-softmax softmax((logits + g) / tau(t)) . bins (use_gumbel) or
@@ -146,6 +152,7 @@ class SchedulerAdapter:
     self._byte_rows = None  # tensor bytes -> infostate_table row (pyspiel sampler)
     self.cost = {"behaviour_s": 0.0, "train_s": 0.0, "epochs": 0}
     self._last: dict = {}
+    self._deployed: torch.Tensor | None = None  # (S, 1) lambda chosen by best_measured
 
   def config_entries(self) -> dict:
     """What the run directory's config.json records about the scheduler."""
@@ -203,16 +210,47 @@ class SchedulerAdapter:
     held = (rows >= 0) & (mgr.avg_den[rows.clamp_min(0)] > 0)
     return (probs.cpu() @ bins).unsqueeze(-1), held.cpu()
 
-  def deployed_lambda(self, learner, net_only: bool = False) -> torch.Tensor:
-    """(S, 1) float64 deployed lambda over every information state (module docstring)."""
+  def average_lambda(self, learner) -> torch.Tensor:
+    """(S, 1) float64: the manager's weighted average where it has weight, else the
+    network's inference lambda."""
     t = self._table()
     x = t.tensors.to(learner.device)
     self.trainer.set_iteration(learner.epoch)
     net = self._net_lambda(x).double().cpu()
-    if net_only or self.trainer.net.in_warmup():
-      return net
     lam, held = self._manager_lambda(self._keys_of(x, torch.arange(len(t))).cpu(), True)
     return torch.where(held[:, None], lam, net)
+
+  def deployed_lambda(self, learner, net_only: bool = False) -> torch.Tensor:
+    """(S, 1) float64 deployed lambda over every information state (module docstring)."""
+    self.trainer.set_iteration(learner.epoch)
+    if net_only or self.trainer.net.in_warmup():
+      return self._net_lambda(self._table().tensors.to(learner.device)).double().cpu()
+    rule = self.suite.policy_mixer.deploy
+    if rule == "current":
+      return self.current_lambda(learner)
+    if rule == "best_measured" and self._deployed is not None:
+      return self._deployed.clone()
+    return self.average_lambda(learner)
+
+  def _choose_deployment(self, learner) -> None:
+    """policy_mixer.deploy = best_measured: of the average and the current iterate, keeps
+    the lambda table whose pi_mix is less exploitable on the current parts (exact, on the
+    compiled tree); the choice stands until the next update (the parts change only in
+    training). Without the tree the average is deployed."""
+    from armac_spiel import run_io
+    from games.tree import tree_fits
+    if (self.suite.policy_mixer.deploy != "best_measured" or self.trainer.net.in_warmup()
+        or not tree_fits(self.game_string)):
+      self._deployed = None
+      return
+    cands = {"average": self.average_lambda(learner), "current": self.current_lambda(learner)}
+    nc = {k: run_io.fast_exploitability(self.game_string, self.mixed_table(learner, lam)[0])[1]
+          for k, lam in cands.items()}
+    pick = min(nc, key=nc.get)
+    self._deployed = cands[pick]
+    self._last.update(deployed_current=float(pick == "current"),
+                      nash_conv_average_at_update=nc["average"],
+                      nash_conv_current_at_update=nc["current"])
 
   def current_lambda(self, learner) -> torch.Tensor:
     """(S, 1) float64 lambda of the manager's current sigma (the CFR-BR iterate; the
@@ -305,6 +343,7 @@ class SchedulerAdapter:
       stats = self._train_br_critic(learner)
     else:
       stats = self._train_sampled(learner, traj, learner_ids)
+    self._choose_deployment(learner)
     self._chosen.clear()
     self._sync()
     self.cost["train_s"] += time.perf_counter() - t0
@@ -433,6 +472,8 @@ class SchedulerAdapter:
     expl_net, nc_net = run_io.fast_exploitability(self.game_string, net_mixed)
     cur_mixed, _ = self.mixed_table(learner, self.current_lambda(learner))
     expl_cur, nc_cur = run_io.fast_exploitability(self.game_string, cur_mixed)
+    avg_mixed, _ = self.mixed_table(learner, self.average_lambda(learner))
+    expl_avg, nc_avg = run_io.fast_exploitability(self.game_string, avg_mixed)
     out.update({f"scheduler.{k}": v for k, v in mixing_stats(lam, self.bins).items()
                 if k != "lambda_hist"})
     out["scheduler.interior_reach"] = self.interior_reach(mixed, lam)
@@ -444,6 +485,7 @@ class SchedulerAdapter:
     out["nash_conv_mixed"] = nc
     out["nash_conv_mixed_net"] = nc_net
     out["nash_conv_mixed_current"] = nc_cur
+    out["nash_conv_mixed_average"] = nc_avg
     g_lam, g_nc = self.best_global_lambda(learner)
     out["best_global_lambda"] = g_lam
     out["nash_conv_best_global_lambda"] = g_nc
@@ -451,6 +493,7 @@ class SchedulerAdapter:
       out["exploitability_mixed"] = expl
       out["exploitability_mixed_net"] = expl_net
       out["exploitability_mixed_current"] = expl_cur
+      out["exploitability_mixed_average"] = expl_avg
       out["exploitability_best_global_lambda"] = g_nc / 2.0
     return out
 
@@ -492,6 +535,7 @@ class SchedulerAdapter:
   def state_dict(self) -> dict:
     return {"mode": self.mode, "trainer": self.trainer.state_dict(),
             "gen": self.gen.get_state(), "cost": dict(self.cost), "last": dict(self._last),
+            "deployed": self._deployed,
             "br_critic": None if self.br_critic is None else self.br_critic.state_dict()}
 
   def load_state_dict(self, d: dict) -> None:
@@ -501,6 +545,7 @@ class SchedulerAdapter:
     self.gen.set_state(d["gen"])
     self.cost = dict(d["cost"])
     self._last = dict(d.get("last", {}))
+    self._deployed = d.get("deployed")
     if self.br_critic is not None:
       self.br_critic.load_state_dict(d["br_critic"])
     self._chosen.clear()

@@ -22,6 +22,7 @@ MODES = ("off", "continuous", "discrete")
 STRATEGIES = ("best_response", "br_critic", "advantage_based", "immediate", "hybrid")
 TREE_STRATEGIES = ("best_response",)     # need the compiled tree
 AVERAGING = ("uniform", "linear", "discounted")
+DEPLOY = ("best_measured", "average", "current")
 BUCKET_SCALES = ("total", "reachable")
 BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -57,6 +58,7 @@ class PolicyMixerConfig:
   min_temperature: float = 0.1
   behaviour: bool = False        # the learning player samples from pi_mix (ARMAC's reach
                                  # correction removes it from every target)
+  deploy: str = "best_measured"  # average | current | best_measured (docs/scheduler.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +275,7 @@ def validate(c: SchedulerSuiteConfig) -> None:
   _check(0 < m.temperature_decay <= 1, "policy_mixer.temperature_decay", "in (0, 1]",
          m.temperature_decay)
   _check(m.min_temperature > 0, "policy_mixer.min_temperature", "> 0", m.min_temperature)
+  _check(m.deploy in DEPLOY, "policy_mixer.deploy", f"one of {'|'.join(DEPLOY)}", m.deploy)
   _check(mr.K == len(m.lambda_bins), "meta_regret.K",
          f"len(policy_mixer.lambda_bins) = {len(m.lambda_bins)}", mr.K)
   _check(0.0 <= mr.decay < 1.0, "meta_regret.decay", "in [0, 1)", mr.decay)

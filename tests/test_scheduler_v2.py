@@ -153,3 +153,24 @@ def test_best_response_on_a_game_beyond_the_tree_names_br_critic():
   suite = from_dict({})
   with pytest.raises(config_lib.ConfigError, match="br_critic"):
     SchedulerAdapter(suite, "universal_poker", 0, "cpu", "discrete")
+
+
+def test_deterministic_replay_section_records_and_sets_the_tolerance(tmp_path):
+  rep = tmp_path / "rep"
+  yaml_text = "".join(f"{k}: {list(v) if isinstance(v, tuple) else v}\n"
+                      for k, v in TINY.items())
+  yaml_text += (f"use_scheduler: true\ndeterministic_replay:\n  record: true\n"
+                f"  replay_dir: {rep}\n  tolerance: 1e-5\n")
+  cfg = tmp_path / "c.yaml"
+  cfg.write_text(yaml_text)
+  env = {**os.environ, "PYTHONPATH": REPO}
+  r = subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",
+                      "--max_epochs=2", "--device=cpu", f"--config={cfg}",
+                      f"--out_dir={tmp_path / 'run'}"], cwd=REPO, env=env,
+                     capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert json.loads((rep / "tolerance.json").read_text()) == {"tolerance": 1e-5}
+  v = subprocess.run([sys.executable, "-m", "experiments.replay_verify", str(rep)], cwd=REPO,
+                     env=env, capture_output=True, text=True)
+  assert v.returncode == 0, v.stderr[-2000:]
+  assert json.loads(v.stdout.strip().splitlines()[-1])["episodes_checked"] > 0

@@ -11,7 +11,7 @@ Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMA
    policy in place of pi^j). i alternates by episode; with `alternating_updates` (default),
    as in CFR with alternating updates, the groups replaying policy j learn for player
    j mod N only (see learner_ids); exact CFR converges several times faster that way (see
-   README, Convergence).
+   docs/results.md, Alternating updates).
    With linear CFR weights the balanced draw favours the newest policy (its weight share is
    largest and it has no draws yet: on Kuhn it took every past group at epochs 1, 6, ...,
    26, the ones printed); `policy_draw=current` always gives it all of them.
@@ -122,8 +122,9 @@ class NetworkPolicy(os_policy.Policy):
 
 
 class ARMAC:
-  """ARMAC learner. `run_epoch()` does one epoch; `average_policy()` / `current_policy()`
-  are OpenSpiel policies; `state_dict()` / `load_state_dict()` checkpoint everything."""
+  """ARMAC as a `Learner` (armac_spiel.learner): `step()` does one epoch;
+  `average_policy()` / `current_policy()` are OpenSpiel policies; `state_dict()` /
+  `load_state_dict()` checkpoint everything."""
 
   def __init__(self, game_string: str, config: ARMACConfig, seed: int, device="cpu",
                scheduler=None, recorder=None, unique_inputs: bool = True):
@@ -145,7 +146,7 @@ class ARMAC:
       net.to(self.device)
     # Fused Adam: one kernel for all parameters. These nets are small, so a step is bound by
     # per-parameter overhead: epochs 1.19x (Kuhn) and 1.06x (Leduc) faster on CPU
-    # (python -m experiments.bench_learner --compare=adam, README).
+    # (python -m experiments.bench_learner --compare=adam, docs/results.md).
     self.opt = {name: torch.optim.Adam(net.parameters(), lr=getattr(cfg, f"{name}_lr"),
                                        fused=True)
                 for name, net in (("critic", self.critic), ("regret", self.regret),
@@ -186,6 +187,7 @@ class ARMAC:
     self.epoch = 0
     self.episodes = 0
     self.last_losses: dict[str, float] = {}
+    self.last_counts: dict[str, int] = {}
 
   # ---------------------------------------------------------------- policies
   def _rm(self, x, mask):
@@ -453,7 +455,7 @@ class ARMAC:
     are fitted worst, and its minibatch gradients carry the targets' variance across
     histories (the opponent's cards); regret matching needs only each state's direction of
     mean regret, which is invariant to a positive per-state scale. Fitting the unit-RMS
-    means directly removes both problems (Leduc, exact critic: see README, Convergence).
+    means directly removes both problems (Leduc, exact critic: see docs/results.md).
     """
     if not len(self.regret_replay):
       return float("nan")
@@ -575,8 +577,8 @@ class ARMAC:
       for group in self.opt[name].param_groups:
         group["lr"] = max(lr * f, cfg.min_lr)
 
-  def run_epoch(self) -> dict:
-    """One ARMAC epoch; returns losses and counts."""
+  def step(self) -> dict:
+    """One ARMAC epoch; returns its losses (row counts in `last_counts`)."""
     self._decay_lrs()
     slots = self._draw_slots()
     traj, learner = self._sample(slots)
@@ -592,7 +594,28 @@ class ARMAC:
     self.episodes += traj.batch_size
     self.last_losses = {"critic_loss": critic_loss, "regret_loss": regret_loss,
                         "actor_loss": actor_loss}
-    return {**self.last_losses, **counts}
+    self.last_counts = counts
+    return dict(self.last_losses)
+
+  # ---------------------------------------------------------------- Learner interface
+  eval_at_start = True  # the metrics open with the untrained (uniform-like) policy
+
+  def counters(self) -> dict:
+    return {"epoch": self.epoch, "episodes": self.episodes}
+
+  def average_table(self) -> torch.Tensor:
+    return self.average_policy().table()
+
+  def current_table(self) -> torch.Tensor:
+    return self.current_policy().table()
+
+  def evaluation_extras(self) -> dict:
+    return {} if self.scheduler is None else self.scheduler.metrics(self)
+
+  def export(self, out_dir: str) -> None:
+    """The scheduler's files beside policy.json (policy_mixed.json: its deployed pi_mix)."""
+    if self.scheduler is not None and hasattr(self.scheduler, "export"):
+      self.scheduler.export(out_dir, self)
 
   # ---------------------------------------------------------------- checkpoints
   def state_dict(self) -> dict:

@@ -29,6 +29,11 @@ Every call into OpenSpiel code that draws from the global Python/NumPy/torch gen
 also call `set_seed` on the global state) runs inside the baseline's private copy of those
 generator states, so a fixed seed gives the same run regardless of what else runs in the
 process, and evaluation never perturbs training.
+
+Checkpoints (`state_dict`) are plain data (armac_spiel.safe_load): ES-MCCFR's C++ solver as
+its own serialisation string; Deep CFR and NFSP as network and optimizer state_dicts,
+memories as tensors of their filled rows, counters, and generator states as lists and
+tensors; `load_state_dict` rebuilds the objects, and training continues exactly.
 """
 
 # OpenSpiel exposes no public per-iteration API for Deep CFR / NFSP internals.
@@ -38,21 +43,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import os
-import pickle
 import random
-import time
 from typing import Optional
 
 import numpy as np
 import pyspiel
 import torch
-from absl import logging
 
-from armac_spiel import evaluation, run_io
-from armac_spiel.atomic import atomic_write_text
-from armac_spiel.policy_io import export_policy
+from armac_spiel import evaluation
+from armac_spiel.config import ConfigError, dataclass_from_dict
 from games import infostate_table, load_game
 
 
@@ -99,34 +98,58 @@ class _GlobalRng:
       self._restore(outer)
 
 
-def _rebuild_buffer(cls, attrs: dict, capacity, rows):
-  buf = cls.__new__(cls)
-  buf.__dict__.update(attrs)
-  full = type(rows)(*[np.empty((int(capacity), *r.shape[1:]), dtype=r.dtype) for r in rows])
-  for dst, src in zip(full, rows):
+def _np_legacy_state(state) -> dict:
+  """np.random.RandomState.get_state() (MT19937) as plain data."""
+  _, key, pos, has_gauss, gauss = state
+  return {"key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
+          "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+
+
+def _np_legacy_from(d: dict) -> tuple:
+  return ("MT19937", d["key"].numpy().astype(np.uint32), int(d["pos"]), int(d["has_gauss"]),
+          float(d["cached_gaussian"]))
+
+
+def _rng_plain(state) -> dict:
+  """A _GlobalRng state (Python, NumPy, torch, CUDA generator states) as plain data."""
+  version, internal, gauss = state[0]
+  return {"python": [int(version), list(internal), gauss],
+          "numpy": _np_legacy_state(state[1]), "torch": state[2].clone(),
+          "cuda": None if state[3] is None else [t.clone() for t in state[3]]}
+
+
+def _rng_from_plain(d: dict) -> tuple:
+  version, internal, gauss = d["python"]
+  return ((int(version), tuple(int(x) for x in internal), gauss), _np_legacy_from(d["numpy"]),
+          d["torch"].clone(), None if d["cuda"] is None else list(d["cuda"]))
+
+
+def _buffer_state(buf) -> dict | None:
+  """An OpenSpiel replay / reservoir buffer as plain data: its filled rows, one tensor per
+  field, its capacity and its counter (add_calls or entry_index)."""
+  if buf is None:
+    return None
+  n = len(buf)
+  count = buf.add_calls if hasattr(buf, "add_calls") else buf.entry_index
+  return {"rows": {f: torch.from_numpy(np.array(v[:n]))
+                   for f, v in zip(buf.experience._fields, buf.experience)},
+          "capacity": int(buf.capacity), "count": int(count)}
+
+
+def _buffer_from(cls, experience_cls, state: dict | None):
+  """Rebuilds `cls` (an OpenSpiel buffer with `init`) from `_buffer_state` output."""
+  if state is None:
+    return None
+  rows = [state["rows"][f].numpy() for f in experience_cls._fields]
+  buf = cls.init(state["capacity"], experience_cls(*[r[0] for r in rows]))
+  for dst, src in zip(buf.experience, rows):
     dst[:len(src)] = src
-  buf.capacity, buf.experience = capacity, full
+  count = np.array(state["count"])
+  if hasattr(buf, "add_calls"):
+    buf.add_calls = count
+  else:
+    buf.entry_index = count
   return buf
-
-
-class _TrimmingPickler(pickle.Pickler):
-  """Pickles OpenSpiel's replay/reservoir buffers with their filled rows only (they
-  preallocate `capacity` rows with np.empty)."""
-
-  def reducer_override(self, obj):
-    if (hasattr(obj, "experience") and hasattr(obj, "capacity") and
-        type(obj).__module__.startswith("open_spiel.python.pytorch")):
-      n = len(obj)
-      attrs = {k: v for k, v in obj.__dict__.items() if k not in ("experience", "capacity")}
-      rows = type(obj.experience)(*[np.array(x[:n]) for x in obj.experience])
-      return _rebuild_buffer, (type(obj), attrs, obj.capacity, rows)
-    return NotImplemented
-
-
-def _dumps(obj) -> bytes:
-  f = io.BytesIO()
-  _TrimmingPickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-  return f.getvalue()
 
 
 def _masked_normalise(probs: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
@@ -189,29 +212,14 @@ class NFSPParams:
   epsilon_end: float = 0.001
 
 
-def _resolve(params_cls, algo: str, hparams: dict):
-  fields = {f.name: f for f in dataclasses.fields(params_cls)}
-  unknown = sorted(set(hparams) - set(fields))
-  if unknown:
-    raise ValueError(f"{algo}: unknown hyper-parameter(s) {unknown}; allowed: "
-                     f"{sorted(fields)}")
-  resolved = {}
-  for k, v in hparams.items():
-    default = fields[k].default
-    if isinstance(default, tuple):
-      v = tuple(int(x) for x in v)
-    elif isinstance(default, bool):
-      v = bool(v)
-    elif isinstance(default, int):
-      if not isinstance(v, (int, float)) or isinstance(v, float) and not v.is_integer():
-        raise ValueError(f"{algo}: hyper-parameter {k!r} must be an integer, got {v!r}")
-      v = int(v)
-      if v < 1:
-        raise ValueError(f"{algo}: hyper-parameter {k!r} must be >= 1, got {v}")
-    elif isinstance(default, float):
-      v = float(v)
-    resolved[k] = v
-  return params_cls(**resolved)
+def _check_params(params) -> None:
+  """Integer hyper-parameters must be >= 1 (ConfigError naming the field)."""
+  for f in dataclasses.fields(params):
+    v = getattr(params, f.name)
+    if isinstance(f.default, bool) or not isinstance(f.default, int):
+      continue
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+      raise ConfigError(f"hyper-parameter {f.name!r} = {v!r}: must be an integer >= 1")
 
 
 # ---------------------------------------------------------------------------------------
@@ -219,8 +227,9 @@ def _resolve(params_cls, algo: str, hparams: dict):
 
 
 class Baseline:
-  """One run interface: `train_step()`, `average_table()`, `state_dict()`,
-  `load_state_dict()`, counters `episodes` (unit: `episode_unit`) and `iterations`."""
+  """An OpenSpiel algorithm as a `Learner` (armac_spiel.learner): `step()`,
+  `average_table()`, `state_dict()` / `load_state_dict()`, counters `steps`, `iterations`
+  and `episodes` (unit: `episode_unit`)."""
 
   name = ""
   episode_unit = ""
@@ -231,7 +240,9 @@ class Baseline:
     self.sgame = load_game(game_string)
     self.seed = int(seed)
     self.device = device
-    self.hp = _resolve(self.params_cls, self.name, hparams)
+    self.hp = dataclass_from_dict(self.params_cls, hparams, f"{self.name} hyper-parameters")
+    _check_params(self.hp)
+    self.steps = 0
     self.episodes = 0
     self.iterations = 0
     self.eval_extras: dict = {}   # filled by average_table (e.g. the strategy-net loss)
@@ -240,8 +251,25 @@ class Baseline:
   def hparams(self) -> dict:
     return dataclasses.asdict(self.hp)
 
-  def train_step(self) -> dict:
+  def step(self) -> dict:
+    """One step of training (counted in `steps`); returns its losses."""
+    out = self._step()
+    self.steps += 1
+    return out
+
+  def _step(self) -> dict:
     raise NotImplementedError
+
+  def counters(self) -> dict:
+    return {"algo": self.name, "game": self.game_string, "seed": self.seed,
+            "step": self.steps, "iterations": self.iterations, "episodes": self.episodes}
+
+  def evaluation_extras(self) -> dict:
+    return dict(self.eval_extras)
+
+  def average_policy(self):
+    """The average policy as an OpenSpiel `policy.TabularPolicy`."""
+    return evaluation.to_openspiel_tabular(self.game_string, self.average_table())
 
   def average_table(self) -> torch.Tensor:
     raise NotImplementedError
@@ -253,9 +281,10 @@ class Baseline:
     raise NotImplementedError(f"{self.name} has no checkpoint support")
 
   def _counters(self) -> dict:
-    return {"episodes": self.episodes, "iterations": self.iterations}
+    return {"steps": self.steps, "episodes": self.episodes, "iterations": self.iterations}
 
   def _load_counters(self, state: dict) -> None:
+    self.steps = int(state["steps"])
     self.episodes, self.iterations = int(state["episodes"]), int(state["iterations"])
 
 
@@ -271,11 +300,11 @@ class CFRPlus(Baseline):
     super().__init__(game_string, seed, device, **hparams)
     self._solver = pyspiel.CFRPlusSolver(self.sgame.game)
 
-  def train_step(self) -> dict:
+  def _step(self) -> dict:
     self._solver.evaluate_and_update_policy()
     self.iterations += 1
     self.episodes += 1
-    return {"iterations": 1, "episodes": 1}
+    return {}
 
   def average_table(self) -> torch.Tensor:
     # average_policy() points into the solver, which self keeps alive.
@@ -302,28 +331,37 @@ class ESMCCFR(Baseline):
     super().__init__(game_string, seed, device, **hparams)
     kinds = {"simple": pyspiel.MCCFRAverageType.SIMPLE, "full": pyspiel.MCCFRAverageType.FULL}
     if self.hp.average_type not in kinds:
-      raise ValueError(f"es_mccfr: average_type must be one of {sorted(kinds)}, got "
-                       f"{self.hp.average_type!r}")
+      raise ConfigError(f"es_mccfr hyper-parameter 'average_type' = "
+                        f"{self.hp.average_type!r}: must be one of {sorted(kinds)}")
     self._solver = pyspiel.ExternalSamplingMCCFRSolver(
         self.sgame.game, _derive_seed(self.seed, 1), kinds[self.hp.average_type])
 
-  def train_step(self) -> dict:
+  def _step(self) -> dict:
     n = self.hp.iterations_per_step
     for _ in range(n):
       self._solver.run_iteration()
     self.iterations += n
     self.episodes += n * self.sgame.num_players
-    return {"iterations": n, "episodes": n * self.sgame.num_players}
+    return {}
 
   def average_table(self) -> torch.Tensor:
     return evaluation.tabularise(self.game_string, self._solver.average_policy())
 
   def state_dict(self) -> dict:
-    # Pickling the C++ solver round-trips regrets, averages and its generator exactly.
-    return {**self._counters(), "solver": pickle.dumps(self._solver)}
+    # The solver's own text serialisation (ExternalSamplingMCCFRSolver::Serialize: game,
+    # generator state, average type and every information state's regrets and averages)
+    # round-trips exactly; it is a string, so the checkpoint stays plain data.
+    return {**self._counters(), "solver": self._solver.__getstate__()}
 
   def load_state_dict(self, state: dict) -> None:
-    self._solver = pickle.loads(state["solver"])
+    if not isinstance(state["solver"], str):
+      raise ValueError("es_mccfr checkpoint: 'solver' must be the solver's serialisation "
+                       f"string, got {type(state['solver']).__name__} (a checkpoint from an "
+                       "older armac-spiel version: train again)")
+    cls = pyspiel.ExternalSamplingMCCFRSolver
+    solver = cls.__new__(cls)
+    solver.__setstate__(state["solver"])  # parses the text (ExternalSamplingMCCFRSolver)
+    self._solver = solver
     self._load_counters(state)
 
 
@@ -368,9 +406,9 @@ class DeepCFR(Baseline):
           seed=_derive_seed(self.seed, 3))
     self._cache: Optional[tuple[int, torch.Tensor, dict]] = None
 
-  def train_step(self) -> dict:
+  def _step(self) -> dict:
     s, hp = self._solver, self.hp
-    out = {"iterations": 1, "episodes": hp.num_traversals * self.sgame.num_players}
+    out = {}
     with self._rng.active():
       for p in range(self.sgame.num_players):
         for _ in range(hp.num_traversals):
@@ -380,7 +418,7 @@ class DeepCFR(Baseline):
         out[f"advantage_loss_{p}"] = s._learn_advantage_network(p)
       s._iteration += 1
     self.iterations += 1
-    self.episodes += out["episodes"]
+    self.episodes += hp.num_traversals * self.sgame.num_players
     return out
 
   def average_table(self) -> torch.Tensor:
@@ -401,11 +439,31 @@ class DeepCFR(Baseline):
     return probs.clone()
 
   def state_dict(self) -> dict:
-    return {**self._counters(), "rng": self._rng.state, "solver": _dumps(self._solver)}
+    s = self._solver
+    return {**self._counters(), "rng": _rng_plain(self._rng.state), "solver": {
+        "iteration": int(s._iteration),
+        "advantage_networks": [n.state_dict() for n in s._advantage_networks],
+        "advantage_optimizers": [o.state_dict() for o in s._optimizer_advantages],
+        "policy_network": s._policy_network.state_dict(),
+        "policy_optimizer": s._optimizer_policy.state_dict(),
+        "advantage_memories": [_buffer_state(m) for m in s._advantage_memories],
+        "strategy_memory": _buffer_state(s._strategy_memories)}}
 
   def load_state_dict(self, state: dict) -> None:
-    self._solver = pickle.loads(state["solver"])
-    self._rng.state = state["rng"]
+    from open_spiel.python.pytorch import deep_cfr
+    s, d = self._solver, state["solver"]
+    s._iteration = int(d["iteration"])
+    for net, opt, net_sd, opt_sd in zip(s._advantage_networks, s._optimizer_advantages,
+                                        d["advantage_networks"], d["advantage_optimizers"]):
+      net.load_state_dict(net_sd)
+      opt.load_state_dict(opt_sd)
+    s._policy_network.load_state_dict(d["policy_network"])
+    s._optimizer_policy.load_state_dict(d["policy_optimizer"])
+    s._advantage_memories = [_buffer_from(deep_cfr.ReservoirBuffer, deep_cfr.AdvantageMemory, m)
+                             for m in d["advantage_memories"]]
+    s._strategy_memories = _buffer_from(deep_cfr.ReservoirBuffer, deep_cfr.StrategyMemory,
+                                        d["strategy_memory"])
+    self._rng.state = _rng_from_plain(state["rng"])
     self._cache = None
     self._load_counters(state)
 
@@ -463,7 +521,7 @@ class NFSP(Baseline):
         rl._target_q_network.load_state_dict(rl._q_network.state_dict())
         self._agents.append(agent)
 
-  def train_step(self) -> dict:
+  def _step(self) -> dict:
     n = self.hp.episodes_per_step
     env, agents = self._env, self._agents
     with self._rng.active():
@@ -476,7 +534,7 @@ class NFSP(Baseline):
           agent.step(time_step)
     self.iterations += 1
     self.episodes += n
-    out = {"iterations": 1, "episodes": n}
+    out = {}
     for p, agent in enumerate(agents):
       sl, rl = agent.loss
       out[f"sl_loss_{p}"] = None if sl is None else float(sl)
@@ -497,28 +555,46 @@ class NFSP(Baseline):
     return evaluation.validate_table(self.game_string, probs)
 
   def state_dict(self) -> dict:
-    # The epsilon schedule is a closure (not picklable): detached here, rebuilt on load.
-    schedules = [a._rl_agent.epsilon_schedule for a in self._agents]
-    try:
-      for a in self._agents:
-        a._rl_agent.epsilon_schedule = None
-      blob = _dumps({"agents": self._agents, "env": self._env})
-    finally:
-      for a, sch in zip(self._agents, schedules):
-        a._rl_agent.epsilon_schedule = sch
-    return {**self._counters(), "rng": self._rng.state, "blob": blob}
+    agents = []
+    for a in self._agents:
+      rl = a._rl_agent
+      if any(x is not None for x in (a._prev_timestep, a._prev_action, rl._prev_timestep,
+                                     rl._prev_action)):
+        raise RuntimeError("nfsp: state_dict is only available between episodes")
+      agents.append({
+          "iteration": int(a._iteration), "mode": int(a._mode.value),
+          "last_sl_loss": a._last_sl_loss_value,
+          "avg_network": a._avg_network.state_dict(), "optimizer": a._optimizer.state_dict(),
+          "reservoir": _buffer_state(a._reservoir_buffer),
+          "rl": {"iteration": int(rl._iteration), "last_loss": rl._last_loss_value,
+                 "q_network": rl._q_network.state_dict(),
+                 "target_q_network": rl._target_q_network.state_dict(),
+                 "optimizer": rl._optimizer.state_dict(),
+                 "replay": _buffer_state(rl._replay_buffer)}})
+    chance = _np_legacy_state(self._env._chance_event_sampler._rng.get_state(legacy=True))
+    return {**self._counters(), "rng": _rng_plain(self._rng.state), "agents": agents,
+            "chance_rng": chance}
 
   def load_state_dict(self, state: dict) -> None:
-    from open_spiel.python.pytorch import dqn
-    obj = pickle.loads(state["blob"])
-    for a in obj["agents"]:
-      kw = a._rl_agent._kwargs
-      make = (dqn.linear_schedule if kw["epsilon_decay_schedule_str"] == "linear"
-              else dqn.exponential_schedule)
-      a._rl_agent.epsilon_schedule = make(kw["epsilon_start"], kw["epsilon_end"],
-                                          kw["epsilon_decay_duration"])
-    self._agents, self._env = obj["agents"], obj["env"]
-    self._rng.state = state["rng"]
+    from open_spiel.python.pytorch import dqn, nfsp
+    if len(state["agents"]) != len(self._agents):
+      raise ValueError(f"nfsp checkpoint has {len(state['agents'])} agents, the game has "
+                       f"{len(self._agents)} players")
+    for a, d in zip(self._agents, state["agents"]):
+      rl, r = a._rl_agent, d["rl"]
+      a._iteration, a._mode = int(d["iteration"]), nfsp.MODE(int(d["mode"]))
+      a._last_sl_loss_value = d["last_sl_loss"]
+      a._avg_network.load_state_dict(d["avg_network"])
+      a._optimizer.load_state_dict(d["optimizer"])
+      a._reservoir_buffer = _buffer_from(nfsp.ReservoirBuffer, nfsp.Transition, d["reservoir"])
+      rl._iteration, rl._last_loss_value = int(r["iteration"]), r["last_loss"]
+      rl._q_network.load_state_dict(r["q_network"])
+      rl._target_q_network.load_state_dict(r["target_q_network"])
+      rl._optimizer.load_state_dict(r["optimizer"])
+      rl._replay_buffer = _buffer_from(dqn.ReplayBuffer, dqn.Transition, r["replay"])
+      a._prev_timestep = a._prev_action = rl._prev_timestep = rl._prev_action = None
+    self._env._chance_event_sampler._rng.set_state(_np_legacy_from(state["chance_rng"]))
+    self._rng.state = _rng_from_plain(state["rng"])
     self._load_counters(state)
 
 
@@ -528,95 +604,5 @@ BASELINES = {"cfr_plus": CFRPlus, "es_mccfr": ESMCCFR, "deep_cfr": DeepCFR, "nfs
 def make_baseline(name: str, game_string: str, seed: int, device: str = "cpu",
                   **hp) -> Baseline:
   if name not in BASELINES:
-    raise ValueError(f"unknown baseline algo {name!r}; allowed: {sorted(BASELINES)}")
+    raise ConfigError(f"unknown baseline algo {name!r}; allowed: {sorted(BASELINES)}")
   return BASELINES[name](game_string, seed, device, **hp)
-
-
-# ---------------------------------------------------------------------------------------
-# Runner.
-
-TIMING_FIELDS = ("train_s", "eval_s", "steps_per_s", "episodes_per_s", "time")
-
-
-def run_baseline(name: str, game_string: str, seed: int, out_dir: str,
-                 time_budget_s: Optional[float] = None, max_steps: Optional[int] = None,
-                 eval_every_s: Optional[float] = None,
-                 eval_every_steps: Optional[int] = None, device: str = "cpu",
-                 hparams: Optional[dict] = None) -> list[dict]:
-  """Trains until `time_budget_s` of training time (evaluation excluded) or `max_steps`,
-  whichever comes first, evaluating the average policy exactly every `eval_every_s` training
-  seconds / `eval_every_steps` steps and always at the end. Starts a fresh run in `out_dir`
-  (an existing metrics.jsonl / DONE there is replaced). Returns the metrics records.
-
-  Each metrics.jsonl line: algo, game, seed, step, iterations, episodes, exploitability
-  (None unless two-player zero-sum), nash_conv, the last step's losses, evaluation extras
-  (deep_cfr: policy_loss), and the timing fields TIMING_FIELDS. With `max_steps` every
-  non-timing field is a function of (algo, game, seed, hparams, step) alone.
-  """
-  if time_budget_s is None and max_steps is None:
-    raise ValueError("run_baseline needs time_budget_s or max_steps")
-  bl = make_baseline(name, game_string, seed, device, **(hparams or {}))
-  os.makedirs(out_dir, exist_ok=True)
-  done_path = os.path.join(out_dir, "DONE")
-  if os.path.exists(done_path):
-    os.unlink(done_path)
-  metrics_path = os.path.join(out_dir, "metrics.jsonl")
-  if os.path.exists(metrics_path):
-    run_io.truncate_metrics(metrics_path, 0)
-  run_io.write_json_atomic(os.path.join(out_dir, "config.json"), {
-      "algo": name, "game": game_string, "seed": int(seed), "device": device,
-      "hparams": bl.hparams, "episode_unit": bl.episode_unit,
-      "time_budget_s": time_budget_s, "max_steps": max_steps,
-      "eval_every_s": eval_every_s, "eval_every_steps": eval_every_steps})
-  run_io.write_json_atomic(os.path.join(out_dir, "provenance.json"), run_io.provenance())
-
-  records: list[dict] = []
-  train_s = eval_s = 0.0
-  step = last_eval_step = 0
-  last_eval_train_s = 0.0
-  losses: dict = {}
-  table = None
-
-  with run_io.MetricsLog(metrics_path) as log:
-
-    def evaluate():
-      nonlocal eval_s, table, last_eval_step, last_eval_train_s
-      t0 = time.perf_counter()
-      table = bl.average_table()
-      expl, nc = run_io.fast_exploitability(game_string, table)
-      eval_s += time.perf_counter() - t0
-      rec = {"algo": name, "game": game_string, "seed": int(seed), "step": step,
-             "iterations": bl.iterations, "episodes": bl.episodes,
-             "exploitability": expl, "nash_conv": nc, **losses, **bl.eval_extras,
-             "train_s": train_s, "eval_s": eval_s,
-             "steps_per_s": step / train_s if train_s > 0 else None,
-             "episodes_per_s": bl.episodes / train_s if train_s > 0 else None,
-             "time": time.time()}
-      log.write(rec)
-      records.append(rec)
-      last_eval_step, last_eval_train_s = step, train_s
-      logging.info("%s %s seed=%d step=%d episodes=%d expl=%s nash_conv=%.6g "
-                   "(%.3g steps/s, eval %.2fs)", name, game_string, seed, step, bl.episodes,
-                   "n/a" if expl is None else f"{expl:.6g}", nc,
-                   rec["steps_per_s"] or 0.0, eval_s)
-
-    while True:
-      if max_steps is not None and step >= max_steps:
-        break
-      if time_budget_s is not None and train_s >= time_budget_s:
-        break
-      t0 = time.perf_counter()
-      out = bl.train_step()
-      train_s += time.perf_counter() - t0
-      step += 1
-      losses = {k: v for k, v in out.items() if k not in ("iterations", "episodes")}
-      due = ((eval_every_steps and step - last_eval_step >= eval_every_steps) or
-             (eval_every_s and train_s - last_eval_train_s >= eval_every_s))
-      if due:
-        evaluate()
-    if not records or last_eval_step != step:
-      evaluate()
-
-  export_policy(os.path.join(out_dir, "policy.json"), game_string, table)
-  atomic_write_text(done_path, "")
-  return records

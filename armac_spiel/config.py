@@ -8,7 +8,6 @@ directory as config.json.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from typing import Any
@@ -87,9 +86,6 @@ class ARMACConfig:
     return dataclasses.replace(self, **kw)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(ARMACConfig)}
-
-
 def validate(c: ARMACConfig) -> None:
   def need(ok: bool, field: str, allowed: str):
     if not ok:
@@ -131,9 +127,8 @@ def validate(c: ARMACConfig) -> None:
   need(c.scheduler_mode in SCHEDULER_MODES, "scheduler_mode", f"one of {SCHEDULER_MODES}")
 
 
-def _coerce(name: str, value: Any) -> Any:
-  """YAML/flag values to the field's type (lists -> tuples, ints -> floats)."""
-  default = _FIELDS[name].default
+def coerce(default: Any, value: Any) -> Any:
+  """A YAML/flag value to the type of a field's default (lists -> tuples, ints -> floats)."""
   if isinstance(default, tuple) and isinstance(value, (list, tuple)):
     return tuple(value)
   if isinstance(default, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
@@ -144,14 +139,26 @@ def _coerce(name: str, value: Any) -> Any:
   return value
 
 
-def from_dict(d: dict, base: ARMACConfig | None = None, where: str = "config") -> ARMACConfig:
-  """Overrides `base` with `d`; unknown keys are an error naming the key."""
-  base = base or ARMACConfig()
-  unknown = sorted(set(d) - set(_FIELDS))
+def dataclass_from_dict(cls, d: dict, where: str = "config", base=None):
+  """`cls` (a frozen dataclass) from `d` over `base` (default: cls's defaults). Unknown keys
+  and values the dataclass rejects raise ConfigError naming them."""
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(d) - set(fields))
   if unknown:
     raise ConfigError(f"{where}: unknown config key(s) {unknown}; known keys: "
-                      f"{sorted(_FIELDS)}")
-  return dataclasses.replace(base, **{k: _coerce(k, v) for k, v in d.items()})
+                      f"{sorted(fields)}")
+  values = {k: coerce(fields[k].default, v) for k, v in d.items()}
+  try:
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)
+  except ConfigError:
+    raise
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"{where}: {e}") from e
+
+
+def from_dict(d: dict, base: ARMACConfig | None = None, where: str = "config") -> ARMACConfig:
+  """Overrides `base` with `d`; unknown keys are an error naming the key."""
+  return dataclass_from_dict(ARMACConfig, d, where, base or ARMACConfig())
 
 
 def parse_sets(values: list[str], flag: str = "--set") -> dict:
@@ -181,6 +188,3 @@ def load_yaml(path: str) -> dict:
     raise ConfigError(f"--config={path}: top level must be a mapping")
   return d
 
-
-def dumps(c: ARMACConfig) -> str:
-  return json.dumps(c.to_dict(), indent=1, sort_keys=True)

@@ -8,14 +8,16 @@ becomes one with `tabularise`:
 - an OpenSpiel `policy.Policy` (or pyspiel policy): queried per information state.
 
 Exploitability (two-player zero-sum only) and NashConv come from `pyspiel.exploitability` /
-`pyspiel.nash_conv`; the compiled-tree evaluator (games.tree) is used when asked and checked
-against these in tests.
+`pyspiel.nash_conv`; `fast_exploitability` uses the compiled-tree evaluator (games.tree)
+when the tree fits, which tests check against OpenSpiel's. `evaluate_learner` is what the
+run loop logs at each evaluation; `cfr_plus_curve` is the CFR+ reference of the plots.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import pyspiel
@@ -149,3 +151,53 @@ def cfr_plus_table(game_string: str, iterations: int) -> torch.Tensor:
   for _ in range(iterations):
     solver.evaluate_and_update_policy()
   return tabularise(game_string, solver.average_policy())
+
+
+def fast_exploitability(game_string: str, probs: PolicyLike) -> tuple[Optional[float], float]:
+  """(exploitability, nash_conv) of a policy; exploitability is None unless the game is
+  two-player zero-sum. Uses the compiled tree when it fits, else pyspiel (C++)."""
+  from games import tree
+  probs = tabularise(game_string, probs)
+  two_zs = load_game(game_string).is_two_player_zero_sum
+  if tree.tree_fits(game_string):
+    nc = float(tree.compile_tree(game_string).nash_conv(probs))
+  else:
+    nc = nash_conv(game_string, probs)
+  return (nc / 2.0 if two_zs else None), nc
+
+
+def evaluate_learner(learner) -> dict:
+  """Exact exploitability / NashConv of a Learner's average policy, of its current policy
+  when it has one (`current_table`), and its `evaluation_extras()`."""
+  g = learner.game_string
+  expl, nc = fast_exploitability(g, learner.average_table())
+  out = {"exploitability": expl, "nash_conv": nc}
+  current = getattr(learner, "current_table", None)
+  if current is not None:
+    expl, nc = fast_exploitability(g, current())
+    out.update(exploitability_current=expl, nash_conv_current=nc)
+  extras = getattr(learner, "evaluation_extras", None)
+  if extras is not None:
+    out.update(extras())
+  return out
+
+
+CFR_PLUS_REF_ITERS = 100
+
+
+@functools.lru_cache(maxsize=8)
+def cfr_plus_curve(game_string: str, iterations: int = CFR_PLUS_REF_ITERS):
+  """((seconds, iterations, exploitability), ...) of pyspiel CFR+ at doubling iteration
+  counts: the tabular reference drawn in the plots."""
+  solver = pyspiel.CFRPlusSolver(load_game(game_string).game)
+  out, t, it, nxt = [], 0.0, 0, 1
+  while it < iterations:
+    t0 = time.perf_counter()
+    solver.evaluate_and_update_policy()
+    t += time.perf_counter() - t0
+    it += 1
+    if it == nxt or it == iterations:
+      probs = tabularise(game_string, solver.average_policy())
+      out.append((t, it, fast_exploitability(game_string, probs)[0]))
+      nxt *= 2
+  return tuple(out)

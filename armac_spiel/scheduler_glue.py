@@ -42,6 +42,9 @@ RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either par
 
 State keys: level 3 is the information state's row of games.infostate_table; levels 0 and 1
 come from the poker features of its string; level 2 clusters the information-state tensors.
+
+Mode. It is decided once, by armac_spiel.runs.spec; `make_scheduler(suite, ...)` builds
+the adapter for the resolved suite (None when its mode is off).
 """
 
 from __future__ import annotations
@@ -75,29 +78,37 @@ def split_config(raw: dict, where: str = "config"):
     raise ConfigError(f"{where}: {e}") from e
 
 
-def effective_mode(flag_mode: str | None, suite) -> str:
-  """The mode that runs: the flag unless None or "off", else the YAML's (a YAML that asks
-  for a scheduler is never silently ignored; write use_scheduler: false to turn it off)."""
-  if flag_mode not in (None, "off"):
-    return flag_mode
-  return "off" if suite is None else suite.mode
-
-
-def resolve_suite(suite, flag_mode: str | None):
-  """(mode, SchedulerSuiteConfig switched to it, or None when off)."""
-  from armac_spiel.scheduler.config import SchedulerSuiteConfig
-  mode = effective_mode(flag_mode, suite)
-  if mode == "off":
-    return mode, None
-  return mode, (suite or SchedulerSuiteConfig()).with_mode(mode)
-
-
 def replay_settings(suite, flag_dir: str | None) -> tuple[str | None, float]:
   """(replay directory or None, verification tolerance): --record_replay=DIR wins; else the
   deterministic_replay section records into replay_dir when its `record` is true."""
   from armac_spiel.scheduler.config import ReplayConfig
   r = suite.deterministic_replay if suite is not None else ReplayConfig()
   return (flag_dir or (r.replay_dir if r.record else None)), r.tolerance
+
+
+REPLAY_TOLERANCE_FILE = "tolerance.json"
+
+
+def write_replay_tolerance(replay_dir: str, tolerance: float) -> None:
+  """Records deterministic_replay.tolerance in the replay directory."""
+  import json
+  from armac_spiel.atomic import atomic_write_text
+  os.makedirs(replay_dir, exist_ok=True)
+  atomic_write_text(os.path.join(replay_dir, REPLAY_TOLERANCE_FILE),
+                    json.dumps({"tolerance": float(tolerance)}))
+
+
+def read_replay_tolerance(replay_dir: str, default: float = 1e-6) -> float:
+  """The tolerance written by write_replay_tolerance (JSON), else `default`."""
+  import json
+  path = os.path.join(replay_dir, REPLAY_TOLERANCE_FILE)
+  if not os.path.exists(path):
+    return default
+  try:
+    with open(path) as f:
+      return float(json.load(f)["tolerance"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ConfigError(f"{path}: unreadable replay tolerance file: {e}") from None
 
 
 def _tabulate(learner, x: torch.Tensor, mask: torch.Tensor):
@@ -237,14 +248,14 @@ class SchedulerAdapter:
     the lambda table whose pi_mix is less exploitable on the current parts (exact, on the
     compiled tree); the choice stands until the next update (the parts change only in
     training). Without the tree the average is deployed."""
-    from armac_spiel import run_io
+    from armac_spiel import evaluation
     from games.tree import tree_fits
     if (self.suite.policy_mixer.deploy != "best_measured" or self.trainer.net.in_warmup()
         or not tree_fits(self.game_string)):
       self._deployed = None
       return
     cands = {"average": self.average_lambda(learner), "current": self.current_lambda(learner)}
-    nc = {k: run_io.fast_exploitability(self.game_string, self.mixed_table(learner, lam)[0])[1]
+    nc = {k: evaluation.fast_exploitability(self.game_string, self.mixed_table(learner, lam)[0])[1]
           for k, lam in cands.items()}
     pick = min(nc, key=nc.get)
     self._deployed = cands[pick]
@@ -459,7 +470,7 @@ class SchedulerAdapter:
 
   def metrics(self, learner) -> dict:
     """Exploitability of the deployed mix, the controls, interior reach, manager, cost."""
-    from armac_spiel import run_io
+    from armac_spiel import evaluation
     from armac_spiel.scheduler.mixer import mixing_stats
     out = {k: v for k, v in self.trainer.stats().items()
            if k.startswith("scheduler.") and not k.startswith("scheduler.lambda_")}
@@ -467,13 +478,13 @@ class SchedulerAdapter:
     if out["scheduler.states_tracked"] == 0:  # untracked keys get the uniform distribution
       out["scheduler.bin_entropy"] = float(np.log(len(self.bins)))
     mixed, lam = self.mixed_table(learner)
-    expl, nc = run_io.fast_exploitability(self.game_string, mixed)
+    expl, nc = evaluation.fast_exploitability(self.game_string, mixed)
     net_mixed, _ = self.mixed_table(learner, self.deployed_lambda(learner, net_only=True))
-    expl_net, nc_net = run_io.fast_exploitability(self.game_string, net_mixed)
+    expl_net, nc_net = evaluation.fast_exploitability(self.game_string, net_mixed)
     cur_mixed, _ = self.mixed_table(learner, self.current_lambda(learner))
-    expl_cur, nc_cur = run_io.fast_exploitability(self.game_string, cur_mixed)
+    expl_cur, nc_cur = evaluation.fast_exploitability(self.game_string, cur_mixed)
     avg_mixed, _ = self.mixed_table(learner, self.average_lambda(learner))
-    expl_avg, nc_avg = run_io.fast_exploitability(self.game_string, avg_mixed)
+    expl_avg, nc_avg = evaluation.fast_exploitability(self.game_string, avg_mixed)
     out.update({f"scheduler.{k}": v for k, v in mixing_stats(lam, self.bins).items()
                 if k != "lambda_hist"})
     out["scheduler.interior_reach"] = self.interior_reach(mixed, lam)
@@ -510,12 +521,12 @@ class SchedulerAdapter:
 
   def best_global_lambda(self, learner) -> tuple[float, float]:
     """(lambda, NashConv) of the best single lambda on a 21-point grid."""
-    from armac_spiel import run_io
+    from armac_spiel import evaluation
     best = (float("nan"), float("inf"))
     n = len(self._table())
     for lam in np.linspace(0.0, 1.0, GLOBAL_GRID):
       mixed, _ = self.mixed_table(learner, torch.full((n, 1), float(lam), dtype=torch.float64))
-      nc = run_io.fast_exploitability(self.game_string, mixed)[1]
+      nc = evaluation.fast_exploitability(self.game_string, mixed)[1]
       if nc < best[1]:
         best = (float(lam), nc)
     return best
@@ -551,19 +562,16 @@ class SchedulerAdapter:
     self._chosen.clear()
 
 
-def scheduler_factory(suite, flag_mode: str | None = None):
-  """`make(game_string, seed, device)` -> SchedulerAdapter, or None when the effective mode
-  (see effective_mode) is off. Bad scheduler settings raise ConfigError."""
-  mode, cfg = resolve_suite(suite, flag_mode)
-
-  def make(game_string: str, seed: int, device="cpu"):
-    if cfg is None:
+def make_scheduler(suite: dict, game_string: str, seed: int, device="cpu"):
+  """The adapter for a resolved scheduler suite (armac_spiel.runs.RunSpec.scheduler, whose
+  mode is decided there), or None when its mode is off. Bad settings raise ConfigError."""
+  from armac_spiel.scheduler.config import SchedulerSuiteConfig
+  try:
+    cfg = SchedulerSuiteConfig.from_dict(suite)
+    if cfg.mode == "off":
       return None
-    try:
-      return SchedulerAdapter(cfg, game_string, seed, device, mode)
-    except ConfigError:
-      raise
-    except ValueError as e:
-      raise ConfigError(f"scheduler: {e}") from e
-
-  return make
+    return SchedulerAdapter(cfg, game_string, seed, device, cfg.mode)
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f"scheduler: {e}") from e

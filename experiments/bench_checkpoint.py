@@ -16,7 +16,7 @@ import tempfile
 import torch
 from absl import app, flags
 
-from armac_spiel import trainer
+from armac_spiel import runs
 from armac_spiel.armac import ARMAC
 from armac_spiel.atomic import atomic_write_text
 
@@ -36,13 +36,13 @@ def checkpoint_bytes(learner: ARMAC) -> int:
 def main(argv):
   del argv
   torch.set_num_threads(1)
-  spec, _ = trainer.build_spec(FLAGS.game_name, 0, "/dev/null")
+  spec = runs.resolve_spec("armac", FLAGS.game_name, 0, "/dev/null", max_steps=FLAGS.epochs)
   cfg = spec.config.replace(regret_fit="rows", actor_fit="rows")
   out = {"game": FLAGS.game_name, "epochs": FLAGS.epochs}
   for key, unique in (("encodings", False), ("ids", True)):
     learner = ARMAC(FLAGS.game_name, cfg, 0, unique_inputs=unique)
     for _ in range(FLAGS.epochs):
-      learner.run_epoch()
+      learner.step()
     out[f"{key}_bytes"] = checkpoint_bytes(learner)
     out[f"{key}_regret_rows"] = len(learner.regret_replay)
   out["ratio"] = out["encodings_bytes"] / out["ids_bytes"]

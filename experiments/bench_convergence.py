@@ -1,159 +1,113 @@
-"""Convergence benchmark: ARMAC against OpenSpiel's Deep CFR and NFSP at equal budgets.
+"""Convergence benchmark: ARMAC against OpenSpiel's algorithms at equal training budgets.
 
-  python -m experiments.bench_convergence --out_dir=results/convergence
+  python -m experiments.bench_convergence --out_dir=results/convergence \
+      [--games=kuhn_poker,leduc_poker] [--algos=armac,deep_cfr,nfsp] [--seeds=3] \
+      [--parallel=2] [--ray_address=local|none|auto|HOST:PORT]
 
-Kuhn for 60 s and Leduc for 600 s of training time (evaluation excluded), 3 seeds each,
-every algorithm in the same run and on the same budget. Runs execute `--parallel` at a
-time (default 2, one per core). Writes D/<game>/<algo>/seed_<s>/ run directories,
-D/results.json (curves and the table), D/table.md and D/convergence.png.
+A preset over the sweep (armac_spiel.runs.sweep): Kuhn for `--kuhn_s` (60) and Leduc for
+`--leduc_s` (600) training seconds (evaluation excluded), seeds 0..N-1, `--parallel` runs at
+a time (default 2, one per core). Writes D/<game>/<algo>/seed_<s>/ run directories,
+D/sweep.jsonl, D/curves_seconds.png, D/curves_episodes.png (with the CFR+ reference),
+D/table.md (at fixed training seconds), D/table_episodes.md (at fixed episode counts) and
+D/results.json (every run's curve and the tables' values).
 """
 
 import json
-import multiprocessing as mp
 import os
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
+
+from armac_spiel import progress
+from armac_spiel.atomic import atomic_write_text
+from armac_spiel.runs import curves, plots, sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "results/convergence", "Output directory.")
 flags.DEFINE_float("kuhn_s", 60.0, "Training seconds on kuhn_poker.")
 flags.DEFINE_float("leduc_s", 600.0, "Training seconds on leduc_poker.")
+flags.DEFINE_float("other_s", 600.0, "Training seconds on any other game.")
 flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1.")
 flags.DEFINE_list("algos", ["armac", "deep_cfr", "nfsp"],
-                  "Algorithms; armac_pyspiel = ARMAC on the pyspiel sampler (Leduc only).")
+                  "Algorithms (registered learners or aliases, e.g. armac_rows, "
+                  "armac_pyspiel, es_mccfr).")
 flags.DEFINE_list("games", ["kuhn_poker", "leduc_poker"], "Games.")
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
+flags.DEFINE_string("ray_address", "local", "local | none (inline, one at a time) | "
+                    "auto | HOST:PORT.")
 
-TARGETS = {"kuhn_poker": 0.005, "leduc_poker": 0.15}
-# Baselines evaluate on a wall-clock cadence; Deep CFR's evaluation trains its strategy
-# network from scratch (as OpenSpiel's solve() does), so it is evaluated more sparsely.
-EVAL_EVERY_S = {"deep_cfr": 150.0, "nfsp": 10.0}
-
-
-def run_one(task):
-  game, algo, seed, budget, out = task
-  import torch
-  torch.set_num_threads(1)
-  if os.path.exists(os.path.join(out, "DONE")):
-    return task
-  if algo.startswith("armac"):
-    from armac_spiel import trainer
-    # armac_pyspiel: the same learner on the pyspiel lockstep sampler (before issue 7).
-    over = {"sampler": "pyspiel"} if algo == "armac_pyspiel" else {}
-    spec, _ = trainer.build_spec(game, seed, out, time_budget_s=budget, overrides=over,
-                                 device="cpu",
-                                 resume=os.path.exists(os.path.join(out, "checkpoint.pt")))
-    trainer.train(spec)
-  else:
-    from armac_spiel.baselines import run_baseline
-    every = EVAL_EVERY_S[algo] * budget / 600.0
-    run_baseline(algo, game, seed, out, time_budget_s=budget, eval_every_s=every)
-  return task
+# Baselines evaluate on a training-time cadence, this many times per budget; Deep CFR's
+# evaluation trains its strategy network from scratch (as OpenSpiel's solve() does), so it
+# is evaluated more sparsely.
+EVALS_PER_BUDGET = {"deep_cfr": 4, "nfsp": 60}
+DEFAULT_EVALS = 60
+CHECKPOINTS_S = (10, 30, 60, 120, 300, 600)
 
 
-def algos_for(game, algos):
-  return [a for a in algos if not (a == "armac_pyspiel" and game == "kuhn_poker")]
+def budget(game: str) -> float:
+  return {"kuhn_poker": FLAGS.kuhn_s, "leduc_poker": FLAGS.leduc_s}.get(game, FLAGS.other_s)
 
 
-def value_at(rows, t):
-  """Exploitability of the last evaluation at or before t training seconds."""
-  best = None
-  for r in rows:
-    if r["train_s"] <= t + 1e-9 and r.get("exploitability") is not None:
-      best = r["exploitability"]
-  return best
+def tasks(root: str) -> list:
+  out = []
+  for game in FLAGS.games:
+    for seed in range(FLAGS.seeds):
+      for algo in FLAGS.algos:
+        b = budget(game)
+        every = (None if sweep.learner_of(algo) == "armac"
+                 else b / EVALS_PER_BUDGET.get(algo, DEFAULT_EVALS))
+        out.append(sweep.RunTask(game, algo, seed, sweep.run_dir(root, game, algo, seed),
+                                 time_budget_s=b, eval_every_s=every, plot=False))
+  return out
 
 
-def summarise(out_dir, games, algos, seeds, budgets):
-  from armac_spiel.run_io import read_metrics
-  res = {"runs": {}, "table": {}}
-  for game in games:
-    ckpts = [c for c in (10, 30, 60, 120, 300, 600) if c <= budgets[game]]
-    for algo in algos_for(game, algos):
-      curves = []
-      for s in range(seeds):
-        rows = read_metrics(os.path.join(out_dir, game, algo, f"seed_{s}", "metrics.jsonl"))
-        curves.append([(r["train_s"], r["episodes"], r.get("exploitability")) for r in rows])
-        res["runs"][f"{game}/{algo}/{s}"] = curves[-1]
-      for c in ckpts:
-        vals = [value_at([{"train_s": t, "exploitability": e} for t, _, e in cv], c)
-                for cv in curves]
-        vals = [v for v in vals if v is not None]
-        res["table"][f"{game}/{algo}/{c}"] = {
-            "mean": float(np.mean(vals)) if vals else None,
-            "per_seed": vals}
-  return res
-
-
-def plot(res, out_dir, games, algos, seeds):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  from armac_spiel.plotting import cfr_plus_curve
-  fig, axes = plt.subplots(1, len(games), figsize=(6 * len(games), 4.3), squeeze=False)
-  for ax, game in zip(axes[0], games):
-    for algo in algos_for(game, algos):
-      curves = [res["runs"][f"{game}/{algo}/{s}"] for s in range(seeds)]
-      t_max = min(max(t for t, _, _ in cv) for cv in curves)
-      grid = np.geomspace(1.0, max(t_max, 1.01), 60)
-      vals = np.array([[value_at([{"train_s": t, "exploitability": e} for t, _, e in cv], g)
-                        or np.nan for g in grid] for cv in curves])
-      mean = np.nanmean(vals, 0)
-      ax.plot(grid, mean, label=f"{algo} (mean of {seeds})")
-      ax.fill_between(grid, np.nanmin(vals, 0), np.nanmax(vals, 0), alpha=0.2)
-    ref = cfr_plus_curve(game)
-    ax.plot([r[0] for r in ref], [r[2] for r in ref], "k--", label="CFR+ (pyspiel, tabular)")
-    ax.axhline(TARGETS.get(game, np.nan), color="r", ls=":", label="target")
-    ax.set(xscale="log", yscale="log", xlabel="training seconds (evaluation excluded)",
-           ylabel="exploitability (chips)", title=game)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "convergence.png"), dpi=110)
-  plt.close(fig)
-
-
-def table_md(res, games, algos, budgets):
-  lines = []
-  for game in games:
-    ckpts = [c for c in (10, 30, 60, 120, 300, 600) if c <= budgets[game]]
-    lines += [f"**{game}** (mean exploitability over seeds; target "
-              f"{TARGETS.get(game)} at {budgets[game]:.0f} s)", "",
-              "| algo | " + " | ".join(f"{c} s" for c in ckpts) + " |",
-              "|---|" + "---|" * len(ckpts)]
-    for algo in algos_for(game, algos):
-      cells = []
-      for c in ckpts:
-        m = res["table"][f"{game}/{algo}/{c}"]["mean"]
-        cells.append("n/a" if m is None else f"{m:.4f}")
-      lines.append(f"| {algo} | " + " | ".join(cells) + " |")
-    lines.append("")
-  return "\n".join(lines)
+def episode_checkpoints(runs_of_game: dict) -> list[float]:
+  """Powers of ten up to the largest episode count any run reached."""
+  top = max(rows[-1]["episodes"] for seeds in runs_of_game.values() for rows in seeds.values())
+  return [10.0 ** k for k in range(3, int(np.log10(max(top, 1))) + 1)]
 
 
 def main(argv):
   del argv
-  budgets = {"kuhn_poker": FLAGS.kuhn_s, "leduc_poker": FLAGS.leduc_s}
-  tasks = [(g, a, s, budgets[g], os.path.join(FLAGS.out_dir, g, a, f"seed_{s}"))
-           for g in FLAGS.games for s in range(FLAGS.seeds) for a in FLAGS.algos
-           if not (a == "armac_pyspiel" and g == "kuhn_poker")]
+  root = os.path.abspath(FLAGS.out_dir)
   t0 = time.time()
-  with mp.get_context("spawn").Pool(FLAGS.parallel, maxtasksperchild=1) as pool:
-    for task in pool.imap_unordered(run_one, tasks):
-      logging.info("finished %s/%s/seed_%d after %.0f s wall", task[0], task[1], task[2],
-                   time.time() - t0)
-  res = summarise(FLAGS.out_dir, FLAGS.games, FLAGS.algos, FLAGS.seeds, budgets)
-  res["budgets_s"] = budgets
-  res["wall_s"] = time.time() - t0
-  with open(os.path.join(FLAGS.out_dir, "results.json"), "w") as f:
-    json.dump(res, f)
-  plot(res, FLAGS.out_dir, FLAGS.games, FLAGS.algos, FLAGS.seeds)
-  md = table_md(res, FLAGS.games, FLAGS.algos, budgets)
-  with open(os.path.join(FLAGS.out_dir, "table.md"), "w") as f:
-    f.write(md)
-  print(md)
+  sweep.write_sweep_info(root, {"preset": "bench_convergence", "games": FLAGS.games,
+                                "algos": FLAGS.algos, "seeds": FLAGS.seeds,
+                                "budgets_s": {g: budget(g) for g in FLAGS.games}})
+  todo = tasks(root)
+  bar = progress.SweepProgress(len(todo), desc="bench_convergence")
+  try:
+    summaries = sweep.run_sweep(todo, root, ray_address=FLAGS.ray_address,
+                                num_cpus=FLAGS.parallel, progress=bar)
+  finally:
+    bar.close()
+  failed = [s for s in summaries if s["status"] == "failed"]
+  paths = plots.plot_sweep(root, CHECKPOINTS_S, reference=True)
+  runs = curves.load_runs(root)
+  ep_tables = []
+  res = {"wall_s": time.time() - t0, "budgets_s": {g: budget(g) for g in FLAGS.games},
+         "runs": {}, "at_seconds": {}, "at_episodes": {}}
+  for game, per_algo in runs.items():
+    eps = episode_checkpoints(per_algo)
+    ep_tables.append(curves.table({game: per_algo}, eps, x="episodes", unit="episodes",
+                                  order=plots.algo_order, labels=plots.LABELS))
+    for algo, seeds in per_algo.items():
+      for seed, rows in seeds.items():
+        key = f"{game}/{algo}/{seed}"
+        res["runs"][key] = [(r["train_s"], r["episodes"], r["exploitability"]) for r in rows]
+        res["at_seconds"][key] = dict(zip(map(str, CHECKPOINTS_S),
+                                          curves.values_at(rows, CHECKPOINTS_S)))
+        res["at_episodes"][key] = dict(zip(map(str, eps),
+                                           curves.values_at(rows, eps, x="episodes")))
+  atomic_write_text(os.path.join(root, "table_episodes.md"), "\n".join(ep_tables))
+  atomic_write_text(os.path.join(root, "results.json"), json.dumps(res))
+  with open(paths[-1], encoding="utf-8") as f:
+    print(f.read())
+  print("\n".join(ep_tables))
+  for s in failed:
+    print(f"failed: {s['game']}/{s['algo']}/seed_{s['seed']}: {s.get('error')}")
+  return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ faster variant of the learner, in one run.
   python -m experiments.bench_learner --out=bench_learner.json [--compare=unique|adam]
 
 `--compare=unique` (default): `rowwise` (unique_inputs=False: every minibatch row through
-the networks, as before issue 7) against `unique` (each network once per distinct
-compiled-tree id, `armac.unique_forward`), both with row-wise W and actor fits.
+the networks) against `unique` (each network once per distinct compiled-tree id,
+`armac.unique_forward`), both with row-wise W and actor fits.
 `--compare=adam`: `default` (torch.optim.Adam's default for-loop implementation) against
 `fused` (what ARMAC uses), with the tuned configs as they are.
 
@@ -25,7 +25,7 @@ import torch
 from absl import app, flags
 
 from armac_spiel import config as config_lib
-from armac_spiel import run_io, trainer
+from armac_spiel.runs import rundir, spec as spec_lib
 from armac_spiel.armac import ARMAC
 from armac_spiel.atomic import atomic_write_text
 
@@ -80,22 +80,22 @@ def main(argv):
   del argv
   torch.set_num_threads(1)
   out = {"seed": FLAGS.seed, "torch_threads": 1, "compare": FLAGS.compare,
-         "provenance": run_io.provenance()}
+         "provenance": rundir.provenance()}
   for game in FLAGS.games:
-    cfg = config_lib.from_dict(config_lib.load_yaml(trainer.default_config_path(game)))
+    cfg = config_lib.from_dict(config_lib.load_yaml(spec_lib.default_config_path(game)))
     makers, cfg = variants(game, cfg)
     learners, per_epoch, phases = {}, defaultdict(list), {}
     for variant, make in makers.items():
       learners[variant] = make()
       for _ in range(FLAGS.warmup):
-        learners[variant].run_epoch()
+        learners[variant].step()
       phases[variant] = defaultdict(float)
       timed(learners[variant], phases[variant])
     for _ in range(FLAGS.rounds):
       for variant, learner in learners.items():
         for _ in range(FLAGS.epochs):
           t0 = time.perf_counter()
-          learner.run_epoch()
+          learner.step()
           per_epoch[variant].append(1000 * (time.perf_counter() - t0))
     n = FLAGS.rounds * FLAGS.epochs
     res = {}

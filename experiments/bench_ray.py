@@ -24,20 +24,19 @@ import time
 
 from absl import app, flags
 
-from armac_spiel import run_io, sweep
-from armac_spiel.baselines import TIMING_FIELDS
+from armac_spiel.runs import rundir, sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output JSON.")
 flags.DEFINE_string("game", "kuhn_poker", "Game of every task.")
-flags.DEFINE_enum("algo", "armac", list(sweep.ALGOS), "Algorithm of every task.")
+flags.DEFINE_enum("algo", "armac", sweep.known_algorithms(), "Algorithm of every task.")
 flags.DEFINE_integer("max_steps", 4000, "Baseline step budget per task.")
 flags.DEFINE_integer("max_epochs", 100, "ARMAC epoch budget per task.")
 flags.DEFINE_string("armac_config", None, "ARMAC YAML (ARMAC algos only).")
 flags.DEFINE_integer("n_tasks", 4, "Number of equal tasks.")
 flags.DEFINE_integer("num_cpus", 2, "CPUs of the local Ray.")
 
-_TIMING = set(TIMING_FIELDS) | {"eval_s"}
+_TIMING = set(rundir.TIMING_FIELDS)
 
 
 def _results(root: str) -> dict:
@@ -45,7 +44,7 @@ def _results(root: str) -> dict:
   out = {}
   for dirpath, _, files in os.walk(root):
     if "metrics.jsonl" in files:
-      rows = run_io.read_metrics(os.path.join(dirpath, "metrics.jsonl"))
+      rows = rundir.read_metrics(os.path.join(dirpath, "metrics.jsonl"))
       out[os.path.relpath(dirpath, root)] = [
           {k: v for k, v in r.items() if k not in _TIMING} for r in rows]
   return out
@@ -78,7 +77,7 @@ def main(argv):
   torch.set_num_threads(1)
   tmp = tempfile.mkdtemp(prefix="bench_ray_")
   kw = dict(plot=False)
-  if FLAGS.algo in sweep.ARMAC_ALGOS:
+  if sweep.learner_of(FLAGS.algo) == "armac":
     kw.update(max_epochs=FLAGS.max_epochs, armac_config=FLAGS.armac_config)
   else:
     kw.update(max_steps=FLAGS.max_steps, eval_every_steps=FLAGS.max_steps)
@@ -125,8 +124,8 @@ def main(argv):
       "same_results": _results(seq_root) == _results(ray_root),
       "failed": [s.get("error") for s in failed],
       "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-      "cpu_count": os.cpu_count(), "provenance": run_io.provenance()}
-  run_io.write_json_atomic(FLAGS.out, result)
+      "cpu_count": os.cpu_count(), "provenance": rundir.provenance()}
+  rundir.write_json_atomic(FLAGS.out, result)
   print(json.dumps({k: result[k] for k in ("sequential_s", "ray_s", "ray_s_excl_init",
                                            "ratio", "same_results", "busy_cores_sequential",
                                            "busy_cores_ray")}, indent=1))

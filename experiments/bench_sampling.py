@@ -115,12 +115,12 @@ def main(argv):
     if k != "plain_pyspiel":  # median of the per-round ratios: robust to shared load
       out[f"{k}_over_plain"] = float(np.median(np.asarray(r) / plain))
   if has_tree:
-    from armac_spiel import run_io
-    run_io.fast_exploitability(FLAGS.game_name, table_fn)  # warm caches (tree compile)
+    from armac_spiel import evaluation
+    evaluation.fast_exploitability(FLAGS.game_name, table_fn)  # warm caches (tree compile)
     times = []
     for _ in range(5):
       t0 = time.perf_counter()
-      run_io.fast_exploitability(FLAGS.game_name, table_fn)
+      evaluation.fast_exploitability(FLAGS.game_name, table_fn)
       times.append(time.perf_counter() - t0)
     out["eval_s_leduc"] = float(np.median(times))
   atomic_write_text(FLAGS.out, json.dumps(out, indent=1))

@@ -1,21 +1,21 @@
 """The scheduler's arms at an equal training-time budget (scheduler cost counted in it).
 
   python -m experiments.bench_scheduler --out_dir=D [--seconds=600] [--seeds=3] \
-      [--first_seed=0] [--arms=off,br_discrete,br_continuous,br_critic] \
+      [--first_seed=0] [--arms=off,br_discrete,br_continuous,br_critic] [--parallel=2] \
       [--game_name=leduc_poker] [--config=experiments/configs/leduc_scheduler_discrete.yaml]
 
-Arms (the ARMAC keys and scheduler sections of --config, switched per arm):
-  off            no scheduler;
+A preset over the sweep (armac_spiel.runs.sweep). Arms (the ARMAC keys and scheduler
+sections of --config, switched per arm; each arm's YAML is written to D/configs/<arm>.yaml):
+  off            no scheduler (algorithm armac);
   br_discrete    utility_computation.strategy best_response, discrete network;
   br_continuous  best_response, continuous network;
   br_critic      the model-free best-response critic, discrete network.
-Each (arm, seed) is one run (build_spec + trainer.train, as experiments.train) in
-D/<arm>/seed<k>, trained for --seconds (evaluation excluded; the scheduler's update runs
-inside the epoch, so its cost is training time); a run left unfinished is resumed. Writes
-D/results.json (per arm and seed: the last evaluation's exploitability of pi_avg, pi_rm,
-pi_mix and the best global lambda, interior reach, cost in ms per epoch; and the targets
-below, checked), D/table.md and D/curves.png (mean exploitability of pi_avg and pi_mix
-against training seconds).
+Each (arm, seed) trains for --seconds (evaluation excluded; the scheduler's update runs
+inside the epoch, so its cost is training time) into D/<game>/<arm>/seed_<s>/; finished
+runs are skipped and unfinished ones resumed. Writes D/results.json (per arm and seed: the
+last evaluation's exploitability of pi_avg, pi_rm, pi_mix and the best global lambda,
+interior reach, cost in ms per epoch; and the targets below, checked), D/table.md and
+D/curves.png (mean exploitability of pi_avg and pi_mix against training seconds).
 
 Targets: best_response arms, every seed: exploitability_mixed at least 5% below
 min(exploitability, exploitability_current) at every evaluation after warm-up; at the end
@@ -25,34 +25,35 @@ seed range widened by its spread. br_critic: exploitability_mixed <= exploitabil
 end, every seed.
 """
 
-import dataclasses
 import json
 import os
-import sys
 
 import numpy as np
-import torch
+import yaml
 from absl import app, flags
 
-from armac_spiel import run_io, trainer
+from armac_spiel import config as config_lib
+from armac_spiel import progress
 from armac_spiel.atomic import atomic_write_text
-from armac_spiel.scheduler.config import SchedulerSuiteConfig
-from armac_spiel.scheduler_glue import scheduler_factory
-from experiments.train import build_spec
+from armac_spiel.runs import rundir, sweep
 
-# --out_dir, --game_name, --config, --eval_every, --device, --threads: experiments.train's.
 FLAGS = flags.FLAGS
+flags.DEFINE_string("out_dir", None, "Output directory.")
+flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string.")
+flags.DEFINE_string("config", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           "configs", "leduc_scheduler_discrete.yaml"),
+                    "ARMAC + scheduler YAML that every arm derives from.")
 flags.DEFINE_float("seconds", 600.0, "Training seconds per run (evaluation excluded).")
 flags.DEFINE_integer("seeds", 3, "Seeds per arm.")
 flags.DEFINE_integer("first_seed", 0, "Seeds are first_seed .. first_seed + seeds - 1.")
 flags.DEFINE_list("arms", ["off", "br_discrete", "br_continuous", "br_critic"], "Arms to run.")
-FLAGS.set_default("game_name", "leduc_poker")
-FLAGS.set_default("config", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                         "configs", "leduc_scheduler_discrete.yaml"))
+flags.DEFINE_integer("parallel", 2, "Runs at a time.")
+flags.DEFINE_string("ray_address", "local", "local | none | auto | HOST:PORT.")
 
-ARMS = {"off": ("off", None), "br_discrete": ("discrete", "best_response"),
-        "br_continuous": ("continuous", "best_response"),
-        "br_critic": ("discrete", "br_critic")}
+# arm -> (algorithm name of the sweep, utility_computation.strategy or None)
+ARMS = {"off": ("armac", None), "br_discrete": ("armac_sched_discrete", "best_response"),
+        "br_continuous": ("armac_sched_continuous", "best_response"),
+        "br_critic": ("armac_sched_discrete", "br_critic")}
 COLUMNS = (("pi_avg", "exploitability"), ("pi_rm", "exploitability_current"),
            ("pi_mix", "exploitability_mixed"),
            ("best global lambda", "exploitability_best_global_lambda"),
@@ -60,32 +61,22 @@ COLUMNS = (("pi_avg", "exploitability"), ("pi_rm", "exploitability_current"),
            ("cost ms/epoch", "scheduler.cost_ms_per_epoch"))
 
 
-def arm_suite(arm: str, suite: SchedulerSuiteConfig | None):
-  """(mode, suite) of an arm; errors name the flag."""
+def arm_config(arm: str, base_path: str, out_dir: str) -> str:
+  """Writes the arm's YAML (the base with the arm's strategy) and returns its path."""
   if arm not in ARMS:
-    raise ValueError(f"--arms: unknown arm {arm!r}; allowed: {', '.join(ARMS)}")
-  mode, strategy = ARMS[arm]
-  if mode == "off":
-    return mode, None
-  suite = (suite or SchedulerSuiteConfig()).with_mode(mode)
-  uc = dataclasses.replace(suite.utility_computation, strategy=strategy, utility_type="")
-  return mode, dataclasses.replace(suite, utility_computation=uc)
-
-
-def run_one(arm, seed, out_dir, game, config, seconds, eval_every, device) -> list[dict]:
-  """One training run; returns its metrics lines (resumes a run left unfinished)."""
-  if os.path.exists(os.path.join(out_dir, "DONE")):
-    return run_io.read_metrics(os.path.join(out_dir, "metrics.jsonl"))
-  mode, _ = ARMS[arm]
-  overrides = {"scheduler_mode": mode}
-  if eval_every is not None:
-    overrides["eval_every"] = eval_every
-  resume = os.path.exists(os.path.join(out_dir, trainer.CHECKPOINT))
-  spec, suite = build_spec(game, seed, out_dir, seconds, config, overrides, device, resume)
-  mode, suite = arm_suite(arm, suite)
-  spec.plot = False
-  spec.extra_config["bench_arm"] = arm
-  return trainer.train(spec, make_scheduler=scheduler_factory(suite, mode))
+    raise config_lib.ConfigError(f"--arms: unknown arm {arm!r}; allowed: {', '.join(ARMS)}")
+  raw = config_lib.load_yaml(base_path)
+  strategy = ARMS[arm][1]
+  if strategy is not None:
+    uc = dict(raw.get("utility_computation") or {})
+    uc.pop("utility_type", None)
+    uc["strategy"] = strategy
+    raw["utility_computation"] = uc
+  path = os.path.join(out_dir, "configs", f"{arm}.yaml")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  atomic_write_text(path, f"# {arm}: derived from {base_path}\n" +
+                    yaml.safe_dump(raw, sort_keys=False))
+  return path
 
 
 def _final(rows, key):
@@ -148,7 +139,7 @@ def table(results: dict, seconds: float, game: str, seeds: list) -> str:
   for arm, r in results.items():
     cells = []
     for _, key in COLUMNS:
-      per = ", ".join(f(r[key]["per_seed"][s]) for s in seeds)
+      per = ", ".join(f(r[key]["per_seed"].get(s)) for s in seeds)
       cells.append(f"{f(r[key]['mean'])} ({per})")
     ep = r["epoch"]["mean"]
     lines.append(f"| {arm} | {0 if ep is None else ep:.0f} | " + " | ".join(cells) + " |")
@@ -187,42 +178,42 @@ def plot(runs: dict, path: str, game: str) -> None:
 
 def main(argv):
   del argv
-  torch.set_num_threads(FLAGS.threads)
   if not FLAGS.out_dir:
-    print("error: --out_dir is required", file=sys.stderr)
-    return 2
+    raise app.UsageError("--out_dir is required")
+  root = os.path.abspath(FLAGS.out_dir)
   seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds))
+  configs = {arm: arm_config(arm, FLAGS.config, root) for arm in FLAGS.arms}
+  dirs = {(arm, s): sweep.run_dir(root, FLAGS.game_name, arm, s)
+          for arm in FLAGS.arms for s in seeds}
+  tasks = [sweep.RunTask(FLAGS.game_name, ARMS[arm][0], s, dirs[arm, s],
+                         time_budget_s=FLAGS.seconds, armac_config=configs[arm], plot=False)
+           for s in seeds for arm in FLAGS.arms]
+  sweep.write_sweep_info(root, {"preset": "bench_scheduler", "arms": FLAGS.arms,
+                                "config": FLAGS.config, "seconds": FLAGS.seconds,
+                                "seeds": seeds})
+  bar = progress.SweepProgress(len(tasks), desc="bench_scheduler")
   try:
-    for arm in FLAGS.arms:
-      arm_suite(arm, None)
-    os.makedirs(FLAGS.out_dir, exist_ok=True)
-    runs = {}
-    for arm in FLAGS.arms:
-      runs[arm] = {}
-      for seed in seeds:
-        d = os.path.join(FLAGS.out_dir, arm, f"seed{seed}")
-        runs[arm][seed] = run_one(arm, seed, d, FLAGS.game_name, FLAGS.config, FLAGS.seconds,
-                                  FLAGS.eval_every, FLAGS.device)
-        last = runs[arm][seed][-1]
-        print(f"{arm} seed {seed}: avg {last.get('exploitability')} mixed "
-              f"{last.get('exploitability_mixed')}", flush=True)
-    _, suite = build_spec(FLAGS.game_name, seeds[0], FLAGS.out_dir, None, FLAGS.config)
-    warmup = (suite or SchedulerSuiteConfig()).scheduler.scheduler_warmup_iters
-  except ValueError as e:  # ConfigError, GameError and bad --arms
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    summaries = sweep.run_sweep(tasks, root, ray_address=FLAGS.ray_address,
+                                num_cpus=FLAGS.parallel, progress=bar)
+  finally:
+    bar.close()
+  runs = {arm: {s: rundir.read_metrics(os.path.join(dirs[arm, s], rundir.METRICS))
+                for s in seeds} for arm in FLAGS.arms}
+  runs = {arm: {s: rows for s, rows in by.items() if rows} for arm, by in runs.items()}
+  raw = config_lib.load_yaml(FLAGS.config)
+  warmup = int((raw.get("scheduler") or {}).get("scheduler_warmup_iters", 20))
   results = summarise(runs)
-  meta = {"game": FLAGS.game_name, "seconds": FLAGS.seconds, "seeds": seeds,
-          "config": FLAGS.config, "device": trainer.resolve_device(FLAGS.device),
-          "provenance": run_io.provenance()}
-  run_io.write_json_atomic(os.path.join(FLAGS.out_dir, "results.json"),
-                           {"meta": meta, "arms": results, "targets": targets(runs, warmup)})
-  plot(runs, os.path.join(FLAGS.out_dir, "curves.png"), FLAGS.game_name)
+  checked = targets(runs, warmup)
+  rundir.write_json_atomic(os.path.join(root, "results.json"),
+                           {"meta": {"game": FLAGS.game_name, "seconds": FLAGS.seconds,
+                                     "seeds": seeds, "config": FLAGS.config},
+                            "arms": results, "targets": checked})
+  plot(runs, os.path.join(root, "curves.png"), FLAGS.game_name)
   md = table(results, FLAGS.seconds, FLAGS.game_name, seeds)
-  atomic_write_text(os.path.join(FLAGS.out_dir, "table.md"), md)
+  atomic_write_text(os.path.join(root, "table.md"), md)
   print(md)
-  print(json.dumps(targets(runs, warmup), indent=1))
-  return 0
+  print(json.dumps(checked, indent=1))
+  return 1 if any(s["status"] == "failed" for s in summaries) else 0
 
 
 if __name__ == "__main__":

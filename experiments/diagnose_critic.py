@@ -12,7 +12,7 @@ import torch
 from absl import app, flags
 
 from armac_spiel import config as config_lib
-from armac_spiel import evaluation, trainer
+from armac_spiel import evaluation, runs
 from armac_spiel.armac import ARMAC
 from games.tree import DECISION, compile_tree, exact_q
 
@@ -26,13 +26,13 @@ flags.DEFINE_integer("seed", 0, "Seed.")
 def main(argv):
   del argv
   torch.set_num_threads(1)
-  spec, _ = trainer.build_spec(FLAGS.game_name, FLAGS.seed, "/dev/null")
+  spec = runs.resolve_spec("armac", FLAGS.game_name, FLAGS.seed, "/dev/null", max_steps=1)
   learner = ARMAC(FLAGS.game_name, spec.config, FLAGS.seed)
   tree = compile_tree(FLAGS.game_name)
   dec = (tree.kind == DECISION).nonzero().squeeze(1)
   mask = tree.legal_mask[dec].double()
   for e in range(1, FLAGS.epochs + 1):
-    learner.run_epoch()
+    learner.step()
     if e % FLAGS.every:
       continue
     cur = learner.current_policy().table()

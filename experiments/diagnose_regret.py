@@ -26,7 +26,7 @@ import torch
 from absl import app, flags
 
 from armac_spiel import config as config_lib
-from armac_spiel import evaluation, trainer
+from armac_spiel import evaluation, runs
 from armac_spiel.armac import ARMAC
 from armac_spiel.config import REGRET_FITS
 from armac_spiel.networks import regret_matching
@@ -93,8 +93,8 @@ class _ExactCritic(ARMAC):
 
 
 def run_armac(game: str) -> None:
-  spec, _ = trainer.build_spec(game, FLAGS.seed, "/dev/null", config_path=FLAGS.config,
-                               overrides=config_lib.parse_sets(FLAGS.set))
+  spec = runs.resolve_spec("armac", game, FLAGS.seed, "/dev/null", config_path=FLAGS.config,
+                           sets=config_lib.parse_sets(FLAGS.set), max_steps=FLAGS.epochs)
   cfg = spec.config.replace(sampler="tree")
   if FLAGS.regret_fit:
     cfg = cfg.replace(regret_fit=FLAGS.regret_fit)
@@ -107,7 +107,7 @@ def run_armac(game: str) -> None:
     weight = (learner.epoch + 1.0) if cfg.average_weighting == "linear" else 1.0
     avg.add(learner.current_policy().table(), weight)
     t0 = time.perf_counter()
-    learner.run_epoch()
+    learner.step()
     train_s += time.perf_counter() - t0
     if e % FLAGS.every:
       continue

@@ -3,8 +3,9 @@
   python -m experiments.replay_verify DIR [--tolerance=1e-6]
 
 Rebuilds the networks from the policy files, replays every recorded episode on pyspiel and
-regenerates each batch from its RNG states (see armac_spiel/replay.py). The last line on
-stdout is a JSON summary: episodes_checked, max_abs_deviation, first_mismatch (null or
+regenerates each batch from its RNG states (see armac_spiel/recording/verify.py); a record
+verified on the machine that wrote it matches bit for bit. The last line on stdout is a JSON
+summary: episodes_checked, max_abs_deviation, first_mismatch (null or
 {episode, step, field, file, line, detail}). Exit 0: all match; 1: a mismatch; 2: a bad
 file (the error, naming file and line, goes to stderr and to the summary's "error").
 """
@@ -15,7 +16,7 @@ import sys
 
 import torch
 
-from armac_spiel import replay
+from armac_spiel import recording
 
 
 def main(argv=None) -> int:
@@ -28,9 +29,10 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   torch.set_num_threads(1)
   try:
-    tol = args.tolerance if args.tolerance is not None else replay.read_tolerance(args.dir)
-    res = replay.verify(args.dir, tol)
-  except replay.ReplayError as e:
+    from armac_spiel.scheduler_glue import read_replay_tolerance
+    tol = args.tolerance if args.tolerance is not None else read_replay_tolerance(args.dir)
+    res = recording.verify(args.dir, tol)
+  except (recording.ReplayError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     print(json.dumps({"episodes_checked": 0, "max_abs_deviation": None,
                       "first_mismatch": None, "error": str(e)}))

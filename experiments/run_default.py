@@ -1,50 +1,81 @@
-"""`make run`: the main job on a small default game.
+"""`make run`: the main job on a small default game, on one screen.
 
-1. Exact evaluation of the reference policies (uniform, CFR+) on Kuhn and Leduc.
-2. ARMAC on Leduc for a few minutes (`--time_budget_s`), evaluated exactly as it trains;
-   the curve is written to runs/default_<game>/curve.png.
+1. Exact exploitability of the reference policies (uniform, CFR+) on Kuhn and --game_name.
+2. ARMAC on --game_name for --time_budget_s training seconds, evaluated exactly as it trains,
+   with a progress bar (plain lines when stdout is not a terminal) and, with --tensorboard
+   (on by default), TensorBoard event files in the run directory. absl logs go to
+   <out_dir>/train.INFO.
+3. A summary table: the final exploitability and where the curve, the policy, the metrics
+   and the TensorBoard logs are.
 """
 
-import json
 import os
 import shutil
 
 import torch
-from absl import app, flags, logging
+from absl import app, flags
 
-from armac_spiel import evaluation, trainer
+from armac_spiel import evaluation, progress, runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string.")
 flags.DEFINE_float("time_budget_s", 180.0, "ARMAC training seconds (evaluation excluded).")
 flags.DEFINE_string("out_dir", None, "Run directory (default runs/default_<game>).")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_bool("tensorboard", True, "Write TensorBoard event files into the run directory.")
+
+
+def summary_table(rows: list[tuple[str, str]]) -> str:
+  width = max(len(k) for k, _ in rows)
+  return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
 def main(argv):
   del argv
   torch.set_num_threads(1)
-  for game in ("kuhn_poker", FLAGS.game_name):
+  games = list(dict.fromkeys(("kuhn_poker", FLAGS.game_name)))
+  print("Reference policies, exact exploitability (chips per hand):")
+  for game in games:
+    cells = []
     for name, probs in (("uniform", evaluation.uniform_table(game)),
                         ("cfr_plus:100", evaluation.cfr_plus_table(game, 100))):
-      result = evaluation.evaluate(game, probs)
-      result["policy"] = name
-      print(json.dumps(result))
+      cells.append(f"{name} {evaluation.evaluate(game, probs)['exploitability']:.4f}")
+    print(f"  {game:<14} " + "   ".join(cells))
   out = FLAGS.out_dir or os.path.join("runs", f"default_{FLAGS.game_name}")
   if os.path.exists(out) and not os.path.exists(os.path.join(out, "checkpoint.pt")):
     shutil.rmtree(out)
   if os.path.exists(os.path.join(out, "DONE")):
     shutil.rmtree(out)  # a finished default run: start a fresh one
-  spec, _ = trainer.build_spec(FLAGS.game_name, FLAGS.seed, out, FLAGS.time_budget_s, device="auto",
-                       resume=os.path.exists(os.path.join(out, "checkpoint.pt")))
-  logging.info("training ARMAC on %s for %.0f s into %s", FLAGS.game_name,
-               FLAGS.time_budget_s, out)
-  rows = trainer.train(spec)
-  print("ARMAC exploitability of the average policy (chips), by training time:")
-  for r in rows:
-    print(f"  epoch {r['epoch']:5d}  episodes {r['episodes']:9d}  train {r['train_s']:7.1f} s"
-          f"  exploitability {r['exploitability']:.4f}")
-  print(f"curve: {os.path.join(out, 'curve.png')}")
+  spec = runs.resolve_spec("armac", FLAGS.game_name, FLAGS.seed, out,
+                           time_budget_s=FLAGS.time_budget_s, device="auto",
+                           resume=os.path.exists(os.path.join(out, "checkpoint.pt")))
+  print(f"Training ARMAC on {FLAGS.game_name} for {FLAGS.time_budget_s:.0f} s into {out}:")
+  progress.log_to_file(out, "train")
+  bar = progress.Progress(desc="armac", interval_s=max(10.0, FLAGS.time_budget_s / 6))
+  loggers = [bar.start(total_s=spec.time_budget_s, total_steps=spec.max_steps)]
+  if FLAGS.tensorboard:
+    from armac_spiel import tensorboard
+    loggers.append(tensorboard.for_run(spec))
+  try:
+    rows = runs.run(spec, loggers=loggers)
+  finally:
+    for lg in loggers:
+      lg.close()
+  last = rows[-1]
+  table = [("exploitability (average policy)",
+            f"{last['exploitability']:.4f} chips  (epoch {last['epoch']}, "
+            f"{last['episodes']:,} episodes, {last['train_s']:.0f} s training)")]
+  if last.get("exploitability_current") is not None:
+    table.append(("exploitability (current policy)", f"{last['exploitability_current']:.4f}"))
+  table += [("curve", os.path.join(out, "curve.png")),
+            ("policy", os.path.join(out, "policy.json")),
+            ("metrics", os.path.join(out, "metrics.jsonl"))]
+  if FLAGS.tensorboard:
+    table.append(("TensorBoard", f"tensorboard --logdir {out}"))
+  table.append(("play against it", f"python -m experiments.play --game_name={FLAGS.game_name} "
+                f"--policy={out}"))
+  print("Summary:")
+  print(summary_table(table))
 
 
 if __name__ == "__main__":

@@ -1,87 +1,132 @@
-"""Train ARMAC on an OpenSpiel game and log exact exploitability curves.
+"""Train one algorithm on an OpenSpiel game and log exact exploitability curves.
 
   python -m experiments.train --game_name=leduc_poker --seed=0 --time_budget_s=120 \
-      --out_dir=runs/leduc_s0 [--config=experiments/configs/leduc_poker.yaml] \
+      --out_dir=runs/leduc_s0 [--algo=armac] [--config=experiments/configs/leduc_poker.yaml] \
       [--device=auto|cpu|cuda] [--eval_every=50] [--resume] [--set=critic_lr=0.001,...]
 
-Without --config, experiments/configs/<game>.yaml is used when it exists. Flags override
-the config; --set overrides any config field (the README's ablations use it). Writes
-config.json, provenance.json, metrics.jsonl, checkpoint.pt, policy.json, curve.png into
---out_dir.
+`--algo` is any registered learner (armac, cfr_plus, es_mccfr, deep_cfr, nfsp, ...) or an
+alias (armac_sched_discrete, armac_sched_continuous). For ARMAC, without --config,
+experiments/configs/<game>.yaml is used when it exists. --set overrides any config field or
+hyper-parameter; the dedicated flags override both. Writes config.json, provenance.json,
+metrics.jsonl, checkpoint.pt, policy.json, curve.png and DONE into --out_dir
+(armac_spiel/runs/rundir.py); with --tensorboard also TensorBoard event files
+(armac_spiel/tensorboard.py). A progress bar shows training seconds against the budget (plain
+lines when stdout is not a terminal); absl logs go to <out_dir>/train.INFO.
 """
 
-import os
+import importlib
 import sys
 
 import torch
 from absl import app, flags, logging
 
 from armac_spiel import config as config_lib
-from armac_spiel import trainer
-from games import GameError, load_game
+from armac_spiel import progress, runs
+from armac_spiel.runs import rundir
+from armac_spiel.runs.lock import RunLock, RunLockedError
+from games import GameError
 
 FLAGS = flags.FLAGS
+flags.DEFINE_string("algo", "armac", "Algorithm: a registered learner or an alias.")
+flags.DEFINE_multi_string("learner_module", [], "Python module(s) to import first, e.g. one "
+                          "that calls armac_spiel.runs.register_learner (your own code).")
 flags.DEFINE_string("game_name", "kuhn_poker", "OpenSpiel game string.")
 flags.DEFINE_integer("seed", 0, "Random seed (networks, sampler, buffers).")
 flags.DEFINE_float("time_budget_s", None, "Training seconds, evaluation excluded.")
-flags.DEFINE_integer("max_epochs", None, "Epoch budget (overrides config max_epochs).")
+flags.DEFINE_integer("max_epochs", None, "ARMAC epoch budget (overrides config max_epochs).")
+flags.DEFINE_integer("max_steps", None, "Step budget of the other algorithms.")
 flags.DEFINE_string("out_dir", None, "Run directory.")
-flags.DEFINE_string("config", None, "YAML config (ARMAC keys and scheduler sections).")
+flags.DEFINE_string("config", None, "YAML config (ARMAC keys and scheduler sections, or the "
+                    "algorithm's hyper-parameters).")
 flags.DEFINE_string("device", "auto", "auto | cpu | cuda.")
-flags.DEFINE_integer("eval_every", None, "Epochs between exact evaluations.")
+flags.DEFINE_integer("eval_every", None, "Steps (ARMAC: epochs) between exact evaluations.")
+flags.DEFINE_float("eval_every_s", None, "Training seconds between exact evaluations.")
 flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its checkpoint.")
 flags.DEFINE_enum("scheduler", None, list(config_lib.SCHEDULER_MODES),
-                  "Per-state scheduler between actor and regret policies.")
-flags.DEFINE_enum("sampler", None, list(config_lib.SAMPLERS), "Sampler backend.")
+                  "Per-state scheduler between actor and regret policies (ARMAC).")
+flags.DEFINE_enum("sampler", None, list(config_lib.SAMPLERS), "Sampler backend (ARMAC).")
 flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...] (or repeat "
                           "the flag); e.g. --set=critic_lr=0.001,critic_hidden=[64,64].")
+flags.DEFINE_bool("plot", True, "Write curve.png at the end.")
+flags.DEFINE_bool("tensorboard", False, "Write TensorBoard event files into --out_dir "
+                  "(tensorboard --logdir=<out_dir or its parent>).")
+flags.DEFINE_bool("progress", True, "Show a progress bar (plain lines when stdout is not a "
+                  "terminal); absl logs then go to <out_dir>/train.INFO.")
 flags.DEFINE_integer("threads", 1, "torch intra-op threads (tiny nets: 1 is fastest).")
 flags.DEFINE_string("record_replay", None, "Record episodes for deterministic replay into "
-                    "this directory (verify: python -m experiments.replay_verify DIR); "
-                    "default: the YAML's deterministic_replay.replay_dir when its record "
-                    "is true.")
+                    "this directory (verify: python -m experiments.replay_verify DIR).")
 flags.DEFINE_float("replay_fraction", 1.0, "Fraction of episodes recorded (chosen by a hash "
-                   "of seed and episode index, see armac_spiel/replay.py).")
+                   "of seed and episode index, see armac_spiel/recording/format.py).")
 flags.DEFINE_integer("replay_episodes_per_file", 1000, "Recorded episodes per replay file.")
 flags.DEFINE_bool("replay_gzip", False, "gzip the replay files.")
 
-from armac_spiel.trainer import build_spec, default_config_path  # noqa: E402,F401
+
+def _replay_dir():
+  """--record_replay, else the YAML's deterministic_replay section (record: true ->
+  replay_dir; its tolerance is written there for experiments.replay_verify)."""
+  from armac_spiel import scheduler_glue
+  path = FLAGS.config or (runs.spec.default_config_path(FLAGS.game_name)
+                          if FLAGS.algo == "armac" else None)
+  suite = scheduler_glue.split_config(config_lib.load_yaml(path), path)[1] if path else None
+  out_dir, tolerance = scheduler_glue.replay_settings(suite, FLAGS.record_replay)
+  if out_dir:
+    scheduler_glue.write_replay_tolerance(out_dir, tolerance)
+  return out_dir
 
 
-def _make_recorder(suite):
-  """`make_recorder` for trainer.train from --record_replay or the YAML's
-  deterministic_replay section (record, replay_dir, tolerance), or None."""
-  from armac_spiel.scheduler_glue import replay_settings
-  out_dir, tolerance = replay_settings(suite, FLAGS.record_replay)
-  if not out_dir:
-    return None
-  from armac_spiel import replay
-  replay.write_tolerance(out_dir, tolerance)
-  return replay.recorder_factory(replay.RecorderConfig(
-      out_dir, FLAGS.replay_fraction, FLAGS.replay_episodes_per_file, FLAGS.replay_gzip))
+def spec_from_flags() -> runs.RunSpec:
+  record = None
+  replay_dir = _replay_dir()
+  if replay_dir:
+    record = {"out_dir": replay_dir, "fraction": FLAGS.replay_fraction,
+              "episodes_per_file": FLAGS.replay_episodes_per_file, "gzip": FLAGS.replay_gzip}
+  max_steps = FLAGS.max_epochs if FLAGS.max_epochs is not None else FLAGS.max_steps
+  return runs.resolve_spec(
+      FLAGS.algo, FLAGS.game_name, FLAGS.seed, FLAGS.out_dir, config_path=FLAGS.config,
+      sets=config_lib.parse_sets(FLAGS.set), time_budget_s=FLAGS.time_budget_s,
+      max_steps=max_steps, eval_every=FLAGS.eval_every, eval_every_s=FLAGS.eval_every_s,
+      scheduler=FLAGS.scheduler, sampler=FLAGS.sampler, device=FLAGS.device,
+      resume=FLAGS.resume, plot=FLAGS.plot, record=record)
+
+
+def make_loggers(spec: runs.RunSpec, show_progress: bool, tensorboard: bool) -> list:
+  """Progress display and TensorBoard writer for runs.run(loggers=...)."""
+  out = []
+  if show_progress:
+    progress.log_to_file(spec.out_dir, "train")
+    out.append(progress.for_run(spec))
+  if tensorboard:
+    from armac_spiel import tensorboard as tb
+    out.append(tb.for_run(spec))
+  return out
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+    return 2
   torch.set_num_threads(FLAGS.threads)
   if not FLAGS.out_dir:
     print("error: --out_dir is required", file=sys.stderr)
     return 2
-  flag_fields = {"eval_every": FLAGS.eval_every, "max_epochs": FLAGS.max_epochs,
-                 "scheduler_mode": FLAGS.scheduler, "sampler": FLAGS.sampler}
   try:
-    overrides = {**config_lib.parse_sets(FLAGS.set),
-                 **{k: v for k, v in flag_fields.items() if v is not None}}
-    spec, sched = build_spec(FLAGS.game_name, FLAGS.seed, FLAGS.out_dir, FLAGS.time_budget_s,
-                             FLAGS.config, overrides, FLAGS.device, FLAGS.resume)
-    from armac_spiel.scheduler_glue import scheduler_factory
-    if FLAGS.scheduler == "off" and sched is not None:
-      sched = sched.with_mode("off")  # an explicit flag beats the YAML's use_scheduler
-    rows = trainer.train(spec, make_scheduler=scheduler_factory(sched, FLAGS.scheduler),
-                         make_recorder=_make_recorder(sched))
-  except (GameError, config_lib.ConfigError, trainer.CheckpointError, ValueError) as e:
+    for module in FLAGS.learner_module:
+      importlib.import_module(module)
+    spec = spec_from_flags()
+    with RunLock(spec.out_dir):  # one writer per run directory
+      loggers = make_loggers(spec, FLAGS.progress, FLAGS.tensorboard)
+      try:
+        rows = runs.run(spec, loggers=loggers)
+      finally:
+        for lg in loggers:  # closing twice is harmless; a failed run keeps its events
+          lg.close()
+  except (GameError, config_lib.ConfigError, rundir.CheckpointError, ValueError,
+          ImportError, RunLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full disk or an I/O error; the last checkpoint is intact
+    print(f"error: {e}; resume with --resume once the cause is fixed", file=sys.stderr)
+    return 1
   logging.info("done: %s", rows[-1] if rows else None)
   print(rows[-1] if rows else {})
   return 0

@@ -4,6 +4,7 @@ from games.spiel import GameError, GameSizes, SpielGame, load_game
 from games.infostates import InfoStateTable, infostate_table
 from games.sampler import (LockstepSampler, PolicyFn, Sampler, StepBatch, TablePolicy,
                            Trajectories, sample_actions)
+from games import tree  # the compiled-tree backend (small games)
 
 SAMPLER_BACKENDS = ("auto", "pyspiel", "tree")
 
@@ -15,14 +16,8 @@ def make_sampler(game_string: str, seed: int, backend: str = "auto") -> Sampler:
   sgame = load_game(game_string)
   if backend == "pyspiel":
     return LockstepSampler(sgame, seed)
-  try:
-    from games import tree  # compiled-tree backend (small games)
-  except ImportError:
-    tree = None
   if backend == "tree":
-    if tree is None:
-      raise ValueError("sampler='tree' requested but games.tree is unavailable")
     return tree.TreeSampler(sgame, seed)
-  if tree is not None and tree.tree_fits(game_string):
+  if tree.tree_fits(game_string):
     return tree.TreeSampler(sgame, seed)
   return LockstepSampler(sgame, seed)

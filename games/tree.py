@@ -193,6 +193,12 @@ class GameTree:
     p_ext[:-1, :p.shape[1]] = p
     return torch.where(self._is_chance[:, None], self.chance_prob, p_ext[self._infostate_ext])
 
+  def reach(self, probs: torch.Tensor) -> torch.Tensor:
+    """(M, N+1) float64 reach probability of every node contributed by each player and by
+    chance (last column) when every player follows `probs` (S, A)."""
+    with _one_thread():
+      return self._reach(probs)
+
   def _reach(self, probs: torch.Tensor) -> torch.Tensor:
     """(M, N+1) float64 reach probability contributed by each player and chance (last)."""
     p = probs.detach().to("cpu", torch.float64) * self.info_legal

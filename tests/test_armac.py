@@ -14,7 +14,8 @@ from open_spiel.python import policy as os_policy
 from open_spiel.python.algorithms import exploitability as os_exploitability
 
 from armac_spiel import config as config_lib
-from armac_spiel import evaluation, policy_io, run_io, trainer
+from armac_spiel import evaluation, policy_io, runs
+from armac_spiel.runs import rundir
 from armac_spiel.armac import ARMAC, CURRENT, NonFiniteLossError, unique_forward
 from armac_spiel.networks import MLP, SnapshotBank, regret_matching
 
@@ -32,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_smoke_epochs_give_valid_policies(game, sampler):
   a = ARMAC(game, config_lib.ARMACConfig(**TINY, sampler=sampler), seed=0)
   for _ in range(3):
-    out = a.run_epoch()
+    out = a.step()
   assert all(np.isfinite(out[k]) for k in ("critic_loss", "regret_loss", "actor_loss"))
   for pol in (a.average_policy(), a.current_policy()):
     assert isinstance(pol, os_policy.Policy)
@@ -72,7 +73,7 @@ def test_alternating_updates_assign_the_learner_per_policy(alternating):
                                alternating_updates=alternating)
   a = ARMAC("kuhn_poker", cfg, seed=0)
   for _ in range(5):
-    a.run_epoch()
+    a.step()
   slots = torch.tensor([CURRENT, 0, 1, CURRENT])
   _, learner = a._sample(slots)
   per = cfg.episodes_per_epoch // cfg.groups_per_epoch
@@ -105,14 +106,22 @@ def test_policy_buffer_is_bounded_and_thins_uniformly():
   assert torch.allclose(out[1], net(x[1]), atol=1e-6)
 
 
-def _train(out_dir, game="kuhn_poker", **kw):
-  cfg = config_lib.ARMACConfig(**{**TINY, **kw})
-  spec = trainer.RunSpec(game, cfg, seed=3, out_dir=str(out_dir), device="cpu", plot=False)
-  return trainer.train(spec)
+@pytest.fixture(scope="module")
+def base_yaml(tmp_path_factory):
+  """An empty config file: the ARMACConfig defaults, not experiments/configs/kuhn_poker.yaml."""
+  path = tmp_path_factory.mktemp("cfg") / "base.yaml"
+  path.write_text("{}\n")
+  return str(path)
 
 
-def test_independent_check_policy_json_matches_python_exploitability(tmp_path):
-  rows = _train(tmp_path, max_epochs=6)
+def _train(out_dir, base_yaml, game="kuhn_poker", resume=False, **kw):
+  spec = runs.resolve_spec("armac", game, 3, str(out_dir), config_path=base_yaml,
+                           sets={**TINY, **kw}, device="cpu", plot=False, resume=resume)
+  return runs.run(spec)
+
+
+def test_independent_check_policy_json_matches_python_exploitability(tmp_path, base_yaml):
+  rows = _train(tmp_path, base_yaml, max_epochs=6)
   game_string, probs = policy_io.import_policy(str(tmp_path / "policy.json"))
   game = evaluation.load_game(game_string).game
   theirs = os_exploitability.exploitability(
@@ -122,31 +131,30 @@ def test_independent_check_policy_json_matches_python_exploitability(tmp_path):
               "exploitability_current", "critic_loss", "regret_loss", "actor_loss",
               "steps_per_s"):
     assert key in rows[-1]
-  assert json.loads((tmp_path / "config.json").read_text())["armac"]["max_epochs"] == 6
+  assert json.loads((tmp_path / "config.json").read_text())["hparams"]["max_epochs"] == 6
   assert "git_commit" in json.loads((tmp_path / "provenance.json").read_text())
 
 
 def test_nan_loss_is_a_named_error():
   a = ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY), seed=0)
-  a.run_epoch()
+  a.step()
   a.critic_replay.data["returns"][:] = float("nan")
   with pytest.raises(NonFiniteLossError, match="critic loss is nan"):
-    a.run_epoch()
+    a.step()
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-  _train(tmp_path, max_epochs=2)
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, base_yaml):
+  _train(tmp_path, base_yaml, max_epochs=2)
   ck = tmp_path / "checkpoint.pt"
   ck.write_bytes(ck.read_bytes()[:100])
-  with pytest.raises(trainer.CheckpointError, match="corrupt"):
-    trainer.train(trainer.RunSpec("kuhn_poker", config_lib.ARMACConfig(**TINY, max_epochs=4),
-                                  3, str(tmp_path), resume=True, plot=False))
+  with pytest.raises(rundir.CheckpointError, match="corrupt"):
+    _train(tmp_path, base_yaml, max_epochs=4, resume=True)
 
 
-def test_existing_run_needs_resume(tmp_path):
-  _train(tmp_path, max_epochs=2)
+def test_existing_run_needs_resume(tmp_path, base_yaml):
+  _train(tmp_path, base_yaml, max_epochs=2)
   with pytest.raises(config_lib.ConfigError, match="--resume"):
-    _train(tmp_path, max_epochs=2)
+    _train(tmp_path, base_yaml, max_epochs=2)
 
 
 @pytest.mark.parametrize("bad, field", [
@@ -182,7 +190,7 @@ def test_train_cli_set_reaches_config_json_and_unknown_keys_are_named(tmp_path):
   subprocess.run(_cli(run, "--max_epochs=1", "--eval_every=1",
                       "--set=critic_lr=0.002,episodes_per_epoch=64"),
                  cwd=REPO, check=True, capture_output=True)
-  cfg = json.loads((run / "config.json").read_text())["armac"]
+  cfg = json.loads((run / "config.json").read_text())["hparams"]
   assert cfg["critic_lr"] == 0.002 and cfg["episodes_per_epoch"] == 64
   bad = subprocess.run(_cli(tmp_path / "bad", "--max_epochs=1", "--set=critic_lrr=0.1"),
                        cwd=REPO, capture_output=True, text=True)
@@ -194,13 +202,6 @@ def _cli(out_dir, *extra):
           f"--out_dir={out_dir}", "--device=cpu", *extra]
 
 
-TIMING = ("train_s", "eval_s", "steps_per_s", "episodes_per_s")
-
-
-def _strip(rows):
-  return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
-
-
 def test_kill_and_resume_keeps_prefix_and_matches_uninterrupted(tmp_path):
   cfg = tmp_path / "tiny.yaml"
   cfg.write_text("".join(f"{k}: {list(v) if isinstance(v, tuple) else v}\n"
@@ -210,7 +211,7 @@ def test_kill_and_resume_keeps_prefix_and_matches_uninterrupted(tmp_path):
                        stderr=subprocess.DEVNULL)
   metrics = run / "metrics.jsonl"
   deadline = time.time() + 120
-  while time.time() < deadline and len(run_io.read_metrics(str(metrics))) < 5:
+  while time.time() < deadline and len(rundir.read_metrics(str(metrics))) < 5:
     time.sleep(0.05)
   p.send_signal(signal.SIGKILL)
   p.wait()
@@ -225,8 +226,8 @@ def test_kill_and_resume_keeps_prefix_and_matches_uninterrupted(tmp_path):
   assert epochs == sorted(set(epochs)) and epochs[-1] == 40  # nor duplicated
   ref = tmp_path / "ref"
   subprocess.run(_cli(ref, f"--config={cfg}"), cwd=REPO, check=True, capture_output=True)
-  assert _strip(run_io.read_metrics(str(metrics))) == _strip(
-      run_io.read_metrics(str(ref / "metrics.jsonl")))
+  assert rundir.strip_timing(rundir.read_metrics(str(metrics))) == rundir.strip_timing(
+      rundir.read_metrics(str(ref / "metrics.jsonl")))
 
 
 def test_replay_state_dict_saves_only_the_filled_rows(tmp_path):
@@ -245,7 +246,7 @@ def test_policy_draw_current_replays_only_the_current_policy():
   cfg = config_lib.ARMACConfig(**TINY, policy_draw="current")
   a = ARMAC("kuhn_poker", cfg, seed=0)
   for _ in range(3):
-    a.run_epoch()
+    a.step()
   assert a.bank.size > 0  # past policies exist, and none is drawn
   assert (a._draw_slots() == CURRENT).all()
 
@@ -254,7 +255,7 @@ def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
   cfg = config_lib.ARMACConfig(**TINY, regret_fit="states")
   a = ARMAC("leduc_poker", cfg, seed=0)
   for _ in range(4):
-    a.run_epoch()
+    a.step()
   seen, y, mask = a._state_regret_targets()
   # Brute force: loop over the replay's rows, one information state at a time.
   d = a.regret_replay.filled()
@@ -279,7 +280,7 @@ def test_regret_fit_states_fits_w_to_the_state_means():
                                regret_fit="states")
   a = ARMAC("kuhn_poker", cfg, seed=0)
   for _ in range(3):
-    a.run_epoch()
+    a.step()
   seen, y, mask = a._state_regret_targets()
   x = a._tree.info_tensors[seen]
   err = lambda: float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean().detach())
@@ -295,7 +296,7 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
                                actor_fit="states")
   a = ARMAC("leduc_poker", cfg, seed=0)
   for _ in range(4):
-    a.run_epoch()
+    a.step()
   seen, p, mask = a._state_policy_targets()
   d = a.actor_replay.filled()
   w = d["weight"].double() * (d["epoch"].double() + 1.0)  # linear averaging (default)
@@ -319,7 +320,7 @@ def test_replays_store_ids_and_gather_the_same_encodings():
   cfg = config_lib.ARMACConfig(**TINY)
   ids = ARMAC("leduc_poker", cfg, seed=0)                      # tree sampler: ids only
   enc = ARMAC("leduc_poker", cfg, seed=0, unique_inputs=False)  # encodings stored
-  ids.run_epoch(), enc.run_epoch()
+  ids.step(), enc.step()
   assert "history" not in ids.critic_replay.data and "info" not in ids.regret_replay.data
   assert "history" in enc.critic_replay.data and "info" in enc.regret_replay.data
   for name in ("critic_replay", "regret_replay", "actor_replay"):

@@ -19,7 +19,7 @@ def test_kuhn_average_policy_converges():
   learner = ARMAC("kuhn_poker", cfg, seed=0)
   first = evaluation.exploitability("kuhn_poker", learner.average_policy().table())
   for _ in range(120):
-    learner.run_epoch()
+    learner.step()
   table = learner.average_policy().table()
   expl = evaluation.exploitability("kuhn_poker", table)
   value = evaluation.expected_returns("kuhn_poker", [table, table])[0]

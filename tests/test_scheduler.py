@@ -329,7 +329,7 @@ def test_trainer_distills_and_checkpoints(tmp_path):
   assert stats["scheduler.lambda_mean"] == 1.0 and stats["scheduler.bin_entropy"] < 0.1
   torch.save(tr.state_dict(), tmp_path / "ck.pt")
   tr2 = SchedulerTrainer(cfg, x.shape[1], "leduc_poker")
-  tr2.load_state_dict(torch.load(tmp_path / "ck.pt", weights_only=False))
+  tr2.load_state_dict(torch.load(tmp_path / "ck.pt", weights_only=True))
   assert tr2.iteration == 60 and len(tr2.manager) == len(tr.manager)
   assert torch.equal(tr2.net(x, training=False)["logits"], tr.net(x, training=False)["logits"])
   a = tr.step(x, utilities=u, iteration=61, infostate_strings=strings)
@@ -344,7 +344,7 @@ def test_trainer_distills_and_checkpoints(tmp_path):
 
 
 def test_cluster_file_atomic_persist(tmp_path):
-  path = str(tmp_path / "sub" / "clusters.json")
+  path = str(tmp_path / "sub" / "clusters.pt")
   cfg = StateKeyingConfig(level=2, n_clusters=4, cluster_file=path)
   keyer = StateKeyer(cfg)
   x = torch.cat([torch.zeros(5, 3), torch.ones(5, 3) * 10, torch.randn(5, 3) - 20,
@@ -353,6 +353,6 @@ def test_cluster_file_atomic_persist(tmp_path):
   ids = keyer.ids(embeddings=x)
   assert len(set(ids.tolist())) == 4
   assert keyer.save_clusters() == path
-  assert [p.name for p in (tmp_path / "sub").iterdir()] == ["clusters.json"]
+  assert [p.name for p in (tmp_path / "sub").iterdir()] == ["clusters.pt"]
   again = StateKeyer(cfg)
   assert torch.equal(again.cluster_ids(x, update=False), ids)

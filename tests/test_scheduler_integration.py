@@ -13,10 +13,10 @@ from open_spiel.python import policy as os_policy
 from open_spiel.python.algorithms import exploitability as os_exploitability
 
 from armac_spiel import config as config_lib
-from armac_spiel import trainer
+from armac_spiel import runs
 from armac_spiel.armac import ARMAC
 from armac_spiel.scheduler.config import SchedulerSuiteConfig, from_dict
-from armac_spiel.scheduler_glue import SchedulerAdapter, scheduler_factory
+from armac_spiel.scheduler_glue import SchedulerAdapter, make_scheduler
 from games import StepBatch, infostate_table
 from tests.test_armac import REPO, TINY
 
@@ -32,7 +32,7 @@ def _suite(level=3, behaviour=False, strategy="best_response", **sched):
                     "policy_mixer": {"behaviour": behaviour},
                     "utility_computation": {"strategy": strategy, "br_episodes": 64},
                     "state_keying": {"level": level, "n_clusters": 4,
-                                     "cluster_file": "/nonexistent/clusters.json"}})
+                                     "cluster_file": "/nonexistent/clusters.pt"}})
 
 
 def _learner(mode, device="cpu", level=3, sampler="tree", seed=0, strategy="best_response"):
@@ -70,7 +70,7 @@ def test_behaviour_is_a_legal_distribution_during_sampling(mode, device):
   learner = ARMAC(GAME, config_lib.ARMACConfig(**TINY), seed=0, device=device,
                   scheduler=adapter)
   for _ in range(3):
-    learner.run_epoch()
+    learner.step()
   assert Checked.calls >= 3 * 2
   t = infostate_table(GAME)
   batch = StepBatch(t.tensors, t.legal_mask, t.player, torch.arange(len(t)), 0)
@@ -86,7 +86,7 @@ def test_metrics_states_and_mixed_policy(mode):
   learner, adapter = _learner(mode)
   tracked = []
   for _ in range(4):
-    learner.run_epoch()
+    learner.step()
     m = adapter.metrics(learner)
     for k in REQUIRED + ("scheduler.lambda_std", "scheduler.lambda_min",
                          "scheduler.lambda_max", "scheduler.cost_ms_per_epoch"):
@@ -113,12 +113,12 @@ def _state_bytes(learner):
 def test_state_dict_round_trip_reproduces_next_epoch(mode, level, sampler, strategy):
   a, ad_a = _learner(mode, level=level, sampler=sampler, strategy=strategy)
   for _ in range(3):
-    a.run_epoch()
+    a.step()
   saved = _state_bytes(a)
-  out_a = a.run_epoch()
+  out_a = a.step()
   b, ad_b = _learner(mode, level=level, sampler=sampler, strategy=strategy)
-  b.load_state_dict(torch.load(saved, weights_only=False))
-  out_b = b.run_epoch()
+  b.load_state_dict(torch.load(saved, weights_only=True))
+  out_b = b.step()
   assert out_a == out_b
   assert torch.equal(ad_a.mixed_table(a)[0], ad_b.mixed_table(b)[0])
   assert torch.equal(a.average_policy().table(), b.average_policy().table())
@@ -165,21 +165,34 @@ deterministic_replay:
 
 
 def test_yaml_loads_and_unknown_key_is_named(tmp_path):
-  from experiments.train import build_spec
+  def spec_of(path, **kw):
+    return runs.resolve_spec("armac", GAME, 0, str(tmp_path / "run"), config_path=path,
+                             max_steps=1, device="cpu", **kw)
+
+  def adapter(spec):
+    return make_scheduler(spec.scheduler, spec.game, spec.seed, "cpu")
+
   good = _write_yaml(tmp_path / "good.yaml", SEED_YAML.format(mr_key="max_states"))
-  spec, suite = build_spec(GAME, 0, str(tmp_path / "run"), config_path=good)
+  spec = spec_of(good)
+  suite = SchedulerSuiteConfig.from_dict(spec.scheduler)
   assert suite.mode == "continuous" and suite.meta_regret.max_states == 10000
-  assert spec.extra_config["scheduler_suite"]["scheduler"]["hidden"] == [16]
+  assert spec.scheduler["scheduler"]["hidden"] == [16]
   # Config mode off + YAML use_scheduler: the YAML's mode runs; a flag mode wins.
-  assert scheduler_factory(suite, "off")(GAME, 0).mode == "continuous"
-  assert scheduler_factory(suite, "discrete")(GAME, 0).mode == "discrete"
-  assert scheduler_factory(suite.with_mode("off"))(GAME, 0) is None
-  assert scheduler_factory(None, "off")(GAME, 0) is None
-  assert scheduler_factory(None, "discrete")(GAME, 0).suite == (
-      SchedulerSuiteConfig().with_mode("discrete"))
+  assert spec.config.scheduler_mode == "continuous" and adapter(spec).mode == "continuous"
+  spec2 = spec_of(good, sets={"scheduler_mode": "discrete"})
+  assert adapter(spec2).mode == "discrete"
+  assert spec_of(good, scheduler="discrete").scheduler == spec2.scheduler
+  assert make_scheduler(suite.with_mode("off").to_dict(), GAME, 0, "cpu") is None
+  assert spec_of(good, scheduler="off").scheduler is None
+  # No scheduler sections in the YAML: off, unless a mode is asked for (default suite).
+  plain = _write_yaml(tmp_path / "plain.yaml", "episodes_per_epoch: 64\ngroups_per_epoch: 4\n"
+                       "current_groups: 1\n")
+  assert spec_of(plain).scheduler is None
+  spec3 = spec_of(plain, sets={"scheduler_mode": "discrete"})
+  assert adapter(spec3).suite == SchedulerSuiteConfig().with_mode("discrete")
   bad = _write_yaml(tmp_path / "bad.yaml", SEED_YAML.format(mr_key="max_state"))
   with pytest.raises(config_lib.ConfigError, match=r"meta_regret\.max_state"):
-    build_spec(GAME, 0, str(tmp_path / "run"), config_path=bad)
+    spec_of(bad)
 
 
 def test_cli_writes_scheduler_metrics(tmp_path):
@@ -199,5 +212,5 @@ def test_cli_writes_scheduler_metrics(tmp_path):
       assert k in line and math.isfinite(line[k]), k
   assert lines[-1]["scheduler.states_tracked"] > 0
   cfg = json.loads((out / "config.json").read_text())
-  assert cfg["scheduler_mode"] == "discrete"
-  assert cfg["scheduler_suite"]["policy_mixer"]["discrete"] is True
+  assert cfg["hparams"]["scheduler_mode"] == "discrete"
+  assert cfg["scheduler"]["policy_mixer"]["discrete"] is True

@@ -11,12 +11,12 @@ from open_spiel.python import policy as os_policy
 from open_spiel.python.algorithms import exploitability as os_exploitability
 
 from armac_spiel import config as config_lib
-from armac_spiel import policy_io, trainer
+from armac_spiel import policy_io, runs
 from armac_spiel.scheduler.config import MetaRegretConfig, from_dict
 from armac_spiel.scheduler.meta_regret import MetaRegretManager
 from armac_spiel.scheduler.mixer import normalise
 from armac_spiel.scheduler.utilities import best_response_utilities
-from armac_spiel.scheduler_glue import SchedulerAdapter, scheduler_factory
+from armac_spiel.scheduler_glue import SchedulerAdapter
 from games import load_game
 from games.tree import compile_tree
 from tests.test_armac import REPO, TINY
@@ -113,12 +113,19 @@ def test_average_arithmetic():
   assert torch.allclose(mgr.regrets[mgr._rows[8]], torch.tensor([2.0, 2.0]))  # (0, 2) + (2, 0)
 
 
+def _tiny_yaml(tmp_path, extra: str = "") -> str:
+  path = tmp_path / "tiny.yaml"
+  path.write_text("".join(f"{k}: {list(v) if isinstance(v, tuple) else v}\n"
+                          for k, v in TINY.items()) + extra)
+  return str(path)
+
+
 def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
-  suite = from_dict({"scheduler": {"scheduler_warmup_iters": 1, "scheduler_lr": 1e-2}})
-  cfg = config_lib.ARMACConfig(**{**TINY, "max_epochs": 4, "eval_every": 2})
-  spec = trainer.RunSpec("kuhn_poker", cfg, 0, str(tmp_path / "run"), device="cpu",
-                         plot=False)
-  rows = trainer.train(spec, make_scheduler=scheduler_factory(suite, "discrete"))
+  cfg = _tiny_yaml(tmp_path, "scheduler:\n  scheduler_warmup_iters: 1\n  scheduler_lr: 1e-2\n")
+  spec = runs.resolve_spec("armac", "kuhn_poker", 0, str(tmp_path / "run"), config_path=cfg,
+                           max_steps=4, eval_every=2, scheduler="discrete", device="cpu",
+                           plot=False)
+  rows = runs.run(spec)
   game, probs = policy_io.import_policy(str(tmp_path / "run" / "policy_mixed.json"))
   assert game == "kuhn_poker"
   pol = os_policy.TabularPolicy(load_game(game).game)
@@ -145,8 +152,8 @@ def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
   assert json.loads(r.stdout.strip().splitlines()[-1])["exploitability"] == pytest.approx(
       last["exploitability_mixed"], abs=1e-9)
   conf = json.loads((tmp_path / "run" / "config.json").read_text())
-  assert conf["scheduler_mode"] == "discrete"
-  assert conf["scheduler_suite"]["utility_computation"]["strategy"] == "best_response"
+  assert conf["hparams"]["scheduler_mode"] == "discrete"
+  assert conf["scheduler"]["utility_computation"]["strategy"] == "best_response"
 
 
 def test_best_response_on_a_game_beyond_the_tree_names_br_critic():
@@ -157,12 +164,8 @@ def test_best_response_on_a_game_beyond_the_tree_names_br_critic():
 
 def test_deterministic_replay_section_records_and_sets_the_tolerance(tmp_path):
   rep = tmp_path / "rep"
-  yaml_text = "".join(f"{k}: {list(v) if isinstance(v, tuple) else v}\n"
-                      for k, v in TINY.items())
-  yaml_text += (f"use_scheduler: true\ndeterministic_replay:\n  record: true\n"
-                f"  replay_dir: {rep}\n  tolerance: 1e-5\n")
-  cfg = tmp_path / "c.yaml"
-  cfg.write_text(yaml_text)
+  cfg = _tiny_yaml(tmp_path, f"use_scheduler: true\ndeterministic_replay:\n  record: true\n"
+                             f"  replay_dir: {rep}\n  tolerance: 1e-5\n")
   env = {**os.environ, "PYTHONPATH": REPO}
   r = subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",
                       "--max_epochs=2", "--device=cpu", f"--config={cfg}",

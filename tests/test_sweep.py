@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from armac_spiel import run_io, sweep
-from armac_spiel.baselines import TIMING_FIELDS
+from armac_spiel.runs import rundir, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_YAML = """\
@@ -30,7 +29,7 @@ eval_every: 2
 """
 ALGOS = ("armac", "es_mccfr")
 SEEDS = (0, 1)
-TIMING = set(TIMING_FIELDS) | {"eval_s"}
+TIMING = set(rundir.TIMING_FIELDS) | {"eval_s"}
 
 
 def _tasks(root, cfg):
@@ -46,7 +45,7 @@ def _cli(*args):
 def _non_timing(root):
   out = {}
   for t in _tasks(root, None):
-    rows = run_io.read_metrics(os.path.join(t.out_dir, "metrics.jsonl"))
+    rows = rundir.read_metrics(os.path.join(t.out_dir, "metrics.jsonl"))
     out[(t.algo, t.seed)] = [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
   return out
 

@@ -80,7 +80,7 @@ class MetaRegretConfig:
 class StateKeyingConfig:
   level: int = 3                 # 3: one key per information state
   n_clusters: int = 100
-  cluster_file: str = "experiments/state_clusters.json"
+  cluster_file: str = "experiments/state_clusters.pt"
   update_clusters: bool = True
   n_buckets: int = 4             # level 1: pot and stack buckets (extension of the seed spec)
   bucket_scale: str = "total"    # level 1: total | reachable (see games.poker_features)

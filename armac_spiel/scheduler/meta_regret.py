@@ -35,12 +35,6 @@ import torch
 from armac_spiel.scheduler.config import MetaRegretConfig
 
 
-def _key_list(keys) -> list:
-  if isinstance(keys, torch.Tensor):
-    return keys.reshape(-1).tolist()
-  return list(keys)
-
-
 class MetaRegretManager:
   """K-armed regret matching per state key, stored as (max_states, K) tensors with LRU."""
 

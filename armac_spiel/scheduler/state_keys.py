@@ -4,10 +4,13 @@
 - 1: round_player_pos_potBucket_stackBucket; id = (id0 * n + pot_bucket) * n + stack_bucket,
   with the features and n buckets of games.poker_features.
 - 2: k-means cluster of the information-state tensor (the encoding); id = cluster index.
-  Mini-batch k-means (Sculley 2010) in torch: seeded by k-means++ and Lloyd iterations once
-  n_clusters samples were seen (every id is 0 before), then updated on every batch when
-  update_clusters. `save_clusters` writes the centres to cluster_file as JSON, atomically;
-  they are loaded from there at construction when the file exists.
+  A scikit-learn MiniBatchKMeans, updated online with partial_fit on every batch when
+  update_clusters; until it has seen n_clusters samples every id is 0. Its state is plain
+  data (`kmeans_state`): the centroids as a tensor, which is all nearest-centroid
+  assignment needs, and the online-fit counters and generator state as tensors and
+  numbers, so a resumed fit continues exactly. `save_clusters` writes that state to
+  cluster_file (a torch file of plain data, written atomically); it is loaded from there
+  with torch.load(weights_only=True) at construction when the file exists.
 - 3: the information state itself; id = its row of games.infostate_table.
 Ids are integers computed for a whole batch with tensor arithmetic; `names_*` give the
 readable strings.
@@ -15,26 +18,63 @@ readable strings.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 
-from armac_spiel.atomic import atomic_write_text
-
+from armac_spiel.atomic import atomic_torch_save
+from armac_spiel.safe_load import load_tensor_file
 from armac_spiel.scheduler.config import StateKeyingConfig
 from games import infostate_table
 from games.poker_features import (PokerFeatures, features_from_infostate_strings,
                                   poker_spec)
 
-
-CLUSTER_FORMAT = "armac-spiel/clusters-v1"
-LLOYD_ITERS = 10
+CLUSTER_FORMAT = "armac-spiel/kmeans-v1"
 
 
-def level_needs_poker(level: int) -> bool:
-  return level in (0, 1)
+def kmeans_state(km) -> dict:
+  """A fitted MiniBatchKMeans as plain data: centroids and the online-fit state."""
+  key, pos, has_gauss, gauss = km._random_state.get_state(legacy=True)[1:]
+  return {"format": CLUSTER_FORMAT,
+          "centroids": torch.from_numpy(np.array(km.cluster_centers_)),
+          "counts": torch.from_numpy(np.array(km._counts)),
+          "n_steps": int(km.n_steps_), "n_since_last_reassign": int(km._n_since_last_reassign),
+          "batch_size": int(km._batch_size),
+          "random_state": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                           "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}}
+
+
+def kmeans_from_state(state: dict, n_clusters: int, seed: int, where: str = "k-means state"):
+  """Rebuilds a MiniBatchKMeans from `kmeans_state` output (predict and partial_fit work
+  as on the original); ValueError naming `where` when the state does not fit."""
+  from sklearn.cluster import MiniBatchKMeans
+  if not isinstance(state, dict) or state.get("format") != CLUSTER_FORMAT:
+    fmt = state.get("format") if isinstance(state, dict) else type(state).__name__
+    raise ValueError(f"{where}: unknown k-means format {fmt!r}, expected {CLUSTER_FORMAT!r} "
+                     "(older armac-spiel versions pickled the k-means model; such a file is "
+                     "not loaded: regenerate it by training again)")
+  c = state["centroids"]
+  if not isinstance(c, torch.Tensor) or c.dim() != 2 or c.shape[0] != n_clusters:
+    shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+    raise ValueError(f"{where}: centroids have shape {shape}, state_keying.n_clusters "
+                     f"is {n_clusters}")
+  km = MiniBatchKMeans(n_clusters=n_clusters, n_init=3, random_state=seed)
+  km.cluster_centers_ = c.numpy().copy()
+  km._counts = state["counts"].numpy().copy()
+  km.n_steps_ = int(state["n_steps"])
+  km._n_since_last_reassign = int(state["n_since_last_reassign"])
+  km._batch_size = int(state["batch_size"])
+  km.n_features_in_ = c.shape[1]
+  km._n_features_out = c.shape[0]
+  from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+  km._n_threads = _openmp_effective_n_threads()
+  rs = state["random_state"]
+  km._random_state = np.random.RandomState()
+  km._random_state.set_state(("MT19937", rs["key"].numpy().astype(np.uint32), int(rs["pos"]),
+                              int(rs["has_gauss"]), float(rs["cached_gaussian"])))
+  return km
 
 
 class StateKeyer:
@@ -49,18 +89,25 @@ class StateKeyer:
     self.n_buckets = n_buckets
     self.scale = scale
     self.seed = seed
-    self.spec = poker_spec(game_string) if game_string is not None and level_needs_poker(
-        cfg.level) else None
-    if self.level < 2 and self.spec is None:
-      raise ValueError(f"state_keying.level={self.level} needs a poker game_string")
+    self.spec = (poker_spec(game_string) if game_string is not None and self.level in (0, 1)
+                 else None)
     if self.level == 3 and game_string is None:
       raise ValueError("state_keying.level=3 needs the game_string")
-    self.centers: torch.Tensor | None = None  # (n_clusters, D) float32
-    self.counts: torch.Tensor | None = None   # (n_clusters,) float64 points assigned so far
-    self._pending: list[torch.Tensor] = []
-    self._table_index = None
+    if self.level < 2 and self.spec is None:
+      raise ValueError(f"state_keying.level={self.level} needs a poker game_string")
+    self.kmeans = None
+    self._pending: list[np.ndarray] = []
     if self.level == 2 and os.path.exists(cfg.cluster_file):
-      self.load_clusters(cfg.cluster_file)
+      where = f"state_keying.cluster_file {cfg.cluster_file}"
+      try:
+        state = load_tensor_file(cfg.cluster_file, "state_keying.cluster_file", hint=(
+            "cluster files hold plain data only (centroids as a tensor); one written by an "
+            "older armac-spiel version (a pickle) must not be loaded: delete it and the "
+            "run fits the clusters again"))
+      except (RuntimeError, OSError, EOFError) as e:  # truncated or foreign files
+        raise ValueError(f"{where} is corrupt or unreadable ({type(e).__name__}: {e}); "
+                         "delete it to fit the clusters again") from None
+      self.kmeans = kmeans_from_state(state, cfg.n_clusters, seed, where)
 
   @property
   def num_keys(self) -> int:
@@ -98,65 +145,37 @@ class StateKeyer:
   def ids_from_infostates(self, infostate_strings: Sequence[str]) -> torch.Tensor:
     return self.ids_from_features(self.features(infostate_strings))
 
-  def _init_centers(self, x: torch.Tensor) -> None:
-    """k-means++ seeding on x (n >= n_clusters), then Lloyd iterations."""
-    g = torch.Generator().manual_seed(self.seed)
-    k = self.cfg.n_clusters
-    c = x[torch.randint(len(x), (1,), generator=g)]
-    for _ in range(1, k):
-      d = torch.cdist(x, c).min(1).values.pow(2)
-      p = d / d.sum() if float(d.sum()) > 0 else torch.full_like(d, 1.0 / len(d))
-      c = torch.cat([c, x[torch.multinomial(p, 1, generator=g)]])
-    for _ in range(LLOYD_ITERS):
-      a = torch.cdist(x, c).argmin(1)
-      n = torch.bincount(a, minlength=k).double()
-      s = torch.zeros_like(c, dtype=torch.float64).index_add_(0, a, x.double())
-      c = torch.where(n[:, None] > 0, s / n.clamp_min(1)[:, None], c.double()).float()
-    self.centers = c
-    self.counts = torch.bincount(torch.cdist(x, c).argmin(1), minlength=k).double()
-
-  def _partial_fit(self, x: torch.Tensor) -> None:
-    """Mini-batch k-means step (Sculley 2010): centre j moves to the running mean of the
-    points ever assigned to it."""
-    k = self.cfg.n_clusters
-    a = torch.cdist(x, self.centers).argmin(1)
-    n = torch.bincount(a, minlength=k).double()
-    s = torch.zeros(k, x.shape[1], dtype=torch.float64).index_add_(0, a, x.double())
-    self.counts += n
-    step = (n / self.counts.clamp_min(1))[:, None]
-    mean = s / n.clamp_min(1)[:, None]
-    self.centers = (self.centers.double() + step * (mean - self.centers.double())).float()
-
   def cluster_ids(self, embeddings: torch.Tensor, update: bool | None = None) -> torch.Tensor:
     """(B,) k-means cluster ids of (B, D) embeddings, on their device."""
-    x = embeddings.detach().float().cpu()
+    from sklearn.cluster import MiniBatchKMeans
+    x = embeddings.detach().float().cpu().numpy()
     update = self.cfg.update_clusters if update is None else update
     if update:
-      if self.centers is None:
-        self._pending.append(x)
-        pending = torch.cat(self._pending)
-        if len(pending) >= self.cfg.n_clusters:
-          self._init_centers(pending)
-          self._pending = []
-      else:
-        self._partial_fit(x)
-    if self.centers is None:
+      self._pending.append(x)
+      pending = np.concatenate(self._pending)
+      if self.kmeans is not None or len(pending) >= self.cfg.n_clusters:
+        if self.kmeans is None:
+          self.kmeans = MiniBatchKMeans(n_clusters=self.cfg.n_clusters, n_init=3,
+                                        random_state=self.seed)
+        self.kmeans.partial_fit(pending)
+        self._pending = []
+    if self.kmeans is None:
       return torch.zeros(x.shape[0], dtype=torch.long, device=embeddings.device)
-    return torch.cdist(x, self.centers).argmin(1).to(embeddings.device)
+    return torch.from_numpy(self.kmeans.predict(x).astype(np.int64)).to(embeddings.device)
 
   def ids(self, infostate_strings: Sequence[str] | None = None,
           embeddings: torch.Tensor | None = None,
           features: PokerFeatures | None = None) -> torch.Tensor:
     """(B,) ids at the configured level from whichever input that level needs."""
-    if self.level == 2:
-      if embeddings is None:
-        raise ValueError("state_keying.level=2 needs embeddings (information-state tensors)")
-      return self.cluster_ids(embeddings)
     if self.level == 3:
       if infostate_strings is None:
         raise ValueError("state_keying.level=3 needs information-state strings")
       index = infostate_table(self.game_string).index
       return torch.tensor([index[k] for k in infostate_strings], dtype=torch.long)
+    if self.level == 2:
+      if embeddings is None:
+        raise ValueError("state_keying.level=2 needs embeddings (information-state tensors)")
+      return self.cluster_ids(embeddings)
     if features is None:
       if infostate_strings is None:
         raise ValueError(f"state_keying.level={self.level} needs information-state strings "
@@ -165,37 +184,21 @@ class StateKeyer:
     return self.ids_from_features(features)
 
   def save_clusters(self, path: str | None = None) -> str | None:
-    """Writes the centres and counts as JSON atomically; returns the path (None when not
+    """Writes the k-means state (plain data) atomically; returns the path (None when not
     fitted)."""
-    if self.centers is None:
+    if self.kmeans is None:
       return None
     path = path or self.cfg.cluster_file
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_text(path, json.dumps({"format": CLUSTER_FORMAT,
-                                        "centers": self.centers.tolist(),
-                                        "counts": self.counts.tolist()}))
+    atomic_torch_save(kmeans_state(self.kmeans), path)
     return path
 
-  def load_clusters(self, path: str) -> None:
-    """Reads a cluster file written by save_clusters (JSON; nothing is executed)."""
-    try:
-      with open(path) as f:
-        d = json.load(f)
-      if d.get("format") != CLUSTER_FORMAT:
-        raise ValueError(f"format is {d.get('format')!r}, expected {CLUSTER_FORMAT!r}")
-      centers = torch.tensor(d["centers"], dtype=torch.float32)
-      counts = torch.tensor(d["counts"], dtype=torch.float64)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"state_keying.cluster_file={path}: unreadable cluster file: {e}") from e
-    if centers.shape[0] != self.cfg.n_clusters or counts.shape != (centers.shape[0],):
-      raise ValueError(f"state_keying.cluster_file={path}: holds {centers.shape[0]} centres, "
-                       f"state_keying.n_clusters is {self.cfg.n_clusters}")
-    self.centers, self.counts = centers, counts
-
   def state_dict(self) -> dict:
-    return {"centers": self.centers, "counts": self.counts,
-            "pending": [p.clone() for p in self._pending]}
+    return {"kmeans": None if self.kmeans is None else kmeans_state(self.kmeans),
+            "pending": [torch.from_numpy(p.copy()) for p in self._pending]}
 
   def load_state_dict(self, sd: dict) -> None:
-    self.centers, self.counts = sd.get("centers"), sd.get("counts")
-    self._pending = [p.clone() for p in sd.get("pending", [])]
+    km = sd.get("kmeans")
+    self.kmeans = None if km is None else kmeans_from_state(
+        km, self.cfg.n_clusters, self.seed, "scheduler checkpoint entry 'keyer.kmeans'")
+    self._pending = [np.asarray(p.numpy() if isinstance(p, torch.Tensor) else p).copy()
+                     for p in sd.get("pending", [])]

@@ -1,9 +1,12 @@
-"""Run-directory I/O shared by every trainer: metrics log, provenance, atomic JSON, exact
-exploitability by the fastest route.
+"""Run-directory I/O: metrics log, checkpoint, provenance, atomic JSON.
 
-A run directory holds `config.json`, `provenance.json`, `metrics.jsonl` (one JSON object per
-line, appended and fsynced per line, so a crash loses at most the line being written) and,
-when finished, `policy.json` and an empty `DONE` marker.
+A run directory holds:
+- `config.json` (the resolved RunSpec) and `provenance.json` (commit, versions, machine);
+- `metrics.jsonl`, one JSON object per evaluation, appended and fsynced per line, so a
+  crash loses at most the line being written;
+- `checkpoint.pt`, written atomically after each evaluation; plain data only, read with
+  torch.load(weights_only=True) (armac_spiel.safe_load);
+- when finished, `policy.json` (armac-spiel/policy-v1), `curve.png` and an empty `DONE`.
 """
 
 from __future__ import annotations
@@ -19,26 +22,64 @@ from typing import Optional
 
 from absl import logging
 
-from armac_spiel.atomic import atomic_write_text
+from armac_spiel.atomic import atomic_torch_save, atomic_write_text
+from armac_spiel.safe_load import UnsafeFileError, load_tensor_file
 
-_REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+DONE = "DONE"
+# Metrics fields that depend on the machine and its load, not on the seed.
+TIMING_FIELDS = ("train_s", "eval_s", "steps_per_s", "episodes_per_s", "time",
+                 "scheduler.cost_ms_per_epoch")
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be read or does not belong to this run."""
+
+
+class MetricsWriteError(OSError):
+  """A metrics line could not be written (same errno); the file is as before the write."""
 
 
 class MetricsLog:
-  """Append-only JSONL writer: each `write` appends one line, flushed and fsynced."""
+  """Append-only JSONL writer: each `write` appends one line, flushed and fsynced.
+
+  Opening drops a cut last line (a crash inside a write), so appends start on a line of
+  their own. A write that fails (a full disk, an I/O error) truncates the file back to
+  its previous end and raises `MetricsWriteError`: the file never holds part of a line.
+  """
 
   def __init__(self, path: str):
     self.path = path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self._f = open(path, "a", encoding="utf-8")
+    self._f = open(path, "ab", buffering=0)  # unbuffered: a failed write keeps nothing
+    with open(path, "rb") as f:
+      data = f.read()
+    if data and not data.endswith(b"\n"):
+      keep = data.rfind(b"\n") + 1
+      logging.warning("%s: dropping a cut last line (%d bytes)", path, len(data) - keep)
+      self._f.truncate(keep)
 
   def write(self, record: dict) -> None:
     line = json.dumps(record, allow_nan=True, sort_keys=False)
     if "\n" in line:
       raise ValueError("a metrics record must serialise to one line")
-    self._f.write(line + "\n")
-    self._f.flush()
-    os.fsync(self._f.fileno())
+    data = (line + "\n").encode("utf-8")
+    end = self._f.seek(0, os.SEEK_END)
+    try:
+      done = 0
+      while done < len(data):
+        done += self._f.write(data[done:])
+      os.fsync(self._f.fileno())
+    except OSError as e:
+      try:
+        self._f.truncate(end)
+      except OSError:
+        pass
+      raise MetricsWriteError(e.errno, f"cannot append to {self.path} ({e.strerror or e}); "
+                              "the line was not written") from e
 
   def close(self) -> None:
     if not self._f.closed:
@@ -130,15 +171,30 @@ def provenance() -> dict:
   }
 
 
-def fast_exploitability(game_string: str, probs) -> tuple[Optional[float], float]:
-  """(exploitability, nash_conv) of a (S, A) table; exploitability is None unless the game
-  is two-player zero-sum. Uses the compiled tree when it fits, else pyspiel (C++)."""
-  from armac_spiel import evaluation
-  from games import load_game, tree
-  probs = evaluation.tabularise(game_string, probs)
-  two_zs = load_game(game_string).is_two_player_zero_sum
-  if tree.tree_fits(game_string):
-    nc = float(tree.compile_tree(game_string).nash_conv(probs))
-  else:
-    nc = evaluation.nash_conv(game_string, probs)
-  return (nc / 2.0 if two_zs else None), nc
+def read_json(path: str) -> dict:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def save_checkpoint(path: str, obj: dict) -> None:
+  atomic_torch_save(obj, path)
+
+
+def load_checkpoint(path: str) -> dict:
+  """The checkpoint at `path`, read as plain data (armac_spiel.safe_load): a file naming any
+  other type raises UnsafeFileError (a ValueError) before anything in it is built."""
+  try:
+    return load_tensor_file(path, "checkpoint", hint=(
+        "checkpoints hold plain data only (tensors, numbers, strings, lists, dicts); one "
+        "written by an older armac-spiel version cannot be loaded: train again in a new "
+        "--out_dir (or delete the checkpoint)"))
+  except UnsafeFileError:
+    raise
+  except Exception as e:  # torch raises several types for truncated / foreign files
+    raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
+                          f"{e}); delete it to start over") from e
+
+
+def strip_timing(rows: list[dict]) -> list[dict]:
+  """Metrics lines without their TIMING_FIELDS: what a seed determines."""
+  return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows]

@@ -1,0 +1,13 @@
+"""Deterministic replay of ARMAC training: recording (`record`) and verification (`verify`).
+
+The file format is described in `armac_spiel.recording.format`.
+"""
+
+from armac_spiel.recording.format import (FORMAT, POLICY_FORMAT, ReplayError, file_name,
+                                          params_hash, policy_name, replay_files, selected)
+from armac_spiel.recording.record import RecorderConfig, ReplayRecorder, policy_checkpoint
+from armac_spiel.recording.verify import Mismatch, VerifyResult, verify
+
+__all__ = ["FORMAT", "POLICY_FORMAT", "Mismatch", "RecorderConfig", "ReplayError",
+           "ReplayRecorder", "VerifyResult", "file_name", "params_hash", "policy_checkpoint",
+           "policy_name", "replay_files", "selected", "verify"]

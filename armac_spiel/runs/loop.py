@@ -1,0 +1,157 @@
+"""The one run loop, for every Learner: budgets, exact evaluation, metrics, checkpoints,
+resume.
+
+`run(spec)` trains `spec.learner` until `spec.time_budget_s` training seconds (evaluation
+excluded) or `spec.max_steps` steps, whichever comes first. It evaluates exactly
+(armac_spiel.evaluation.evaluate_learner) every `spec.eval_every` steps and/or every
+`spec.eval_every_s` training seconds, at the start when the learner asks for it
+(`eval_at_start`), and at the end. Each evaluation appends one line to metrics.jsonl:
+the learner's counters, the clocks, the evaluation, the last step's losses and the rates.
+
+Resume. After each evaluation the checkpoint is written (atomically) with the learner, the
+loop's clocks and the line it belongs to (`pending`); the line is appended after. On
+resume the metrics file holds either every line up to and including `pending` (extra
+lines cannot exist) or one fewer, and then `pending` is appended. Nothing logged is lost
+or written twice, and the resumed run continues exactly where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional, Sequence
+
+from absl import logging
+
+from armac_spiel import evaluation, policy_io
+from armac_spiel.atomic import atomic_write_text
+from armac_spiel.config import ConfigError
+from armac_spiel.learner import learner_entry
+from armac_spiel.runs import plots, rundir
+from armac_spiel.runs.spec import RunSpec, check_budgets, resolve_device
+
+
+def build_learner(spec: RunSpec, device: Optional[str] = None):
+  """The spec's learner, untrained, on `device` (default: the spec's, resolved)."""
+  return learner_entry(spec.learner).build(spec, device or resolve_device(spec.device))
+
+
+def run(spec: RunSpec, on_step: Optional[Callable] = None,
+        loggers: Sequence = ()) -> list[dict]:
+  """Trains the run of `spec` into `spec.out_dir`; returns its metrics lines.
+
+  `on_step(learner)` is called after every step; each of `loggers` gets `write(line)` for
+  every metrics line and `close()` at the end (progress display, TensorBoard).
+  """
+  check_budgets(spec.time_budget_s, spec.max_steps, spec.eval_every, spec.eval_every_s)
+  device = resolve_device(spec.device)
+  out = spec.out_dir
+  os.makedirs(out, exist_ok=True)
+  ckpt_path = os.path.join(out, rundir.CHECKPOINT)
+  metrics_path = os.path.join(out, rundir.METRICS)
+  if os.path.exists(ckpt_path) and not spec.resume:
+    raise ConfigError(f"--out_dir={out} already holds a run (checkpoint.pt); pass "
+                      "--resume to continue it or choose a new --out_dir")
+  learner = build_learner(spec, device)
+  clock = {"steps": 0, "train_s": 0.0, "eval_s": 0.0, "n_lines": 0, "last_eval_step": 0,
+           "last_eval_train_s": 0.0, "last_eval_episodes": 0}
+  if spec.resume and os.path.exists(ckpt_path):
+    ck = rundir.load_checkpoint(ckpt_path)
+    if ck.get("spec") != spec.identity():
+      raise rundir.CheckpointError(
+          f"checkpoint {ckpt_path} was written for a different run (algorithm, game, seed, "
+          "hyper-parameters or scheduler differ); resume with the config of the original run")
+    learner.load_state_dict(ck["learner"])
+    clock.update(ck["clock"])
+    _reconcile_metrics(metrics_path, clock["n_lines"], ck["pending"])
+    logging.info("resumed %s at step %d (%d metrics lines)", out, clock["steps"],
+                 clock["n_lines"])
+  else:
+    for name in (rundir.METRICS, rundir.DONE):
+      if os.path.exists(os.path.join(out, name)):
+        os.unlink(os.path.join(out, name))
+    rundir.write_json_atomic(os.path.join(out, rundir.CONFIG),
+                             {**spec.to_dict(), "device": device})
+    rundir.write_json_atomic(os.path.join(out, "provenance.json"),
+                             {**rundir.provenance(), "seed": spec.seed})
+
+  log = rundir.MetricsLog(metrics_path)
+  losses: dict = {}
+
+  def evaluate_and_checkpoint():
+    t0 = time.perf_counter()
+    ev = evaluation.evaluate_learner(learner)
+    clock["eval_s"] += time.perf_counter() - t0
+    dt = clock["train_s"] - clock["last_eval_train_s"]
+    steps = clock["steps"] - clock["last_eval_step"]
+    episodes = learner.episodes - clock["last_eval_episodes"]
+    counters = getattr(learner, "counters", None)
+    head = counters() if counters else {"step": clock["steps"], "episodes": learner.episodes}
+    line = {**head, "train_s": clock["train_s"], "eval_s": clock["eval_s"],
+            **ev, **losses, "steps_per_s": steps / dt if dt > 0 else 0.0,
+            "episodes_per_s": episodes / dt if dt > 0 else 0.0, "time": time.time()}
+    clock.update(n_lines=clock["n_lines"] + 1, last_eval_step=clock["steps"],
+                 last_eval_train_s=clock["train_s"], last_eval_episodes=learner.episodes)
+    rundir.save_checkpoint(ckpt_path, {"learner": learner.state_dict(), "clock": dict(clock),
+                                       "pending": line, "spec": spec.identity()})
+    log.write(line)
+    for lg in loggers:
+      lg.write(line)
+    logging.info("%s step %d  episodes %d  train %.1fs  expl %s  current %s  %.3g steps/s",
+                 spec.algo, clock["steps"], learner.episodes, clock["train_s"],
+                 _fmt(line.get("exploitability")), _fmt(line.get("exploitability_current")),
+                 line["steps_per_s"])
+
+  if clock["n_lines"] == 0 and getattr(learner, "eval_at_start", False):
+    evaluate_and_checkpoint()
+  while True:
+    if spec.time_budget_s is not None and clock["train_s"] >= spec.time_budget_s:
+      break
+    if spec.max_steps and clock["steps"] >= spec.max_steps:
+      break
+    t0 = time.perf_counter()
+    losses = learner.step() or {}
+    clock["train_s"] += time.perf_counter() - t0
+    clock["steps"] += 1
+    if on_step is not None:
+      on_step(learner)
+    since = clock["steps"] - clock["last_eval_step"]
+    if ((spec.eval_every and since >= spec.eval_every) or
+        (spec.eval_every_s and
+         clock["train_s"] - clock["last_eval_train_s"] >= spec.eval_every_s)):
+      evaluate_and_checkpoint()
+  if clock["steps"] > clock["last_eval_step"] or clock["n_lines"] == 0:
+    evaluate_and_checkpoint()
+  log.close()
+  for lg in loggers:
+    lg.close()
+  finish(spec, learner)
+  return rundir.read_metrics(metrics_path)
+
+
+def _reconcile_metrics(path: str, n_lines: int, pending: dict) -> None:
+  lines = rundir.read_metrics(path)
+  if len(lines) >= n_lines:
+    rundir.truncate_metrics(path, n_lines)
+  elif len(lines) == n_lines - 1:
+    with rundir.MetricsLog(path) as log:
+      log.write(pending)
+  else:
+    raise rundir.CheckpointError(f"{path} has {len(lines)} lines but the checkpoint expects "
+                                 f"{n_lines}; the run directory was modified")
+
+
+def finish(spec: RunSpec, learner) -> None:
+  """policy.json (the average policy), the learner's own exports, curve.png and DONE."""
+  policy_io.export_policy(os.path.join(spec.out_dir, "policy.json"), spec.game,
+                          learner.average_table())
+  export = getattr(learner, "export", None)
+  if export is not None:
+    export(spec.out_dir)
+  if spec.plot:
+    plots.plot_run(spec.out_dir, spec.game)
+  atomic_write_text(os.path.join(spec.out_dir, rundir.DONE), "")
+
+
+def _fmt(x) -> str:
+  return "n/a" if x is None else f"{x:.4f}"

@@ -1,0 +1,133 @@
+"""Figures: one run's curve, and a sweep's curves (mean over seeds with a bootstrap band).
+
+Exploitability is drawn log-log against episodes and against training seconds. The CFR+
+reference (OpenSpiel's C++ CFR+, armac_spiel.evaluation.cfr_plus_curve) is drawn against
+its own wall time, and on the episodes panel of a run as a dashed line at its value after
+`CFR_PLUS_REF_ITERS` iterations.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from armac_spiel.atomic import atomic_write_text  # noqa: E402
+from armac_spiel.evaluation import cfr_plus_curve  # noqa: E402
+from armac_spiel.runs import curves, rundir  # noqa: E402
+
+X_AXES = (("episodes", "episodes", "curves_episodes.png"),
+          ("train_s", "training seconds (evaluation excluded)", "curves_seconds.png"))
+LABELS = {"armac": "ARMAC", "armac_sched_discrete": "ARMAC + scheduler (discrete)",
+          "armac_sched_continuous": "ARMAC + scheduler (continuous)", "deep_cfr": "Deep CFR",
+          "nfsp": "NFSP", "cfr_plus": "CFR+", "es_mccfr": "ES-MCCFR", "os_mccfr": "OS-MCCFR"}
+STYLES = {"armac": ("tab:blue", "-"), "armac_sched_discrete": ("tab:orange", "-"),
+          "armac_sched_continuous": ("tab:green", "-"), "deep_cfr": ("tab:red", "--"),
+          "nfsp": ("tab:purple", "--"), "cfr_plus": ("black", "-."),
+          "es_mccfr": ("tab:brown", "-."), "os_mccfr": ("tab:olive", "-.")}
+ORDER = {a: i for i, a in enumerate(STYLES)}
+
+
+def algo_order(algo: str):
+  return (ORDER.get(algo, 99), algo)
+
+
+def _save(fig, path: str) -> str:
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path
+
+
+def plot_run(out_dir: str, game_string: str, name: str = "curve.png") -> str | None:
+  """curve.png of one run directory (average and, if logged, current policy)."""
+  rows = [r for r in rundir.read_metrics(os.path.join(out_dir, rundir.METRICS))
+          if r.get("exploitability") is not None]
+  if not rows:
+    return None
+  ref = cfr_plus_curve(game_string)
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  for ax, key, label in ((axes[0], "episodes", "episodes"),
+                         (axes[1], "train_s", "training seconds (evaluation excluded)")):
+    pts = [(r[key], r["exploitability"]) for r in rows if r[key] > 0]
+    cur = [(r[key], r["exploitability_current"]) for r in rows
+           if r[key] > 0 and r.get("exploitability_current") is not None]
+    if pts:
+      ax.plot(*zip(*pts), "o-", ms=3, label="average policy")
+    if cur:
+      ax.plot(*zip(*cur), "-", alpha=0.4, label="current (regret-matching) policy")
+    if key == "train_s":
+      ax.plot([r[0] for r in ref], [r[2] for r in ref], "k--", label="CFR+ (pyspiel C++)")
+    else:
+      ax.axhline(ref[-1][2], color="k", ls="--",
+                 label=f"CFR+ after {ref[-1][1]} iterations")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel("exploitability (chips)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(f"{game_string}: exploitability")
+  fig.tight_layout()
+  return _save(fig, os.path.join(out_dir, name))
+
+
+def plot_curves(runs: dict, key: str, xlabel: str, path: str, n_grid: int = 60,
+                n_boot: int = 2000, reference: bool = False) -> str:
+  """One panel per game: each algorithm's mean over seeds with its 95% bootstrap band."""
+  games = sorted(runs)
+  fig, axes = plt.subplots(1, len(games), figsize=(6.2 * len(games), 5.0), squeeze=False)
+  handles = {}
+  for ax, game in zip(axes[0], games):
+    n_seeds = set()
+    for algo in sorted(runs[game], key=algo_order):
+      seeds = runs[game][algo]
+      grid, vals = curves.curves_on_grid(seeds, key, n_grid)
+      if grid.size == 0:
+        continue
+      n_seeds.add(len(seeds))
+      mean, lo, hi = curves.bootstrap_mean(vals, n_boot)
+      color, ls = STYLES.get(algo, (None, "-"))
+      line, = ax.plot(grid, mean, ls, color=color, lw=1.8, label=LABELS.get(algo, algo),
+                      drawstyle="steps-post")
+      ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, lw=0, step="post")
+      handles.setdefault(line.get_label(), line)
+    if reference and key == "train_s":
+      ref = cfr_plus_curve(game)
+      line, = ax.plot([r[0] for r in ref], [r[2] for r in ref], "k:", lw=1.2,
+                      label="CFR+ (pyspiel C++, tabular)")
+      handles.setdefault(line.get_label(), line)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("exploitability of the average policy")
+    seeds_txt = "/".join(str(n) for n in sorted(n_seeds))
+    ax.set_title(f"{game}  ({seeds_txt} seeds)" if n_seeds else game)
+    ax.grid(True, which="major", alpha=0.45)
+    ax.grid(True, which="minor", alpha=0.12)
+  if handles:
+    fig.legend(list(handles.values()), list(handles), loc="lower center",
+               ncol=min(len(handles), 4), fontsize=9, frameon=False)
+  rows = -(-len(handles) // 4) if handles else 0
+  fig.suptitle(f"Exploitability vs {xlabel.split(' (')[0]}: mean over seeds, "
+               "95% bootstrap band", fontsize=12)
+  fig.tight_layout(rect=(0, 0.045 * rows + 0.01, 1, 1))
+  return _save(fig, path)
+
+
+def plot_sweep(root: str, checkpoints_s=(10, 30, 60, 120, 300, 600), n_grid: int = 60,
+               n_boot: int = 2000, reference: bool = False) -> list[str]:
+  """curves_episodes.png, curves_seconds.png and table.md of a sweep directory."""
+  runs = curves.load_runs(root)
+  if not runs:
+    raise ValueError(f"{root}: no <game>/<algo>/seed_<s>/metrics.jsonl with exploitability")
+  out = [plot_curves(runs, key, label, os.path.join(root, name), n_grid, n_boot, reference)
+         for key, label, name in X_AXES]
+  path = os.path.join(root, "table.md")
+  atomic_write_text(path, curves.table(runs, [float(t) for t in checkpoints_s], n_boot,
+                                       order=algo_order, labels=LABELS))
+  return out + [path]

@@ -1,0 +1,223 @@
+"""One run, fully resolved: `RunSpec`, and `resolve_spec`, the one place that builds it.
+
+Precedence, lowest first: the algorithm's defaults (a frozen dataclass), the YAML config
+(`--config`, else experiments/configs/<game>.yaml for ARMAC), `--set KEY=VALUE` pairs, then
+the dedicated flags (`--max_epochs`, `--eval_every`, `--scheduler`, `--sampler`). Every
+error is a `ConfigError` naming the flag or field and what is allowed.
+
+Algorithms are the names of armac_spiel.learner's registry, plus `ALIASES`: named ARMAC
+variants, each a fixed set of config overrides (applied after the YAML, before --set).
+The scheduler mode is decided here and nowhere else: `--scheduler`, an alias's or
+`--set`'s `scheduler_mode` wins; otherwise a YAML `scheduler_mode` other than off;
+otherwise the YAML's scheduler sections (`use_scheduler` and `policy_mixer.discrete`);
+otherwise off. `spec.scheduler` then holds the scheduler
+suite with that mode (None when off).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from typing import Any, Mapping, Optional
+
+from armac_spiel import config as config_lib
+from armac_spiel.config import ConfigError
+from armac_spiel.learner import learner_entry
+
+ALIASES = {
+    "armac_sched_discrete": ("armac", {"scheduler_mode": "discrete"}),
+    "armac_sched_continuous": ("armac", {"scheduler_mode": "continuous"}),
+    "armac_pyspiel": ("armac", {"sampler": "pyspiel", "regret_fit": "rows",
+                                "actor_fit": "rows"}),
+    "armac_rows": ("armac", {"regret_fit": "rows", "actor_fit": "rows"}),
+}
+DEVICES = ("auto", "cpu", "cuda")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "experiments", "configs")
+# The fields of a RunSpec that define what is computed; resuming requires them unchanged.
+IDENTITY_FIELDS = ("algo", "game", "seed", "hparams", "scheduler")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """Everything one run needs; written to the run directory as config.json."""
+  algo: str                        # as asked (an alias stays visible in config.json)
+  learner: str                     # the registered learner that runs
+  game: str
+  seed: int
+  out_dir: str
+  hparams: Mapping[str, Any]       # the learner's resolved hyper-parameters
+  scheduler: Optional[Mapping[str, Any]] = None   # ARMAC scheduler suite, None when off
+  time_budget_s: Optional[float] = None  # training seconds, evaluation excluded
+  max_steps: Optional[int] = None  # learner steps (ARMAC: epochs)
+  eval_every: Optional[int] = None     # steps between exact evaluations
+  eval_every_s: Optional[float] = None  # training seconds between exact evaluations
+  device: str = "auto"
+  resume: bool = False
+  plot: bool = True
+  record: Optional[Mapping[str, Any]] = None  # ARMAC episode recording (armac_spiel.recording)
+  config_file: Optional[str] = None
+
+  @property
+  def game_string(self) -> str:
+    return self.game
+
+  @property
+  def config(self) -> config_lib.ARMACConfig:
+    """The ARMAC config (ARMAC runs only)."""
+    return config_lib.from_dict(dict(self.hparams))
+
+  @property
+  def scheduler_mode(self) -> str:
+    return "off" if self.scheduler is None else _suite_mode(self.scheduler)
+
+  def to_dict(self) -> dict:
+    return _plain(dataclasses.asdict(self))
+
+  def identity(self) -> dict:
+    d = self.to_dict()
+    return {k: d[k] for k in IDENTITY_FIELDS}
+
+  def replace(self, **kw) -> "RunSpec":
+    return dataclasses.replace(self, **kw)
+
+
+def _plain(x):
+  """Tuples to lists, recursively (what JSON gives back)."""
+  if isinstance(x, Mapping):
+    return {k: _plain(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_plain(v) for v in x]
+  return x
+
+
+def _suite_mode(suite: Mapping) -> str:
+  if not suite.get("use_scheduler", True):
+    return "off"
+  return "discrete" if suite.get("policy_mixer", {}).get("discrete", True) else "continuous"
+
+
+def resolve_device(device: str) -> str:
+  """`auto` -> cuda when available, else cpu; cuda on a machine without one is an error."""
+  import torch
+  if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device or ""):
+    raise ConfigError(f"--device={device!r}: must be one of {DEVICES} (or cuda:N)")
+  if device == "auto":
+    return "cuda" if torch.cuda.is_available() else "cpu"
+  if device.startswith("cuda") and not torch.cuda.is_available():
+    raise ConfigError(f"--device={device!r}: CUDA is not available on this machine; "
+                      "use --device=cpu or --device=auto")
+  return device
+
+
+def default_config_path(game_name: str) -> Optional[str]:
+  """experiments/configs/<game>.yaml (game parameters stripped), if it exists."""
+  path = os.path.join(CONFIG_DIR, re.sub(r"\(.*", "", game_name) + ".yaml")
+  return path if os.path.exists(path) else None
+
+
+def check_budgets(time_budget_s, max_steps, eval_every, eval_every_s,
+                  need_one: bool = True, steps_flag: str = "--max_steps") -> None:
+  """Budgets and cadences, each error naming its flag; `need_one`: some budget is given."""
+  if time_budget_s is not None and not (math.isfinite(time_budget_s) and time_budget_s > 0):
+    raise ConfigError(f"--time_budget_s={time_budget_s}: must be a positive number of "
+                      "training seconds (or leave it out and give --max_epochs/--max_steps)")
+  if max_steps is not None and max_steps < 0:
+    raise ConfigError(f"{steps_flag}={max_steps}: must be >= 0 (0: no step limit)")
+  if eval_every is not None and eval_every < 1:
+    raise ConfigError(f"--eval_every={eval_every}: must be a positive number of steps")
+  if eval_every_s is not None and not (math.isfinite(eval_every_s) and eval_every_s > 0):
+    raise ConfigError(f"--eval_every_s={eval_every_s}: must be a positive number of seconds")
+  if need_one and time_budget_s is None and not max_steps:
+    raise ConfigError("give a time budget (--time_budget_s) or a step budget (--max_epochs "
+                      "for ARMAC, --max_steps otherwise, or config max_epochs), or both")
+
+
+def _resolve_params(params_cls, raw: dict, where: str) -> dict:
+  """`raw` over the defaults of `params_cls` (validated by constructing it)."""
+  if params_cls is None:
+    return dict(raw)
+  return _plain(dataclasses.asdict(config_lib.dataclass_from_dict(params_cls, raw, where)))
+
+
+def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
+                 config_path: Optional[str] = None, sets: Optional[dict] = None,
+                 time_budget_s: Optional[float] = None, max_steps: Optional[int] = None,
+                 eval_every: Optional[int] = None, eval_every_s: Optional[float] = None,
+                 scheduler: Optional[str] = None, sampler: Optional[str] = None,
+                 device: str = "auto", resume: bool = False, plot: bool = True,
+                 record: Optional[dict] = None) -> RunSpec:
+  """Resolves defaults < YAML < `sets` < flags into a RunSpec (see the module docstring).
+
+  For ARMAC, `max_steps` / `eval_every` override the config's `max_epochs` / `eval_every`.
+  For another algorithm the YAML maps its hyper-parameters, either at the top level or in
+  a section named after the algorithm (one file may serve several algorithms).
+  """
+  from games import load_game
+  load_game(game)  # GameError names the game and what is wrong with it
+  # The flags first, so that the error names the flag rather than a config field.
+  learner, alias_sets = ALIASES.get(algo, (algo, {}))
+  check_budgets(time_budget_s, max_steps, eval_every, eval_every_s, need_one=False,
+                steps_flag="--max_epochs" if learner == "armac" else "--max_steps")
+  entry = learner_entry(learner)
+  sets = dict(sets or {})
+  if learner == "armac":
+    path = config_path or default_config_path(game)
+  else:
+    path = config_path
+  raw = config_lib.load_yaml(path) if path else {}
+  where = path or "config"
+  suite = None
+  if learner == "armac":
+    raw, suite = _split_scheduler(raw, where)
+    flag_fields = {"max_epochs": max_steps, "eval_every": eval_every,
+                   "sampler": sampler}
+    merged = {**raw, **alias_sets, **sets,
+              **{k: v for k, v in flag_fields.items() if v is not None}}
+    cfg = config_lib.from_dict(merged, where=where if not sets else f"{where} / --set")
+    mode = scheduler or sets.get("scheduler_mode") or alias_sets.get("scheduler_mode")
+    if mode is None:
+      if cfg.scheduler_mode != "off":
+        mode = cfg.scheduler_mode
+      else:
+        mode = "off" if suite is None else suite.mode
+    if mode not in config_lib.SCHEDULER_MODES:
+      raise ConfigError(f"--scheduler={mode!r}: must be one of {config_lib.SCHEDULER_MODES}")
+    cfg = cfg.replace(scheduler_mode=mode)
+    sched_dict = None
+    if mode != "off":
+      from armac_spiel.scheduler.config import SchedulerSuiteConfig
+      sched_dict = _plain((suite or SchedulerSuiteConfig()).with_mode(mode).to_dict())
+    hparams = _plain(cfg.to_dict())
+    max_steps, eval_every = cfg.max_epochs or None, cfg.eval_every
+  else:
+    for flag, value in (("--scheduler", scheduler if scheduler != "off" else None),
+                        ("--sampler", sampler), ("--record_replay", record)):
+      if value is not None:
+        raise ConfigError(f"{flag}: applies to ARMAC only, not --algo={algo}")
+    if isinstance(raw.get(learner), dict):
+      raw = raw[learner]
+    hparams = _resolve_params(entry.params_cls, {**raw, **sets}, f"{where} ({algo})")
+    sched_dict = None
+  check_budgets(time_budget_s, max_steps, eval_every, eval_every_s)
+  return RunSpec(algo=algo, learner=learner, game=game, seed=int(seed),
+                 out_dir=str(out_dir), hparams=hparams, scheduler=sched_dict,
+                 time_budget_s=time_budget_s, max_steps=max_steps, eval_every=eval_every,
+                 eval_every_s=eval_every_s, device=device, resume=resume, plot=plot,
+                 record=record, config_file=path)
+
+
+def _split_scheduler(raw: dict, where: str):
+  """(ARMAC keys, SchedulerSuiteConfig or None) of a YAML mapping."""
+  from armac_spiel.scheduler.config import SchedulerSuiteConfig
+  from armac_spiel.scheduler_glue import SCHEDULER_SECTIONS
+  armac = {k: v for k, v in raw.items() if k not in SCHEDULER_SECTIONS}
+  sections = {k: v for k, v in raw.items() if k in SCHEDULER_SECTIONS}
+  if not sections:
+    return armac, None
+  try:
+    return armac, SchedulerSuiteConfig.from_dict(sections)
+  except ValueError as e:
+    raise ConfigError(f"{where}: {e}") from e

@@ -485,8 +485,7 @@ class SchedulerAdapter:
     expl_cur, nc_cur = evaluation.fast_exploitability(self.game_string, cur_mixed)
     avg_mixed, _ = self.mixed_table(learner, self.average_lambda(learner))
     expl_avg, nc_avg = evaluation.fast_exploitability(self.game_string, avg_mixed)
-    out.update({f"scheduler.{k}": v for k, v in mixing_stats(lam, self.bins).items()
-                if k != "lambda_hist"})
+    out.update({f"scheduler.{k}": v for k, v in mixing_stats(lam, self.bins).items()})
     out["scheduler.interior_reach"] = self.interior_reach(mixed, lam)
     out["scheduler.mode"] = self.mode
     out["scheduler.strategy"] = self.strategy

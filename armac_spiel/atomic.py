@@ -5,6 +5,10 @@ the previous file untouched; an OSError is raised again as `AtomicWriteError` (s
 naming the path. After the rename the directory is fsynced, so the new name survives a
 power loss.
 
+A process killed inside a write leaves its temp file (`.tmp-<name><random>`) behind;
+`remove_temp_files(directory)` deletes them, for the one writer of a directory (the holder
+of its armac_spiel.runs.lock.RunLock) to call.
+
 `set_write_hook(fn)` installs `fn(stage, path)`, called at each stage of every write:
 "opened" (temp file created), "written" (data written, not yet fsynced), "synced" (before
 the rename) and "renamed" (before the directory fsync). Fault-injection tests and
@@ -41,6 +45,24 @@ def _stage(stage: str, path: str) -> None:
     _hook(stage, path)
 
 
+TEMP_PREFIX = ".tmp-"
+
+
+def remove_temp_files(directory: str) -> list[str]:
+  """Deletes the temp files that interrupted atomic writes left in `directory`; returns
+  their names. Only for the directory's one writer: another writer's temp files vanish."""
+  try:
+    names = [n for n in os.listdir(directory) if n.startswith(TEMP_PREFIX)]
+  except FileNotFoundError:
+    return []
+  for n in names:
+    try:
+      os.unlink(os.path.join(directory, n))
+    except FileNotFoundError:
+      pass
+  return names
+
+
 def _fsync_dir(d: str) -> None:
   try:
     fd = os.open(d, os.O_RDONLY)
@@ -60,7 +82,7 @@ def _atomic_write(path: str, write, mode: str) -> None:
   tmp = None
   try:
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=TEMP_PREFIX + os.path.basename(path))
     with os.fdopen(fd, mode) as f:
       _stage("opened", path)
       write(f)

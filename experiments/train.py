@@ -22,6 +22,7 @@ from absl import app, flags, logging
 
 from armac_spiel import config as config_lib
 from armac_spiel import progress, runs
+from armac_spiel.atomic import AtomicWriteError
 from armac_spiel.runs import rundir
 from armac_spiel.runs.lock import RunLock, RunLockedError
 from games import GameError
@@ -124,8 +125,9 @@ def main(argv):
           ImportError, RunLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  except OSError as e:  # a full disk or an I/O error; the last checkpoint is intact
-    print(f"error: {e}; resume with --resume once the cause is fixed", file=sys.stderr)
+  except (AtomicWriteError, rundir.MetricsWriteError) as e:  # a full disk, an I/O error
+    print(f"error: {e}; the last checkpoint is intact: fix the cause and pass --resume",
+          file=sys.stderr)
     return 1
   logging.info("done: %s", rows[-1] if rows else None)
   print(rows[-1] if rows else {})

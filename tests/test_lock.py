@@ -63,8 +63,11 @@ def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path):
   os.kill(p.pid, signal.SIGKILL)
   p.wait()
   assert json.loads((tmp_path / "run.lock").read_text())["pid"] == p.pid  # left behind
+  (tmp_path / ".tmp-checkpoint.ptx1y2z3").write_bytes(b"cut")  # a write it did not finish
   lk = RunLock(str(tmp_path)).acquire()
   assert lk.took_over["pid"] == p.pid and "not running" in lk.took_over["stale"]
+  assert lk.removed_temp_files == [".tmp-checkpoint.ptx1y2z3"]
+  assert sorted(os.listdir(tmp_path)) == ["run.lock"]
   assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
   lk.release()
 

@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from armac_spiel.atomic import atomic_torch_save, atomic_write_bytes
+from armac_spiel.atomic import atomic_torch_save, atomic_write_bytes, remove_temp_files
 from armac_spiel.safe_load import load_tensor_file, tensor_bytes
 from armac_spiel.recording.format import (FILE_RE, FORMAT, LEARNER_RULE, POLICY_FORMAT,
                                           POLICY_RE, Capture, encode_lines, file_name,
@@ -76,6 +76,7 @@ class ReplayRecorder:
   def _resume(self, epoch: int) -> None:
     """Drops lines and policy files of epochs >= `epoch`; continues after the kept lines."""
     d = self.cfg.out_dir
+    remove_temp_files(d)  # of policy files whose writer was killed
     for p in glob.glob(os.path.join(d, "policy-e*.pt")):
       m = POLICY_RE.match(os.path.basename(p))
       if m and int(m.group(1)) >= epoch:

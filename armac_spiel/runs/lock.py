@@ -11,7 +11,9 @@ is not a lock this module wrote. A live holder, or one on another host (which ca
 checked from here), raises `RunLockedError` naming it. Checking and taking over happen under
 `flock` on the run directory, so two processes that find the same stale lock cannot both take
 it. `release` (or leaving the `with` block) removes the file if it is still ours; a process
-killed by SIGKILL leaves it behind, stale.
+killed by SIGKILL leaves it behind, stale. Once acquired, the lock's holder is the
+directory's one writer, so it deletes the temp files that a killed writer's atomic writes
+left there (armac_spiel.atomic.remove_temp_files; `removed_temp_files` names them).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import json
 import os
 import socket
 import uuid
+
+from armac_spiel.atomic import remove_temp_files
 
 LOCK_NAME = "run.lock"
 _before_takeover = None  # test hook: called between judging a lock stale and removing it
@@ -98,6 +102,7 @@ class RunLock:
     self.path = os.path.join(run_dir, LOCK_NAME)
     self.info: dict | None = None
     self.took_over: dict | None = None  # the stale holder replaced by acquire, if any
+    self.removed_temp_files: list[str] = []
 
   def acquire(self) -> RunLock:
     if self.info is not None:
@@ -140,6 +145,7 @@ class RunLock:
       os.close(dfd)
       os.unlink(tmp)
     self.info = info
+    self.removed_temp_files = remove_temp_files(self.run_dir)
     return self
 
   def release(self) -> None:

@@ -286,7 +286,7 @@ class ARMAC:
       mask = m[e]
       is_learner = (batch.player == learner[batch.episode]).to(self.device).unsqueeze(1)
       base, sched = pi_j, {}
-      if self.scheduler is not None:
+      if self.scheduler is not None and getattr(self.scheduler, "drives_behaviour", True):
         # {"mixed": (R, A), "actor": (R, A), "regret": (R, A), "lambda" | "logits", ...}
         sched = self.scheduler.behaviour(self, batch)
         base = torch.where(is_learner, sched["mixed"], pi_j)
@@ -611,6 +611,11 @@ class ARMAC:
 
   def evaluation_extras(self) -> dict:
     return {} if self.scheduler is None else self.scheduler.metrics(self)
+
+  def export(self, out_dir: str) -> None:
+    """The scheduler's files beside policy.json (policy_mixed.json: its deployed pi_mix)."""
+    if self.scheduler is not None and hasattr(self.scheduler, "export"):
+      self.scheduler.export(out_dir, self)
 
   # ---------------------------------------------------------------- checkpoints
   def state_dict(self) -> dict:

@@ -1,26 +1,47 @@
-"""Glue between ARMAC, the training config and the scheduler package.
+"""Glue between ARMAC, the training config and the scheduler package (docs/scheduler.md).
 
-`SchedulerAdapter` is the object ARMAC calls (`ARMAC(..., scheduler=adapter)`):
-- `behaviour(learner, batch)`: at every lockstep sampling step, the mixed policy
-  pi_mix = lambda * RM(W(s)) + (1 - lambda) * pibar(s) (legal-masked, renormalised) and the
-  scheduler's outputs. Discrete mode in training draws the bin by Gumbel-max from the
-  adapter's own CPU generator (seeded from the run seed, saved in the state dict).
-- `train_step(learner, traj, learner_ids)`: at the end of the epoch, bin utilities at the
-  learner's visited states (utility_computation.utility_type), their state keys
-  (state_keying.level), one meta-regret update and one scheduler-network step
-  (SchedulerTrainer), with iteration = learner.epoch (warm-up and tau).
-- `metrics(learner)`: manager and mixing statistics, the scheduler's cost and the exact
-  exploitability of the mixed policy (inference: argmax bins) over all information states.
-  `scheduler.bin_entropy` is log K before any state is tracked (untracked keys are uniform);
-  the lambda statistics and (discrete) `scheduler.net_bin_entropy`, the mean entropy of the
-  network's bin distribution, are over every information state.
-- `mixed_policy(learner)`: that mixed policy as an OpenSpiel policy.
+The scheduler chooses lambda(s) for pi_mix = lambda pi_rm + (1 - lambda) pibar, pi_rm =
+RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either part.
+`SchedulerAdapter` is the object ARMAC holds (`ARMAC(..., scheduler=adapter)`):
+- `train_step(learner, traj, learner_ids)`, once per epoch (its cost counts as training
+  time): one scheduler update with the configured utility (utility_computation.strategy):
+  - best_response (compiled tree): pi_rm and pibar are tabulated over every information
+    state; the manager's current sigma gives lambda(s) = sigma . bins; the exact best
+    response to pi_mix and p's counterfactual values against it give the bin utilities at
+    every state at once (scheduler.utilities.best_response_utilities); each state's own
+    reach under pi_mix weighs it in the manager's average;
+  - br_critic: the same from a best-response critic on sampled episodes (BRCritic);
+  - advantage_based / immediate / hybrid: the seed's sampled utilities at the learner's
+    visited states (reach weight 1);
+  then the network distils the manager's average (SchedulerTrainer.step).
+- `deployed_lambda(learner)` (S, 1): the lambda that is deployed: init_lambda during
+  warm-up, then by policy_mixer.deploy: `average` (the manager's weighted average at keys
+  it holds, the network's inference lambda, discrete: the argmax bin, elsewhere),
+  `current` (the manager's current sigma) or `best_measured` (default: whichever of the
+  two gave the less exploitable pi_mix on the parts of the last update, measured exactly on
+  the compiled tree; the average without the tree). The parts move every epoch, and a
+  lambda averaged over past parts lags them; the current iterate tracks them but
+  oscillates, so the choice is measured, never assumed. `mixed_table` / `mixed_policy`
+  give pi_mix.
+- `behaviour(learner, batch)`: only when policy_mixer.behaviour is true (ARMAC checks
+  `drives_behaviour`): the learning player samples from pi_mix with the network's training
+  lambda: discrete, soft Gumbel-softmax softmax((logits + g) / tau(t)) . bins (use_gumbel) or
+  softmax(logits / T_mix(t)) . bins with the mixer temperature T_mix(t) =
+  max(min_temperature, temperature * temperature_decay^t); continuous, the network's lambda.
+  As a behaviour policy pi_mix changes only which states are sampled: ARMAC's reach
+  correction removes it from every target.
+- `metrics(learner)`: exploitability_mixed (deployed pi_mix), exploitability_mixed_net
+  (the network's lambda everywhere), exploitability_mixed_current (the manager's current
+  sigma, the oscillating iterate), exploitability_best_global_lambda and
+  best_global_lambda (the best single lambda on a 21-point grid, a control),
+  scheduler.interior_reach (share of own reach, under the deployed pi_mix, on states whose
+  deployed lambda lies in (0.1, 0.9)), manager and cost statistics.
+- `export(out_dir, learner)`: policy_mixed.json (policy-v1) beside policy.json; level-2
+  cluster centres to state_keying.cluster_file.
 - `state_dict()` / `load_state_dict()`: everything for an exact resume.
 
-State keys. Levels 0 and 1 come from the poker features of information-state strings; the
-string of a visited state is found through its row of `games.infostate_table`: from
-`traj.node` with the tree sampler, else by the bytes of its information-state tensor. Level
-2 clusters the information-state tensors.
+State keys: level 3 is the information state's row of games.infostate_table; levels 0 and 1
+come from the poker features of its string; level 2 clusters the information-state tensors.
 
 Mode. It is decided once, by armac_spiel.runs.spec; `make_scheduler(suite, ...)` builds
 the adapter for the resolved suite (None when its mode is off).
@@ -28,6 +49,7 @@ the adapter for the resolved suite (None when its mode is off).
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -38,6 +60,9 @@ from armac_spiel.networks import masked_softmax, regret_matching
 
 SCHEDULER_SECTIONS = ("use_scheduler", "scheduler", "policy_mixer", "meta_regret",
                       "state_keying", "utility_computation", "deterministic_replay")
+GLOBAL_GRID = 21                # lambdas 0, 0.05, ..., 1 for the best-global-lambda control
+INTERIOR = (0.1, 0.9)
+MIXED_POLICY_FILE = "policy_mixed.json"
 
 
 def split_config(raw: dict, where: str = "config"):
@@ -49,8 +74,46 @@ def split_config(raw: dict, where: str = "config"):
   from armac_spiel.scheduler.config import SchedulerSuiteConfig
   try:
     return armac, SchedulerSuiteConfig.from_dict(sections)
-  except ValueError as e:
+  except ConfigError as e:
     raise ConfigError(f"{where}: {e}") from e
+
+
+def replay_settings(suite, flag_dir: str | None) -> tuple[str | None, float]:
+  """(replay directory or None, verification tolerance): --record_replay=DIR wins; else the
+  deterministic_replay section records into replay_dir when its `record` is true."""
+  from armac_spiel.scheduler.config import ReplayConfig
+  r = suite.deterministic_replay if suite is not None else ReplayConfig()
+  return (flag_dir or (r.replay_dir if r.record else None)), r.tolerance
+
+
+REPLAY_TOLERANCE_FILE = "tolerance.json"
+
+
+def write_replay_tolerance(replay_dir: str, tolerance: float) -> None:
+  """Records deterministic_replay.tolerance in the replay directory."""
+  import json
+  from armac_spiel.atomic import atomic_write_text
+  os.makedirs(replay_dir, exist_ok=True)
+  atomic_write_text(os.path.join(replay_dir, REPLAY_TOLERANCE_FILE),
+                    json.dumps({"tolerance": float(tolerance)}))
+
+
+def read_replay_tolerance(replay_dir: str, default: float = 1e-6) -> float:
+  """The tolerance written by write_replay_tolerance (JSON), else `default`."""
+  import json
+  path = os.path.join(replay_dir, REPLAY_TOLERANCE_FILE)
+  if not os.path.exists(path):
+    return default
+  try:
+    with open(path) as f:
+      return float(json.load(f)["tolerance"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ConfigError(f"{path}: unreadable replay tolerance file: {e}") from None
+
+
+def _tabulate(learner, x: torch.Tensor, mask: torch.Tensor):
+  with torch.no_grad():
+    return (regret_matching(learner.regret(x), mask), masked_softmax(learner.actor(x), mask))
 
 
 class SchedulerAdapter:
@@ -60,166 +123,345 @@ class SchedulerAdapter:
                mode: str | None = None):
     from armac_spiel.scheduler.trainer import SchedulerTrainer
     from games import load_game
+    from games.tree import tree_fits, compile_tree
     mode = suite.mode if mode is None else mode
     if mode not in ("continuous", "discrete"):
-      raise ValueError(f"scheduler adapter needs mode continuous|discrete, got {mode!r}")
-    self.suite = suite.with_mode(mode)
+      raise ConfigError(f"scheduler adapter needs mode continuous|discrete, got {mode!r}")
+    self.suite = suite = suite.with_mode(mode)
     self.mode = mode
     self.game_string = game_string
     self.device = torch.device(device)
-    self.bins = self.suite.policy_mixer.lambda_bins
-    self.level = self.suite.state_keying.level
+    self.bins = suite.policy_mixer.lambda_bins
+    self.level = suite.state_keying.level
+    self.strategy = suite.utility_computation.kind
+    self.drives_behaviour = suite.policy_mixer.behaviour
     sg = load_game(game_string)
-    self.trainer = SchedulerTrainer(self.suite, sg.info_state_size,
-                                    game_string if self.level < 2 else None, self.device, mode)
+    if self.strategy in ("immediate", "hybrid") and not self.drives_behaviour:
+      raise ConfigError(f"utility_computation.strategy={self.strategy} scores the bins the "
+                        "episodes were sampled with: set policy_mixer.behaviour: true")
+    self.tree = None
+    if self.strategy == "best_response":
+      if not sg.is_two_player_zero_sum:
+        raise ConfigError(f"utility_computation.strategy=best_response needs a two-player "
+                          f"zero-sum game, not {game_string}")
+      if not tree_fits(game_string):
+        raise ConfigError(f"utility_computation.strategy=best_response needs the compiled "
+                          f"tree, and {game_string} is too big for it; use "
+                          "utility_computation.strategy: br_critic (model-free)")
+      self.tree = compile_tree(game_string)
+    keyer_game = game_string if self.level != 2 else None
+    self.trainer = SchedulerTrainer(suite, sg.info_state_size, keyer_game, self.device, mode)
     if self.trainer.keyer is not None:
       self.trainer.keyer.seed = seed
+    self.br_critic = None
+    if self.strategy == "br_critic":
+      from armac_spiel.scheduler.br_critic import BRCritic
+      self.br_critic = BRCritic(suite.utility_computation, game_string, seed, self.device)
     self.gen = torch.Generator().manual_seed(seed + 7919)
-    self._chosen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # step -> (episode, bin)
-    self._row_keys = None   # (S,) level-0/1 key of each infostate_table row
+    self._chosen: dict[int, tuple] = {}  # step -> (episode, bin, bin probabilities)
+    self._row_keys = None   # (S,) key of each infostate_table row (levels 0, 1, 3)
     self._byte_rows = None  # tensor bytes -> infostate_table row (pyspiel sampler)
     self.cost = {"behaviour_s": 0.0, "train_s": 0.0, "epochs": 0}
+    self._last: dict = {}
+    self._deployed: torch.Tensor | None = None  # (S, 1) lambda chosen by best_measured
 
-  # ---------------------------------------------------------------- policies
-  def _sched(self, x: torch.Tensor, iteration: int, training: bool) -> dict:
-    """Scheduler output; discrete training samples bins by Gumbel-max from self.gen."""
-    net = self.trainer.net
-    self.trainer.set_iteration(iteration)
-    out = net(x, training=False)
-    if training and self.mode == "discrete" and not net.in_warmup():
-      logits = out["logits"]
-      if net.cfg.use_gumbel:
-        g = -torch.empty(logits.shape).exponential_(generator=self.gen).log()
-        idx = (logits + g.to(logits.device)).argmax(-1)
+  def config_entries(self) -> dict:
+    """What the run directory's config.json records about the scheduler."""
+    return {"scheduler_suite": self.suite.to_dict(), "scheduler_mode": self.mode}
+
+  # ---------------------------------------------------------------- lambdas
+  def _table(self):
+    from games import infostate_table
+    return infostate_table(self.game_string)
+
+  def row_keys(self) -> torch.Tensor:
+    """(S,) manager key of every information state (levels 0, 1 and 3)."""
+    if self._row_keys is None:
+      t = self._table()
+      if self.level == 3:
+        self._row_keys = torch.arange(len(t))
+      elif self.level == 2:
+        raise ValueError("level-2 keys depend on the clusters; use _keys_of")
       else:
-        p = torch.softmax(logits, -1).cpu()
-        idx = torch.multinomial(p, 1, generator=self.gen).squeeze(-1).to(logits.device)
-      out = {**out, "lambda_idx": idx}
-    return out
+        self._row_keys = self.trainer.keyer.ids_from_infostates(t.keys)
+    return self._row_keys
 
-  @torch.no_grad()
-  def _mix(self, learner, x: torch.Tensor, mask: torch.Tensor, training: bool) -> dict:
-    from armac_spiel.scheduler.mixer import mix_policies
-    pi_rm = regret_matching(learner.regret(x), mask)
-    pi_avg = masked_softmax(learner.actor(x), mask)
-    out = self._sched(x, learner.epoch, training)
-    mixed, lam = mix_policies(pi_rm, pi_avg, out, mask, self.bins, hard=True)
-    res = {"mixed": mixed, "actor": pi_avg, "regret": pi_rm, "lambda": lam}
-    if self.mode == "discrete":
-      res.update(logits=out["logits"], lambda_idx=out["lambda_idx"])
-    return res
+  def _keys_of(self, x: torch.Tensor, rows: torch.Tensor | None, update: bool = False):
+    """Keys of states given their table rows (levels 0, 1, 3) or encodings (level 2)."""
+    if self.level == 2:
+      return self.trainer.keyer.cluster_ids(x, update=update)
+    return self.row_keys()[rows]
 
-  def _bin_of(self, res: dict) -> torch.Tensor:
-    if self.mode == "discrete":
-      return res["lambda_idx"]
-    bins = torch.as_tensor(self.bins, dtype=res["lambda"].dtype, device=res["lambda"].device)
-    return (res["lambda"] - bins).abs().argmin(-1)
+  def _net_lambda(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+    """(B, 1) the network's lambda: inference (hard argmax bin / continuous lambda), or the
+    training-time soft lambda (see the module docstring)."""
+    from armac_spiel.scheduler.mixer import sched_lambda
+    net = self.trainer.net
+    with torch.no_grad():
+      out = net(x, training=False)
+      if self.mode == "continuous" or net.in_warmup():
+        return sched_lambda(out, self.bins, hard=True)
+      if not training:
+        return sched_lambda(out, self.bins, hard=True)
+      logits = out["logits"]
+      bins = torch.as_tensor(self.bins, dtype=logits.dtype, device=logits.device)
+      if net.cfg.use_gumbel:
+        g = -torch.empty(logits.shape).exponential_(generator=self.gen).log().to(logits.device)
+        return (torch.softmax((logits + g) / net.tau(), -1) @ bins).unsqueeze(-1)
+      temp = self.trainer.mixer_temperature()
+      return (torch.softmax(logits / temp, -1) @ bins).unsqueeze(-1)
 
+  def _manager_lambda(self, keys, average: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B, 1) lambda from the manager's average or current sigma, (B,) held-with-weight)."""
+    mgr = self.trainer.manager
+    probs = mgr.average_probs(keys) if average else mgr.current_probs(keys).double()
+    bins = torch.as_tensor(self.bins, dtype=torch.float64)
+    uniq, inv = mgr._group(keys)
+    rows = mgr._rows_for(uniq, insert=False)[inv] if uniq else inv
+    held = (rows >= 0) & (mgr.avg_den[rows.clamp_min(0)] > 0)
+    return (probs.cpu() @ bins).unsqueeze(-1), held.cpu()
+
+  def average_lambda(self, learner) -> torch.Tensor:
+    """(S, 1) float64: the manager's weighted average where it has weight, else the
+    network's inference lambda."""
+    t = self._table()
+    x = t.tensors.to(learner.device)
+    self.trainer.set_iteration(learner.epoch)
+    net = self._net_lambda(x).double().cpu()
+    lam, held = self._manager_lambda(self._keys_of(x, torch.arange(len(t))).cpu(), True)
+    return torch.where(held[:, None], lam, net)
+
+  def deployed_lambda(self, learner, net_only: bool = False) -> torch.Tensor:
+    """(S, 1) float64 deployed lambda over every information state (module docstring)."""
+    self.trainer.set_iteration(learner.epoch)
+    if net_only or self.trainer.net.in_warmup():
+      return self._net_lambda(self._table().tensors.to(learner.device)).double().cpu()
+    rule = self.suite.policy_mixer.deploy
+    if rule == "current":
+      return self.current_lambda(learner)
+    if rule == "best_measured" and self._deployed is not None:
+      return self._deployed.clone()
+    return self.average_lambda(learner)
+
+  def _choose_deployment(self, learner) -> None:
+    """policy_mixer.deploy = best_measured: of the average and the current iterate, keeps
+    the lambda table whose pi_mix is less exploitable on the current parts (exact, on the
+    compiled tree); the choice stands until the next update (the parts change only in
+    training). Without the tree the average is deployed."""
+    from armac_spiel import evaluation
+    from games.tree import tree_fits
+    if (self.suite.policy_mixer.deploy != "best_measured" or self.trainer.net.in_warmup()
+        or not tree_fits(self.game_string)):
+      self._deployed = None
+      return
+    cands = {"average": self.average_lambda(learner), "current": self.current_lambda(learner)}
+    nc = {k: evaluation.fast_exploitability(self.game_string, self.mixed_table(learner, lam)[0])[1]
+          for k, lam in cands.items()}
+    pick = min(nc, key=nc.get)
+    self._deployed = cands[pick]
+    self._last.update(deployed_current=float(pick == "current"),
+                      nash_conv_average_at_update=nc["average"],
+                      nash_conv_current_at_update=nc["current"])
+
+  def current_lambda(self, learner) -> torch.Tensor:
+    """(S, 1) float64 lambda of the manager's current sigma (the CFR-BR iterate; the
+    network's inference lambda at keys it does not hold)."""
+    t = self._table()
+    x = t.tensors.to(learner.device)
+    self.trainer.set_iteration(learner.epoch)
+    keys = self._keys_of(x, torch.arange(len(t))).cpu()
+    mgr = self.trainer.manager
+    uniq, inv = mgr._group(keys)
+    rows = (mgr._rows_for(uniq, insert=False)[inv] if uniq else inv).cpu()
+    lam = self._manager_lambda(keys, average=False)[0]
+    return torch.where((rows >= 0)[:, None], lam, self._net_lambda(x).double().cpu())
+
+  def mixed_table(self, learner, lam: torch.Tensor | None = None):
+    """((S, A) float64 pi_mix, (S, 1) lambda) over every information state."""
+    from armac_spiel.scheduler.mixer import normalise
+    t = self._table()
+    pi_rm, pi_avg = _tabulate(learner, t.tensors.to(learner.device),
+                              t.legal_mask.to(learner.device))
+    lam = self.deployed_lambda(learner) if lam is None else lam
+    mask = t.legal_mask
+    p_rm, p_avg = normalise(pi_rm.cpu().double(), mask), normalise(pi_avg.cpu().double(), mask)
+    return normalise(lam * p_rm + (1 - lam) * p_avg, mask), lam
+
+  def mixed_policy(self, learner):
+    """The deployed pi_mix as an OpenSpiel policy (a tabular one)."""
+    from open_spiel.python import policy as os_policy
+    from games import load_game
+    probs, _ = self.mixed_table(learner)
+    t = self._table()
+    pol = os_policy.TabularPolicy(load_game(self.game_string).game)
+    for s, key in enumerate(t.keys):
+      pol.policy_for_key(key)[:] = probs[s].numpy()
+    return pol
+
+  # ---------------------------------------------------------------- behaviour
   def behaviour(self, learner, batch) -> dict:
-    """(R, A) mixed policy and the scheduler's outputs at one sampling step."""
+    """(R, A) pi_mix for the learning player at one sampling step (policy_mixer.behaviour)."""
+    from armac_spiel.scheduler.mixer import normalise
     t0 = time.perf_counter()
     x = batch.info_state.to(learner.device)
     mask = batch.legal_mask.to(learner.device)
-    res = self._mix(learner, x, mask, training=True)
-    self._chosen[int(batch.step)] = (batch.episode.cpu(), self._bin_of(res).cpu())
+    self.trainer.set_iteration(learner.epoch)
+    pi_rm, pi_avg = _tabulate(learner, x, mask)
+    lam = self._net_lambda(x, training=True).to(pi_rm.dtype)
+    mixed = normalise(lam * normalise(pi_rm, mask) + (1 - lam) * normalise(pi_avg, mask), mask)
+    res = {"mixed": mixed, "actor": pi_avg, "regret": pi_rm, "lambda": lam}
+    if self.mode == "discrete":
+      with torch.no_grad():
+        logits = self.trainer.net(x, training=False)["logits"]
+      bins = torch.as_tensor(self.bins, dtype=lam.dtype, device=lam.device)
+      idx = (lam - bins).abs().argmin(-1)
+      res.update(logits=logits, lambda_idx=idx)
+      self._chosen[int(batch.step)] = (batch.episode.cpu(), idx.cpu(),
+                                       torch.softmax(logits, -1).cpu())
     self._sync()
     self.cost["behaviour_s"] += time.perf_counter() - t0
     return res
-
-  def mixed_table(self, learner, full: bool = False):
-    """((S, A) mixed policy, (S, 1) lambda) over all information states, argmax bins;
-    `full` returns the whole `_mix` dict instead."""
-    from games import infostate_table
-    t = infostate_table(self.game_string)
-    res = self._mix(learner, t.tensors.to(learner.device), t.legal_mask.to(learner.device),
-                    training=False)
-    return res if full else (res["mixed"], res["lambda"])
-
-  def mixed_policy(self, learner):
-    """pi_mix with argmax bins, as an OpenSpiel policy."""
-    from armac_spiel.armac import NetworkPolicy
-
-    def fn(x, mask):
-      return self._mix(learner, x, mask, training=False)["mixed"]
-
-    return NetworkPolicy(self.game_string, fn, learner.device)
 
   # ---------------------------------------------------------------- training
   def _sync(self) -> None:
     if self.device.type == "cuda":
       torch.cuda.synchronize(self.device)
 
-  def _table_rows(self, traj, sel: torch.Tensor) -> torch.Tensor:
-    """(N,) infostate_table rows of the selected (B, T) entries."""
-    from games import infostate_table
-    if traj.node is not None:
+  def _table_rows(self, node, info: torch.Tensor) -> torch.Tensor:
+    """(N,) infostate_table rows from tree node ids, else by the information-state bytes."""
+    if node is not None:
       from games.tree import compile_tree
-      return compile_tree(self.game_string).infostate[traj.node[sel]]
+      return compile_tree(self.game_string).infostate[node]
     if self._byte_rows is None:
-      t = infostate_table(self.game_string)
-      rows = t.tensors.numpy()
+      rows = self._table().tensors.numpy()
       self._byte_rows = {}
       for i in range(rows.shape[0]):
         self._byte_rows.setdefault(rows[i].tobytes(), i)
-    x = traj.info_state[sel].contiguous().numpy()
+    x = info.contiguous().numpy()
     try:
       return torch.tensor([self._byte_rows[r.tobytes()] for r in x], dtype=torch.long)
     except KeyError:
       raise ValueError(f"{self.game_string}: a sampled information-state tensor is not in the "
                        "information-state table; use state_keying.level=2") from None
 
-  def _keys(self, traj, sel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    if self.level == 2:
-      return self.trainer.keyer.ids(embeddings=x)
-    if self._row_keys is None:
-      from games import infostate_table
-      self._row_keys = self.trainer.keyer.ids_from_infostates(
-          infostate_table(self.game_string).keys)
-    return self._row_keys[self._table_rows(traj, sel)]
-
-  def _chosen_bins(self, traj) -> torch.Tensor:
-    """(B, T) bin each step was sampled with (-1 where none was recorded)."""
-    out = torch.full(traj.action.shape, -1, dtype=torch.long)
-    for t, (ep, idx) in self._chosen.items():
-      if t < out.shape[1]:
-        out[ep, t] = idx
-    return out
-
   def train_step(self, learner, traj, learner_ids: torch.Tensor) -> dict:
-    """Meta-regret update and one scheduler step from the epoch's learner states."""
+    """One scheduler update (see the module docstring); returns the trainer's stats."""
     t0 = time.perf_counter()
-    dev = learner.device
-    sel = traj.valid & (traj.player == learner_ids.unsqueeze(1))
-    if not bool(sel.any()):
-      self._chosen.clear()
-      return {}
-    x = traj.info_state[sel].to(dev)
-    mask = traj.legal_mask[sel].to(dev)
-    keys = self._keys(traj, sel, x)
-    kind = self.suite.utility_computation.utility_type
-    inputs = {}
-    with torch.no_grad():
-      if kind in ("advantage_based", "hybrid"):
-        res = self._mix(learner, x, mask, training=False)
-        player = traj.player[sel].to(dev)
-        q = learner._values(learner.critic(traj.history[sel].to(dev)), player)
-        inputs.update(q=q, pi_rm=res["regret"], pi_avg=res["actor"], legal_mask=mask,
-                      lam=res["lambda"])
-      if kind in ("immediate", "hybrid"):
-        chosen = self._chosen_bins(traj)[sel]
-        b_idx, t_idx = sel.nonzero(as_tuple=True)
-        ret = traj.returns[b_idx, traj.player[sel]]
-        steps_left = (traj.length[b_idx] - 1 - t_idx).float()
-        gamma = self.suite.utility_computation.gamma
-        inputs.update(chosen_idx=chosen.clamp_min(0).to(dev),
-                      returns=(ret * gamma ** steps_left).to(dev))
-    util = self.trainer.utility.compute(self.bins, **inputs)
-    stats = self.trainer.step(x, keys=keys, utilities=util, iteration=learner.epoch)
+    self.trainer.set_iteration(learner.epoch)
+    if self.strategy == "best_response":
+      stats = self._train_best_response(learner)
+    elif self.strategy == "br_critic":
+      stats = self._train_br_critic(learner)
+    else:
+      stats = self._train_sampled(learner, traj, learner_ids)
+    self._choose_deployment(learner)
     self._chosen.clear()
     self._sync()
     self.cost["train_s"] += time.perf_counter() - t0
     self.cost["epochs"] += 1
     return stats
+
+  def _train_best_response(self, learner) -> dict:
+    from armac_spiel.scheduler.utilities import best_response_utilities
+    t = self.tree
+    x = t.info_tensors.to(learner.device)
+    pi_rm, pi_avg = _tabulate(learner, x, t.info_legal.to(learner.device))
+    keys = self._keys_of(x, torch.arange(t.num_infostates), update=True).cpu()
+    lam, _ = self._manager_lambda(keys, average=False)  # the current CFR-BR iterate
+    util, res = best_response_utilities(t, pi_rm, pi_avg, lam, self.bins)
+    self._last = {"br_exploitability_current_iterate": float(res.br_values.sum()) / 2}
+    return self.trainer.step(x, keys=keys, utilities=util, iteration=learner.epoch,
+                             reach=res.own_reach, smooth=False)
+
+  def _train_br_critic(self, learner) -> dict:
+    from armac_spiel.scheduler.mixer import normalise
+    from armac_spiel.scheduler.utilities import bin_utilities
+
+    def mix_fn(x, mask, rows):
+      x, mask = x.to(learner.device), mask.to(learner.device)
+      pi_rm, pi_avg = _tabulate(learner, x, mask)
+      if self.level != 2 and rows is None:
+        rows = self._table_rows(None, x.cpu())
+      keys = self._keys_of(x, rows).cpu()
+      lam = self._manager_lambda(keys, average=False)[0].to(pi_rm.device, pi_rm.dtype)
+      return normalise(lam * normalise(pi_rm, mask) + (1 - lam) * normalise(pi_avg, mask),
+                       mask)
+
+    d = self.br_critic.update(mix_fn)
+    if d["info"].shape[0] == 0:
+      return {}
+    x, mask = d["info"].to(learner.device), d["legal"].to(learner.device)
+    rows = None
+    if self.level != 2:
+      rows = self._table_rows(d["node"], d["info"])
+    keys = self._keys_of(x, rows, update=True).cpu()
+    pi_rm, pi_avg = _tabulate(learner, x, mask)
+    util = bin_utilities(d["q"].double(), pi_rm.double(), pi_avg.double(), mask, self.bins)
+    # One utility row per key: the mean Q-based utility times the summed counterfactual
+    # reach estimate (the manager averages duplicate keys, so rows are merged here).
+    uniq, inv = torch.unique(keys, return_inverse=True)
+    n = len(uniq)
+    cnt = torch.bincount(inv, minlength=n).double()
+    u_mean = torch.zeros(n, util.shape[1], dtype=torch.float64).index_add_(
+        0, inv, util.cpu()) / cnt[:, None]
+    cf = torch.zeros(n, dtype=torch.float64).index_add_(0, inv, d["cf_weight"])
+    first = torch.zeros(n, dtype=torch.long).scatter_reduce(
+        0, inv, torch.arange(len(inv)), "amin", include_self=False)
+    reach = torch.zeros(n, dtype=torch.float64).scatter_reduce(
+        0, inv, d["reach"], "amax", include_self=False)
+    self._last = {"br_critic_loss": self.br_critic.last_loss}
+    return self.trainer.step(x[first.to(x.device)], keys=uniq,
+                             utilities=(cf[:, None] * u_mean).float(),
+                             iteration=learner.epoch, reach=reach, smooth=False)
+
+  def _chosen_bins(self, traj) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) bin each step was sampled with (-1 where none) and (B, T, K) bin probs."""
+    b, t = traj.action.shape
+    out = torch.full((b, t), -1, dtype=torch.long)
+    probs = torch.full((b, t, len(self.bins)), 1.0 / len(self.bins))
+    for step, (ep, idx, p) in self._chosen.items():
+      if step < t:
+        out[ep, step] = idx
+        probs[ep, step] = p
+    return out, probs
+
+  def _train_sampled(self, learner, traj, learner_ids: torch.Tensor) -> dict:
+    """The seed's utilities at the learner's visited states (reach weight 1)."""
+    dev = learner.device
+    sel = traj.valid & (traj.player == learner_ids.unsqueeze(1))
+    if not bool(sel.any()):
+      return {}
+    x = traj.info_state[sel].to(dev)
+    mask = traj.legal_mask[sel].to(dev)
+    rows = None if self.level == 2 else self._table_rows(
+        None if traj.node is None else traj.node[sel], traj.info_state[sel])
+    keys = self._keys_of(x, rows, update=True).cpu()
+    kind = self.strategy
+    inputs = {}
+    with torch.no_grad():
+      if kind in ("advantage_based", "hybrid"):
+        pi_rm, pi_avg = _tabulate(learner, x, mask)
+        lam = self._net_lambda(x)
+        player = traj.player[sel].to(dev)
+        q = learner._values(learner.critic(traj.history[sel].to(dev)), player)
+        inputs.update(q=q, pi_rm=pi_rm, pi_avg=pi_avg, legal_mask=mask, lam=lam)
+      if kind in ("immediate", "hybrid"):
+        chosen, bin_probs = self._chosen_bins(traj)
+        b_idx, t_idx = sel.nonzero(as_tuple=True)
+        ret = traj.returns[b_idx, traj.player[sel]]
+        steps_left = (traj.length[b_idx] - 1 - t_idx).float()
+        gamma = self.suite.utility_computation.gamma
+        inputs.update(chosen_idx=chosen[sel].clamp_min(0).to(dev),
+                      returns=(ret * gamma ** steps_left).to(dev),
+                      bin_probs=bin_probs[sel].to(dev))
+    util = self.trainer.utility.compute(self.bins, **inputs)
+    upd_keys, upd_util = keys, util
+    if kind in ("advantage_based", "hybrid"):
+      upd_keys, upd_util = self.trainer.utility.windowed(keys, util)
+    self._last = {}
+    return self.trainer.step(x, keys=keys, utilities=upd_util, iteration=learner.epoch,
+                             reach=torch.ones(len(keys), dtype=torch.float64), smooth=True,
+                             update_keys=upd_keys)
 
   # ---------------------------------------------------------------- metrics
   def cost_ms_per_epoch(self) -> float:
@@ -227,32 +469,84 @@ class SchedulerAdapter:
     return 1e3 * (self.cost["behaviour_s"] + self.cost["train_s"]) / n if n else 0.0
 
   def metrics(self, learner) -> dict:
-    """Manager, mixing and cost statistics and the mixed policy's exploitability."""
+    """Exploitability of the deployed mix, the controls, interior reach, manager, cost."""
     from armac_spiel import evaluation
     from armac_spiel.scheduler.mixer import mixing_stats
     out = {k: v for k, v in self.trainer.stats().items()
            if k.startswith("scheduler.") and not k.startswith("scheduler.lambda_")}
+    out.update({f"scheduler.{k}": v for k, v in self._last.items()})
     if out["scheduler.states_tracked"] == 0:  # untracked keys get the uniform distribution
       out["scheduler.bin_entropy"] = float(np.log(len(self.bins)))
-    res = self.mixed_table(learner, full=True)
-    expl, nc = evaluation.fast_exploitability(self.game_string, res["mixed"].cpu().double())
-    out.update({f"scheduler.{k}": v for k, v in mixing_stats(res["lambda"], self.bins).items()})
-    if self.mode == "discrete":
-      logp = torch.log_softmax(res["logits"], -1)
-      out["scheduler.net_bin_entropy"] = float(-(logp.exp() * logp).sum(-1).mean())
+    mixed, lam = self.mixed_table(learner)
+    expl, nc = evaluation.fast_exploitability(self.game_string, mixed)
+    net_mixed, _ = self.mixed_table(learner, self.deployed_lambda(learner, net_only=True))
+    expl_net, nc_net = evaluation.fast_exploitability(self.game_string, net_mixed)
+    cur_mixed, _ = self.mixed_table(learner, self.current_lambda(learner))
+    expl_cur, nc_cur = evaluation.fast_exploitability(self.game_string, cur_mixed)
+    avg_mixed, _ = self.mixed_table(learner, self.average_lambda(learner))
+    expl_avg, nc_avg = evaluation.fast_exploitability(self.game_string, avg_mixed)
+    out.update({f"scheduler.{k}": v for k, v in mixing_stats(lam, self.bins).items()})
+    out["scheduler.interior_reach"] = self.interior_reach(mixed, lam)
     out["scheduler.mode"] = self.mode
+    out["scheduler.strategy"] = self.strategy
     out["scheduler.cost_ms_per_epoch"] = self.cost_ms_per_epoch()
     out["scheduler.behaviour_s"] = self.cost["behaviour_s"]
     out["scheduler.train_s"] = self.cost["train_s"]
     out["nash_conv_mixed"] = nc
+    out["nash_conv_mixed_net"] = nc_net
+    out["nash_conv_mixed_current"] = nc_cur
+    out["nash_conv_mixed_average"] = nc_avg
+    g_lam, g_nc = self.best_global_lambda(learner)
+    out["best_global_lambda"] = g_lam
+    out["nash_conv_best_global_lambda"] = g_nc
     if expl is not None:
       out["exploitability_mixed"] = expl
+      out["exploitability_mixed_net"] = expl_net
+      out["exploitability_mixed_current"] = expl_cur
+      out["exploitability_mixed_average"] = expl_avg
+      out["exploitability_best_global_lambda"] = g_nc / 2.0
     return out
+
+  def interior_reach(self, mixed: torch.Tensor, lam: torch.Tensor) -> float:
+    """Share of the players' own reach (under `mixed`) on states with lambda in (0.1, 0.9)."""
+    from games.tree import compile_tree, tree_fits
+    if not tree_fits(self.game_string):
+      return float("nan")
+    reach = compile_tree(self.game_string).best_response_cfv(mixed).own_reach
+    lo, hi = INTERIOR
+    inside = ((lam[:, 0] > lo) & (lam[:, 0] < hi)).double()
+    total = float(reach.sum())
+    return float((reach * inside).sum()) / total if total > 0 else 0.0
+
+  def best_global_lambda(self, learner) -> tuple[float, float]:
+    """(lambda, NashConv) of the best single lambda on a 21-point grid."""
+    from armac_spiel import evaluation
+    best = (float("nan"), float("inf"))
+    n = len(self._table())
+    for lam in np.linspace(0.0, 1.0, GLOBAL_GRID):
+      mixed, _ = self.mixed_table(learner, torch.full((n, 1), float(lam), dtype=torch.float64))
+      nc = evaluation.fast_exploitability(self.game_string, mixed)[1]
+      if nc < best[1]:
+        best = (float(lam), nc)
+    return best
+
+  # ---------------------------------------------------------------- export
+  def export(self, out_dir: str, learner) -> str:
+    """Writes policy_mixed.json (policy-v1) into out_dir (and level-2 cluster centres to
+    state_keying.cluster_file); returns the policy path."""
+    from armac_spiel import policy_io
+    path = os.path.join(out_dir, MIXED_POLICY_FILE)
+    policy_io.export_policy(path, self.game_string, self.mixed_table(learner)[0])
+    if self.level == 2:
+      self.trainer.keyer.save_clusters()
+    return path
 
   # ---------------------------------------------------------------- checkpoints
   def state_dict(self) -> dict:
     return {"mode": self.mode, "trainer": self.trainer.state_dict(),
-            "gen": self.gen.get_state(), "cost": dict(self.cost)}
+            "gen": self.gen.get_state(), "cost": dict(self.cost), "last": dict(self._last),
+            "deployed": self._deployed,
+            "br_critic": None if self.br_critic is None else self.br_critic.state_dict()}
 
   def load_state_dict(self, d: dict) -> None:
     if d["mode"] != self.mode:
@@ -260,17 +554,23 @@ class SchedulerAdapter:
     self.trainer.load_state_dict(d["trainer"])
     self.gen.set_state(d["gen"])
     self.cost = dict(d["cost"])
+    self._last = dict(d.get("last", {}))
+    self._deployed = d.get("deployed")
+    if self.br_critic is not None:
+      self.br_critic.load_state_dict(d["br_critic"])
     self._chosen.clear()
 
 
 def make_scheduler(suite: dict, game_string: str, seed: int, device="cpu"):
   """The adapter for a resolved scheduler suite (armac_spiel.runs.RunSpec.scheduler, whose
-  mode is decided there), or None when its mode is off."""
+  mode is decided there), or None when its mode is off. Bad settings raise ConfigError."""
   from armac_spiel.scheduler.config import SchedulerSuiteConfig
   try:
     cfg = SchedulerSuiteConfig.from_dict(suite)
     if cfg.mode == "off":
       return None
     return SchedulerAdapter(cfg, game_string, seed, device, cfg.mode)
+  except ConfigError:
+    raise
   except ValueError as e:
     raise ConfigError(f"scheduler: {e}") from e

@@ -1,72 +1,179 @@
-"""The scheduler's arms at an equal training-time budget (its cost counted in training).
+"""The scheduler's arms at an equal training-time budget (scheduler cost counted in it).
 
   python -m experiments.bench_scheduler --out_dir=D [--seconds=600] [--seeds=3] \
-      [--game_name=leduc_poker] [--config=experiments/configs/leduc_scheduler_discrete.yaml] \
-      [--arms=armac,armac_sched_continuous,armac_sched_discrete] [--parallel=2]
+      [--first_seed=0] [--arms=off,br_discrete,br_continuous,br_critic] [--parallel=2] \
+      [--game_name=leduc_poker] [--config=experiments/configs/leduc_scheduler_discrete.yaml]
 
-A preset over the sweep (armac_spiel.runs.sweep): every arm (an algorithm name: armac with
-the scheduler off, or an alias that fixes the scheduler mode) runs each seed with the same
-YAML into D/<game>/<arm>/seed_<s>/. Writes D/scheduler_table.md (per arm: final exploitability of the
-average, current and mixed policies, mean [95% CI] over seeds, and the scheduler's cost in
-ms per epoch), D/results.json, and the sweep curves (D/curves_*.png).
+A preset over the sweep (armac_spiel.runs.sweep). Arms (the ARMAC keys and scheduler
+sections of --config, switched per arm; each arm's YAML is written to D/configs/<arm>.yaml):
+  off            no scheduler (algorithm armac);
+  br_discrete    utility_computation.strategy best_response, discrete network;
+  br_continuous  best_response, continuous network;
+  br_critic      the model-free best-response critic, discrete network.
+Each (arm, seed) trains for --seconds (evaluation excluded; the scheduler's update runs
+inside the epoch, so its cost is training time) into D/<game>/<arm>/seed_<s>/; finished
+runs are skipped and unfinished ones resumed. Writes D/results.json (per arm and seed: the
+last evaluation's exploitability of pi_avg, pi_rm, pi_mix and the best global lambda,
+interior reach, cost in ms per epoch; and the targets below, checked), D/table.md and
+D/curves.png (mean exploitability of pi_avg and pi_mix against training seconds).
+
+Targets: best_response arms, every seed: exploitability_mixed at least 5% below
+min(exploitability, exploitability_current) at every evaluation after warm-up; at the end
+below the best global lambda by more than the seed spread (max - min over seeds of the
+final exploitability_mixed); scheduler.interior_reach >= 0.2; pi_avg within the off arm's
+seed range widened by its spread. br_critic: exploitability_mixed <= exploitability at the
+end, every seed.
 """
 
 import json
 import os
 
 import numpy as np
+import yaml
 from absl import app, flags
 
+from armac_spiel import config as config_lib
 from armac_spiel import progress
 from armac_spiel.atomic import atomic_write_text
-from armac_spiel.runs import curves, plots, sweep
+from armac_spiel.runs import rundir, sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", None, "Output directory.")
 flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string.")
 flags.DEFINE_string("config", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                            "configs", "leduc_scheduler_discrete.yaml"),
-                    "ARMAC + scheduler YAML shared by every arm.")
+                    "ARMAC + scheduler YAML that every arm derives from.")
 flags.DEFINE_float("seconds", 600.0, "Training seconds per run (evaluation excluded).")
-flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1.")
-flags.DEFINE_list("arms", ["armac", "armac_sched_continuous", "armac_sched_discrete"],
-                  "Arms: algorithm names (armac_spiel.runs.spec.ALIASES).")
+flags.DEFINE_integer("seeds", 3, "Seeds per arm.")
+flags.DEFINE_integer("first_seed", 0, "Seeds are first_seed .. first_seed + seeds - 1.")
+flags.DEFINE_list("arms", ["off", "br_discrete", "br_continuous", "br_critic"], "Arms to run.")
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
 flags.DEFINE_string("ray_address", "local", "local | none | auto | HOST:PORT.")
 
-KEYS = ("exploitability", "exploitability_current", "exploitability_mixed",
-        "scheduler.cost_ms_per_epoch")
+# arm -> (algorithm name of the sweep, utility_computation.strategy or None)
+ARMS = {"off": ("armac", None), "br_discrete": ("armac_sched_discrete", "best_response"),
+        "br_continuous": ("armac_sched_continuous", "best_response"),
+        "br_critic": ("armac_sched_discrete", "br_critic")}
+COLUMNS = (("pi_avg", "exploitability"), ("pi_rm", "exploitability_current"),
+           ("pi_mix", "exploitability_mixed"),
+           ("best global lambda", "exploitability_best_global_lambda"),
+           ("interior reach", "scheduler.interior_reach"),
+           ("cost ms/epoch", "scheduler.cost_ms_per_epoch"))
 
 
-def summarise(runs: dict) -> dict:
-  """{arm: {key: {"per_seed", "mean", "lo", "hi"}}} of the runs' last lines."""
+def arm_config(arm: str, base_path: str, out_dir: str) -> str:
+  """Writes the arm's YAML (the base with the arm's strategy) and returns its path."""
+  if arm not in ARMS:
+    raise config_lib.ConfigError(f"--arms: unknown arm {arm!r}; allowed: {', '.join(ARMS)}")
+  raw = config_lib.load_yaml(base_path)
+  strategy = ARMS[arm][1]
+  if strategy is not None:
+    uc = dict(raw.get("utility_computation") or {})
+    uc.pop("utility_type", None)
+    uc["strategy"] = strategy
+    raw["utility_computation"] = uc
+  path = os.path.join(out_dir, "configs", f"{arm}.yaml")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  atomic_write_text(path, f"# {arm}: derived from {base_path}\n" +
+                    yaml.safe_dump(raw, sort_keys=False))
+  return path
+
+
+def _final(rows, key):
+  vals = [r.get(key) for r in rows if r.get(key) is not None]
+  return vals[-1] if vals else None
+
+
+def targets(runs: dict, warmup: int) -> dict:
+  """The targets of the module docstring, per arm and seed (True / False / None = n/a)."""
   out = {}
-  for arm, seeds in runs.items():
-    out[arm] = {}
-    for key in KEYS:
-      vals = [rows[-1].get(key) for rows in seeds.values()]
-      vals = [v for v in vals if v is not None]
-      if not vals:
-        continue
-      mean, lo, hi = curves.bootstrap_mean(np.array(vals, dtype=float)[:, None])
-      out[arm][key] = {"per_seed": vals, "mean": float(mean[0]), "lo": float(lo[0]),
-                       "hi": float(hi[0])}
-    out[arm]["epochs"] = [rows[-1]["epoch"] for rows in seeds.values()]
+  off = [_final(r, "exploitability") for r in runs.get("off", {}).values()]
+  off = [v for v in off if v is not None]
+  for arm, by_seed in runs.items():
+    if arm == "off":
+      continue
+    mixed = [_final(r, "exploitability_mixed") for r in by_seed.values()]
+    spread = (max(mixed) - min(mixed)) if mixed and None not in mixed else None
+    res = {}
+    for seed, rows in by_seed.items():
+      last = rows[-1]
+      t = {}
+      if ARMS[arm][1] == "best_response":
+        after = [r for r in rows if r["epoch"] > warmup and "exploitability_mixed" in r]
+        t["mixed_5pct_below_both_every_eval"] = bool(after) and all(
+            r["exploitability_mixed"] <= 0.95 * min(r["exploitability"],
+                                                   r["exploitability_current"])
+            for r in after)
+        t["mixed_below_global_by_spread"] = (
+            None if spread is None else
+            last["exploitability_best_global_lambda"] - last["exploitability_mixed"] > spread)
+        t["interior_reach_ge_0.2"] = last.get("scheduler.interior_reach", 0.0) >= 0.2
+        if off:
+          lo, hi = min(off), max(off)
+          w = hi - lo
+          t["avg_within_off_noise"] = lo - w <= last["exploitability"] <= hi + w
+      else:
+        t["mixed_le_avg_at_end"] = last["exploitability_mixed"] <= last["exploitability"]
+      res[seed] = t
+    out[arm] = {"seed_spread_mixed": spread, "per_seed": res}
   return out
 
 
-def table(results: dict) -> str:
-  head = ["arm", "seeds", "epochs (mean)"] + [k for k in KEYS]
-  lines = [f"{FLAGS.game_name}, {FLAGS.seconds:g} s of training per run; last evaluation, "
-           "mean [95% bootstrap CI] over seeds.", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def summarise(runs: dict) -> dict:
+  out = {}
+  for arm, by_seed in runs.items():
+    out[arm] = {}
+    for _, key in COLUMNS + (("epochs", "epoch"), ("train_s", "train_s")):
+      per = {s: _final(rows, key) for s, rows in by_seed.items()}
+      vals = [v for v in per.values() if v is not None]
+      out[arm][key] = {"per_seed": per, "mean": float(np.mean(vals)) if vals else None}
+  return out
+
+
+def table(results: dict, seconds: float, game: str, seeds: list) -> str:
+  def f(x):
+    return "n/a" if x is None else f"{x:.4f}"
+  head = " | ".join(name for name, _ in COLUMNS)
+  lines = [f"Game {game}, {seconds:g} s training per run, seeds {seeds}; mean (per seed).",
+           "", f"| arm | epochs | {head} |", "|---" * (len(COLUMNS) + 2) + "|"]
   for arm, r in results.items():
-    cells = [arm, str(len(r["epochs"])), f"{np.mean(r['epochs']):.0f}"]
-    for k in KEYS:
-      v = r.get(k)
-      cells.append("n/a" if v is None else f"{v['mean']:.4g} [{v['lo']:.4g}, {v['hi']:.4g}]")
-    lines.append("| " + " | ".join(cells) + " |")
+    cells = []
+    for _, key in COLUMNS:
+      per = ", ".join(f(r[key]["per_seed"].get(s)) for s in seeds)
+      cells.append(f"{f(r[key]['mean'])} ({per})")
+    ep = r["epoch"]["mean"]
+    lines.append(f"| {arm} | {0 if ep is None else ep:.0f} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def plot(runs: dict, path: str, game: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for arm, by_seed in runs.items():
+    for key, style in (("exploitability", "-"), ("exploitability_mixed", "--")):
+      curves = [(np.array([r["train_s"] for r in rows if key in r]),
+                 np.array([r[key] for r in rows if key in r])) for rows in by_seed.values()]
+      curves = [c for c in curves if len(c[0])]
+      if not curves:
+        continue
+      grid = np.unique(np.concatenate([t for t, _ in curves]))
+      grid = grid[grid > 0]
+      ys = [y[np.clip(np.searchsorted(t, grid, side="right") - 1, 0, len(y) - 1)]
+            for t, y in curves]
+      if len(grid):
+        ax.plot(grid, np.mean(ys, axis=0), style,
+                label=f"{arm} {'pi_avg' if key == 'exploitability' else 'pi_mix'}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("training seconds")
+  ax.set_ylabel("exploitability")
+  ax.set_title(f"ARMAC scheduler arms, {game}")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
 
 
 def main(argv):
@@ -74,24 +181,38 @@ def main(argv):
   if not FLAGS.out_dir:
     raise app.UsageError("--out_dir is required")
   root = os.path.abspath(FLAGS.out_dir)
-  tasks = [sweep.RunTask(FLAGS.game_name, arm, seed,
-                         sweep.run_dir(root, FLAGS.game_name, arm, seed),
-                         time_budget_s=FLAGS.seconds, armac_config=FLAGS.config, plot=False)
-           for seed in range(FLAGS.seeds) for arm in FLAGS.arms]
+  seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds))
+  configs = {arm: arm_config(arm, FLAGS.config, root) for arm in FLAGS.arms}
+  dirs = {(arm, s): sweep.run_dir(root, FLAGS.game_name, arm, s)
+          for arm in FLAGS.arms for s in seeds}
+  tasks = [sweep.RunTask(FLAGS.game_name, ARMS[arm][0], s, dirs[arm, s],
+                         time_budget_s=FLAGS.seconds, armac_config=configs[arm], plot=False)
+           for s in seeds for arm in FLAGS.arms]
   sweep.write_sweep_info(root, {"preset": "bench_scheduler", "arms": FLAGS.arms,
-                                "config": FLAGS.config, "seconds": FLAGS.seconds})
+                                "config": FLAGS.config, "seconds": FLAGS.seconds,
+                                "seeds": seeds})
   bar = progress.SweepProgress(len(tasks), desc="bench_scheduler")
   try:
     summaries = sweep.run_sweep(tasks, root, ray_address=FLAGS.ray_address,
                                 num_cpus=FLAGS.parallel, progress=bar)
   finally:
     bar.close()
-  plots.plot_sweep(root, (10, 30, 60, 120, 300, 600))
-  results = summarise(curves.load_runs(root).get(FLAGS.game_name, {}))
-  atomic_write_text(os.path.join(root, "results.json"), json.dumps(results, indent=1))
-  md = table(results)
-  atomic_write_text(os.path.join(root, "scheduler_table.md"), md)
+  runs = {arm: {s: rundir.read_metrics(os.path.join(dirs[arm, s], rundir.METRICS))
+                for s in seeds} for arm in FLAGS.arms}
+  runs = {arm: {s: rows for s, rows in by.items() if rows} for arm, by in runs.items()}
+  raw = config_lib.load_yaml(FLAGS.config)
+  warmup = int((raw.get("scheduler") or {}).get("scheduler_warmup_iters", 20))
+  results = summarise(runs)
+  checked = targets(runs, warmup)
+  rundir.write_json_atomic(os.path.join(root, "results.json"),
+                           {"meta": {"game": FLAGS.game_name, "seconds": FLAGS.seconds,
+                                     "seeds": seeds, "config": FLAGS.config},
+                            "arms": results, "targets": checked})
+  plot(runs, os.path.join(root, "curves.png"), FLAGS.game_name)
+  md = table(results, FLAGS.seconds, FLAGS.game_name, seeds)
+  atomic_write_text(os.path.join(root, "table.md"), md)
   print(md)
+  print(json.dumps(checked, indent=1))
   return 1 if any(s["status"] == "failed" for s in summaries) else 0
 
 

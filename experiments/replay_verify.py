@@ -23,13 +23,16 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(prog="python -m experiments.replay_verify",
                                description="Verify recorded ARMAC episodes.")
   ap.add_argument("dir", help="replay directory (--record_replay of experiments.train)")
-  ap.add_argument("--tolerance", type=float, default=1e-6,
-                  help="largest allowed absolute deviation of a recomputed float")
+  ap.add_argument("--tolerance", type=float, default=None,
+                  help="largest allowed absolute deviation of a recomputed float (default: "
+                  "the run's deterministic_replay.tolerance, recorded in DIR, else 1e-6)")
   args = ap.parse_args(argv)
   torch.set_num_threads(1)
   try:
-    res = recording.verify(args.dir, args.tolerance)
-  except recording.ReplayError as e:
+    from armac_spiel.scheduler_glue import read_replay_tolerance
+    tol = args.tolerance if args.tolerance is not None else read_replay_tolerance(args.dir)
+    res = recording.verify(args.dir, tol)
+  except (recording.ReplayError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     print(json.dumps({"episodes_checked": 0, "max_abs_deviation": None,
                       "first_mismatch": None, "error": str(e)}))

@@ -62,10 +62,24 @@ flags.DEFINE_integer("replay_episodes_per_file", 1000, "Recorded episodes per re
 flags.DEFINE_bool("replay_gzip", False, "gzip the replay files.")
 
 
+def _replay_dir():
+  """--record_replay, else the YAML's deterministic_replay section (record: true ->
+  replay_dir; its tolerance is written there for experiments.replay_verify)."""
+  from armac_spiel import scheduler_glue
+  path = FLAGS.config or (runs.spec.default_config_path(FLAGS.game_name)
+                          if FLAGS.algo == "armac" else None)
+  suite = scheduler_glue.split_config(config_lib.load_yaml(path), path)[1] if path else None
+  out_dir, tolerance = scheduler_glue.replay_settings(suite, FLAGS.record_replay)
+  if out_dir:
+    scheduler_glue.write_replay_tolerance(out_dir, tolerance)
+  return out_dir
+
+
 def spec_from_flags() -> runs.RunSpec:
   record = None
-  if FLAGS.record_replay:
-    record = {"out_dir": FLAGS.record_replay, "fraction": FLAGS.replay_fraction,
+  replay_dir = _replay_dir()
+  if replay_dir:
+    record = {"out_dir": replay_dir, "fraction": FLAGS.replay_fraction,
               "episodes_per_file": FLAGS.replay_episodes_per_file, "gzip": FLAGS.replay_gzip}
   max_steps = FLAGS.max_epochs if FLAGS.max_epochs is not None else FLAGS.max_steps
   return runs.resolve_spec(

@@ -9,7 +9,10 @@ encoding is gathered), depth and parent.
 On the compiled tree:
 - `TreeSampler` plays B episodes in lockstep with tensor gathers only (no pyspiel calls);
 - `GameTree.expected_returns`, `best_response_values`, `nash_conv` and `exploitability`
-  evaluate a tabular policy (S, A) exactly, level by level, in float64.
+  evaluate a tabular policy (S, A) exactly, level by level, in float64;
+- `GameTree.best_response_cfv` gives each player's best response to a profile and the
+  counterfactual values of every player's own information states against the others' best
+  responses (the utilities of CFR-BR, Johanson et al. 2012).
 """
 
 from __future__ import annotations
@@ -49,6 +52,20 @@ class _BRLevels(NamedTuple):
   """Node groups for one best responder, ordered so that children come first."""
   own: list[torch.Tensor]     # per level: the responder's decision nodes
   other: list[torch.Tensor]   # per level: chance and opponent nodes
+
+
+class BestResponseCFV(NamedTuple):
+  """A profile pi (S, A) against best responders, on every information state s of player p.
+
+  br[s]: p's pure best response to the others' pi (one-hot). cfv[s, a]: p's counterfactual
+  value of a at s (opponents' and chance's reach times p's expected return) when p follows pi
+  elsewhere and every other player plays its best response br. own_reach[s]: p's own reach of
+  s under pi. br_values / values: (N,) best-response values and pi's expected returns."""
+  br: torch.Tensor           # (S, A) float64
+  cfv: torch.Tensor          # (S, A) float64
+  own_reach: torch.Tensor    # (S,) float64
+  br_values: torch.Tensor    # (N,) float64
+  values: torch.Tensor       # (N,) float64
 
 
 class GameTree:
@@ -243,7 +260,9 @@ class GameTree:
     with _one_thread():
       return self._best_response_values(probs)
 
-  def _best_response_values(self, probs: torch.Tensor, reach=None) -> torch.Tensor:
+  def _best_response_values(self, probs: torch.Tensor, reach=None,
+                            br: torch.Tensor | None = None) -> torch.Tensor:
+    """Best-response values; writes each player's one-hot best response into `br` (S, A)."""
     w = self._node_weights(probs)
     reach = self._reach(probs) if reach is None else reach
     n, a_dim, s = self.num_players, self.num_actions, self.num_infostates
@@ -265,8 +284,57 @@ class GameTree:
           cfv.index_add_(0, inf, opp[own, None] * q)
           best = torch.where(self.info_legal[inf], cfv[inf], neg).argmax(1)
           v[own] = q.gather(1, best[:, None]).squeeze(1)
+          if br is not None:
+            br[inf] = 0.0
+            br[inf, best] = 1.0
       out[i] = v[0]
     return out
+
+  def action_values(self, probs: torch.Tensor, player: int) -> torch.Tensor:
+    """(M, A) float64 expected return of `player` after each action at every decision node
+    when everyone follows `probs` (S, A) afterwards; 0 at illegal actions."""
+    with _one_thread():
+      return self._action_values(probs, player)
+
+  def _action_values(self, probs: torch.Tensor, player: int) -> torch.Tensor:
+    w = self._node_weights(probs)
+    a_dim = self.num_actions
+    v = torch.zeros(self.num_nodes + 1, dtype=torch.float64)  # index M: missing child, 0
+    q = torch.zeros(self.num_nodes, a_dim, dtype=torch.float64)
+    b = self._depth_bounds
+    term = self.kind == TERMINAL
+    v[:-1] = torch.where(term, self.returns[:, player], 0.0)
+    for d in range(len(b) - 3, -1, -1):  # the deepest level holds terminals only
+      lo, hi = b[d], b[d + 1]
+      ch = v[self._children_ext[lo:hi]]
+      q[lo:hi] = torch.where(self._is_decision[lo:hi, None], ch[:, :a_dim], 0.0)
+      v[lo:hi] = torch.where(term[lo:hi], v[lo:hi], (w[lo:hi] * ch).sum(1))
+    return q
+
+  def best_response_cfv(self, probs: torch.Tensor) -> BestResponseCFV:
+    """Best responses to `probs` and the counterfactual values against them (see
+    BestResponseCFV); exact, in batched tensor passes over the tree's levels."""
+    with _one_thread():
+      probs = probs.detach().to("cpu", torch.float64) * self.info_legal
+      reach = self._reach(probs)
+      br = torch.zeros_like(probs)
+      br_values = self._best_response_values(probs, reach, br)
+      values = self._expected_returns(probs, reach)
+      n, s = self.num_players, self.num_infostates
+      dec = torch.nonzero(self._is_decision).squeeze(1)
+      inf, who = self.infostate[dec], self.player[dec]
+      own_reach = torch.zeros(s, dtype=torch.float64)
+      own_reach[inf] = reach[dec, who]
+      cfv = torch.zeros_like(probs)
+      for p in range(n):
+        mine = (self.info_player == p)[:, None]
+        profile = torch.where(mine, probs, br)  # p plays probs, the others best-respond
+        q = self._action_values(profile, p)
+        r = self._reach(profile)
+        cf = torch.cat([r[:, :p], r[:, p + 1:]], 1).prod(1)  # opponents' and chance's reach
+        sel = who == p
+        cfv.index_add_(0, inf[sel], cf[dec[sel], None] * q[dec[sel]])
+      return BestResponseCFV(br, cfv, own_reach, br_values, values)
 
   def nash_conv(self, probs: torch.Tensor) -> float:
     """Sum over players of best-response value minus on-policy value."""

@@ -238,7 +238,7 @@ def test_gzip_subset_files_and_resume(recorded, tmp_path):
 
 def test_scheduler_outputs_are_recorded_and_verified(tmp_path):
   suite = {"scheduler": {"scheduler_warmup_iters": 1, "scheduler_lr": 1e-2},
-           "state_keying": {"level": 1}}
+           "policy_mixer": {"behaviour": True}, "state_keying": {"level": 1}}
   rec = recording.RecorderConfig(str(tmp_path / "rep"))
   spec = runs.resolve_spec("armac", GAME, SEED, str(tmp_path / "run"),
                            config_path=_config(tmp_path, suite),

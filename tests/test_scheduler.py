@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from armac_spiel import config as config_lib
 import games
 from armac_spiel.scheduler import (MetaRegretConfig, SchedulerConfig, SchedulerNet,
                                    SchedulerSuiteConfig, SchedulerTrainer, StateKeyer,
@@ -259,10 +260,16 @@ def test_config_errors_and_round_trip():
     from_dict({"meta_regret": {"max_state": 10}})
   with pytest.raises(ValueError, match=r"scheduler\.regularization\.beta_l3"):
     from_dict({"scheduler": {"regularization": {"beta_l3": 1}}})
-  with pytest.raises(ValueError, match="immediate|advantage_based|hybrid"):
+  with pytest.raises(config_lib.ConfigError, match="best_response\\|br_critic"):
     from_dict({"utility_computation": {"utility_type": "td"}})
-  with pytest.raises(ValueError, match=r"state_keying\.level.*0\|1\|2"):
-    from_dict({"state_keying": {"level": 3}})
+  with pytest.raises(config_lib.ConfigError, match=r"strategy.*best_response\|br_critic"):
+    from_dict({"utility_computation": {"strategy": "exact"}})
+  with pytest.raises(config_lib.ConfigError, match=r"set one of the two"):
+    from_dict({"utility_computation": {"strategy": "br_critic", "utility_type": "immediate"}})
+  with pytest.raises(config_lib.ConfigError, match=r"state_keying\.level.*0\|1\|2\|3"):
+    from_dict({"state_keying": {"level": 4}})
+  with pytest.raises(config_lib.ConfigError, match=r"meta_regret\.averaging"):
+    from_dict({"meta_regret": {"averaging": "exp"}})
   with pytest.raises(ValueError, match=r"meta_regret\.K"):
     from_dict({"meta_regret": {"K": 4}})
   with pytest.raises(ValueError, match=r"scheduler\.k_bins.*\[0, 1\]"):

@@ -1,4 +1,4 @@
-"""Learned per-state mixing of pi_rm and the average policy (seed scheduler spec)."""
+"""Learned per-state mixing of pi_rm and the average policy (docs/scheduler.md)."""
 
 from armac_spiel.scheduler.config import (MODES, MetaRegretConfig, PolicyMixerConfig,
                                           RegularizationConfig, ReplayConfig, SchedulerConfig,
@@ -10,4 +10,5 @@ from armac_spiel.scheduler.network import SchedulerNet, discrete_logits_to_lambd
 from armac_spiel.scheduler.state_keys import StateKeyer
 from armac_spiel.scheduler.trainer import SchedulerTrainer
 from armac_spiel.scheduler.utilities import (UtilityComputer, advantage_utilities,
+                                             best_response_utilities, bin_utilities,
                                              compute_utilities, discounted_returns)

@@ -3,8 +3,8 @@
 Layout (YAML or dict) as in shared/spec/seed-scheduler-summary.md: top-level `use_scheduler`
 and the sections `scheduler` (with `regularization`), `policy_mixer`, `meta_regret`,
 `state_keying`, `utility_computation`, `deterministic_replay`. `from_dict` rejects unknown
-keys and invalid values with a ValueError naming the dotted key. Beyond the seed's keys,
-`state_keying.n_buckets` (4) and `state_keying.bucket_scale` (total) set the level-1 buckets.
+keys and invalid values with a ConfigError naming the dotted key. Every key, what reads it
+and the keys beyond the seed's: docs/scheduler.md.
 
 Mode (`--scheduler=off|continuous|discrete`): off = not use_scheduler; otherwise
 policy_mixer.discrete selects discrete (lambda bins) or continuous (one lambda in [0, 1]).
@@ -16,8 +16,13 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from armac_spiel.config import ConfigError
+
 MODES = ("off", "continuous", "discrete")
-UTILITY_TYPES = ("immediate", "advantage_based", "hybrid")
+STRATEGIES = ("best_response", "br_critic", "advantage_based", "immediate", "hybrid")
+TREE_STRATEGIES = ("best_response",)     # need the compiled tree
+AVERAGING = ("uniform", "linear", "discounted")
+DEPLOY = ("best_measured", "average", "current")
 BUCKET_SCALES = ("total", "reachable")
 BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -37,11 +42,12 @@ class SchedulerConfig:
   scheduler_lr: float = 1e-4
   gumbel_tau_start: float = 1.0
   gumbel_tau_end: float = 0.1
-  gumbel_anneal_iters: int = 50000
-  scheduler_warmup_iters: int = 1000
+  gumbel_anneal_iters: int = 500      # iterations are ARMAC epochs (seed: 50000)
+  scheduler_warmup_iters: int = 20    # (seed: 1000, beyond a 600 s Leduc run)
   init_lambda: float = 0.5
   lam_clamp_eps: float = 1e-3
   regularization: RegularizationConfig = RegularizationConfig()
+  distill_steps: int = 2         # warm-started Adam steps per epoch on the manager's average
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +56,9 @@ class PolicyMixerConfig:
   lambda_bins: tuple[float, ...] = BINS
   temperature_decay: float = 0.99
   min_temperature: float = 0.1
+  behaviour: bool = False        # the learning player samples from pi_mix (ARMAC's reach
+                                 # correction removes it from every target)
+  deploy: str = "best_measured"  # average | current | best_measured (docs/scheduler.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,11 +72,13 @@ class MetaRegretConfig:
   util_clip: float = 5.0
   regret_clip: float = 10.0
   lru_evict_batch: int = 100
+  averaging: str = "linear"      # weight of iteration t in the average: 1 | t | t^average_power
+  average_power: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
 class StateKeyingConfig:
-  level: int = 1
+  level: int = 3                 # 3: one key per information state
   n_clusters: int = 100
   cluster_file: str = "experiments/state_clusters.pt"
   update_clusters: bool = True
@@ -77,17 +88,30 @@ class StateKeyingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class UtilityConfig:
-  utility_type: str = "advantage_based"
+  strategy: str = "best_response"
+  utility_type: str = ""         # the seed's name for strategy; when set it is the strategy
   gamma: float = 0.99
   baseline_window: int = 100
   advantage_window: int = 10
   min_samples: int = 5
+  br_episodes: int = 1024        # br_critic: episodes sampled per update
+  br_steps: int = 16             # br_critic: Adam steps per update
+  br_lr: float = 1e-3
+  br_hidden: tuple[int, ...] = (128, 128)
+  br_explore: float = 0.1        # br_critic: epsilon-uniform exploration of both players
+  br_replay: int = 8             # br_critic: updates whose episodes the critic fits (FIFO)
+
+  @property
+  def kind(self) -> str:
+    """The utility in force: utility_type when set, else strategy."""
+    return self.utility_type or self.strategy
 
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
+  record: bool = False           # record episodes (as --record_replay) into replay_dir
   replay_dir: str = "experiments/replays"
-  tolerance: float = 1e-6
+  tolerance: float = 1e-6        # default of experiments.replay_verify --tolerance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +136,7 @@ class SchedulerSuiteConfig:
   def with_mode(self, mode: str) -> "SchedulerSuiteConfig":
     """The same config switched to `mode` (off|continuous|discrete)."""
     if mode not in MODES:
-      raise ValueError(f"scheduler mode must be one of {'|'.join(MODES)}, got {mode!r}")
+      raise ConfigError(f"scheduler mode must be one of {'|'.join(MODES)}, got {mode!r}")
     if mode == "off":
       return dataclasses.replace(self, use_scheduler=False)
     mixer = dataclasses.replace(self.policy_mixer, discrete=(mode == "discrete"))
@@ -145,7 +169,7 @@ def _to_dict(obj) -> dict[str, Any]:
 def _coerce(value, typ: str, key: str):
   """Coerces YAML scalars (PyYAML reads `1e-4` as a string) to the field's type."""
   def bad(what):
-    return ValueError(f"{key} must be {what}, got {value!r}")
+    return ConfigError(f"{key} must be {what}, got {value!r}")
   if typ == "bool":
     if not isinstance(value, bool):
       raise bad("a bool (true|false)")
@@ -180,13 +204,13 @@ def _build(cls, d, prefix: str):
   if d is None:
     d = {}
   if not isinstance(d, Mapping):
-    raise ValueError(f"{prefix or 'scheduler config'} must be a mapping, got {d!r}")
+    raise ConfigError(f"{prefix or 'scheduler config'} must be a mapping, got {d!r}")
   fields = {f.name: f for f in dataclasses.fields(cls)}
   kwargs = {}
   for k, v in d.items():
     key = f"{prefix}.{k}" if prefix else str(k)
     if k not in fields:
-      raise ValueError(f"unknown scheduler config key {key!r}; allowed in "
+      raise ConfigError(f"unknown scheduler config key {key!r}; allowed in "
                        f"{prefix or 'top level'}: {', '.join(fields)}")
     typ = fields[k].type
     sub = _SECTIONS.get(typ)
@@ -212,7 +236,7 @@ def from_dict(d: Mapping[str, Any] | None) -> SchedulerSuiteConfig:
 
 def _check(ok: bool, key: str, what: str, value) -> None:
   if not ok:
-    raise ValueError(f"{key} must be {what}, got {value!r}")
+    raise ConfigError(f"{key} must be {what}, got {value!r}")
 
 
 def _bins(key: str, bins) -> None:
@@ -222,7 +246,7 @@ def _bins(key: str, bins) -> None:
 
 
 def validate(c: SchedulerSuiteConfig) -> None:
-  """Raises ValueError naming the dotted key of the first invalid value."""
+  """Raises ConfigError naming the dotted key of the first invalid value."""
   s, m, mr, sk, u, r = (c.scheduler, c.policy_mixer, c.meta_regret, c.state_keying,
                         c.utility_computation, c.deterministic_replay)
   _check(len(s.hidden) >= 1 and all(h >= 1 for h in s.hidden), "scheduler.hidden",
@@ -240,6 +264,7 @@ def validate(c: SchedulerSuiteConfig) -> None:
   _check(0.0 <= s.init_lambda <= 1.0, "scheduler.init_lambda", "in [0, 1]", s.init_lambda)
   _check(0.0 <= s.lam_clamp_eps < 0.5, "scheduler.lam_clamp_eps", "in [0, 0.5)",
          s.lam_clamp_eps)
+  _check(s.distill_steps >= 1, "scheduler.distill_steps", ">= 1", s.distill_steps)
   _check(s.regularization.beta_l2 >= 0, "scheduler.regularization.beta_l2", ">= 0",
          s.regularization.beta_l2)
   _check(s.regularization.beta_ent >= 0, "scheduler.regularization.beta_ent", ">= 0",
@@ -250,6 +275,7 @@ def validate(c: SchedulerSuiteConfig) -> None:
   _check(0 < m.temperature_decay <= 1, "policy_mixer.temperature_decay", "in (0, 1]",
          m.temperature_decay)
   _check(m.min_temperature > 0, "policy_mixer.min_temperature", "> 0", m.min_temperature)
+  _check(m.deploy in DEPLOY, "policy_mixer.deploy", f"one of {'|'.join(DEPLOY)}", m.deploy)
   _check(mr.K == len(m.lambda_bins), "meta_regret.K",
          f"len(policy_mixer.lambda_bins) = {len(m.lambda_bins)}", mr.K)
   _check(0.0 <= mr.decay < 1.0, "meta_regret.decay", "in [0, 1)", mr.decay)
@@ -263,14 +289,30 @@ def validate(c: SchedulerSuiteConfig) -> None:
          "meta_regret.regret_clip", "finite and > meta_regret.regret_min", mr.regret_clip)
   _check(mr.regret_min <= mr.initial_regret <= mr.regret_clip, "meta_regret.initial_regret",
          "in [regret_min, regret_clip]", mr.initial_regret)
-  _check(sk.level in (0, 1, 2), "state_keying.level", "one of 0|1|2", sk.level)
+  _check(mr.averaging in AVERAGING, "meta_regret.averaging", f"one of {'|'.join(AVERAGING)}",
+         mr.averaging)
+  _check(mr.average_power >= 0, "meta_regret.average_power", ">= 0", mr.average_power)
+  _check(sk.level in (0, 1, 2, 3), "state_keying.level", "one of 0|1|2|3", sk.level)
   _check(sk.n_clusters >= 1, "state_keying.n_clusters", ">= 1", sk.n_clusters)
   _check(bool(sk.cluster_file), "state_keying.cluster_file", "a non-empty path", sk.cluster_file)
   _check(sk.n_buckets >= 1, "state_keying.n_buckets", ">= 1", sk.n_buckets)
   _check(sk.bucket_scale in BUCKET_SCALES, "state_keying.bucket_scale",
          f"one of {'|'.join(BUCKET_SCALES)}", sk.bucket_scale)
-  _check(u.utility_type in UTILITY_TYPES, "utility_computation.utility_type",
-         f"one of {'|'.join(UTILITY_TYPES)}", u.utility_type)
+  _check(u.strategy in STRATEGIES, "utility_computation.strategy",
+         f"one of {'|'.join(STRATEGIES)}", u.strategy)
+  _check(u.utility_type in STRATEGIES + ("",), "utility_computation.utility_type",
+         f"one of {'|'.join(STRATEGIES)}", u.utility_type)
+  _check(not u.utility_type or u.strategy in ("best_response", u.utility_type),
+         "utility_computation.utility_type", f"unset or equal to utility_computation.strategy "
+         f"({u.strategy}): set one of the two", u.utility_type)
+  _check(u.br_episodes >= 2, "utility_computation.br_episodes", ">= 2", u.br_episodes)
+  _check(u.br_steps >= 1, "utility_computation.br_steps", ">= 1", u.br_steps)
+  _check(u.br_lr > 0, "utility_computation.br_lr", "> 0", u.br_lr)
+  _check(len(u.br_hidden) >= 1 and all(h >= 1 for h in u.br_hidden),
+         "utility_computation.br_hidden", "a non-empty list of positive ints", u.br_hidden)
+  _check(0.0 <= u.br_explore <= 1.0, "utility_computation.br_explore", "in [0, 1]",
+         u.br_explore)
+  _check(u.br_replay >= 1, "utility_computation.br_replay", ">= 1", u.br_replay)
   _check(0.0 <= u.gamma <= 1.0, "utility_computation.gamma", "in [0, 1]", u.gamma)
   _check(u.baseline_window >= 1, "utility_computation.baseline_window", ">= 1",
          u.baseline_window)

@@ -8,6 +8,18 @@ An update with utilities u (K) for a key, after clipping u to [-util_clip, util_
 The regret is fed the EMA, not the raw clipped utility, so noisy single-sample utilities are
 smoothed first (sigma is the distribution before the update). With regret_min = 0 this is
 regret matching+. Duplicate keys in one batch are averaged and count as one update.
+`update(..., smooth=False)` (exact utilities, strategy best_response) skips the EMA: the
+regret is fed u itself, which is CFR-BR's regret-matching+ update.
+
+The average (what converges; the current sigma oscillates). `accumulate(keys, reach, t)`
+stores the player's own reach of each key under iteration t's mix and then adds, for EVERY
+tracked key, w_t * reach * sigma_t to the key's numerator and w_t * reach to its
+denominator; keys not in this call keep their last reach (a best responder prunes the
+opponent's actions, so many own states go unvisited, but their sigma must still be averaged
+in). w_t = 1 (uniform), t + 1 (linear) or (t + 1)^average_power (discounted). Counterfactual
+reach would be the wrong weight (see docs/scheduler.md). `average_probs` is the normalised
+average (the current sigma while a key has no weight yet).
+
 Rows are allocated in an OrderedDict key -> row kept in least-recently-used order (update
 and desired_probs both touch); when all max_states rows are taken, the lru_evict_batch least
 recently used keys are evicted (never a key touched in the same call) and their rows reset.
@@ -33,6 +45,9 @@ class MetaRegretManager:
     self.regrets = torch.full((n, k), float(cfg.initial_regret), device=self.device)
     self.util_ema = torch.zeros((n, k), device=self.device)
     self.visits = torch.zeros(n, dtype=torch.long, device=self.device)
+    self.avg_num = torch.zeros((n, k), dtype=torch.float64, device=self.device)
+    self.avg_den = torch.zeros(n, dtype=torch.float64, device=self.device)
+    self.reach = torch.zeros(n, dtype=torch.float64, device=self.device)
     self._rows: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
     self._free = list(range(n - 1, -1, -1))
     self.evictions = 0
@@ -53,6 +68,9 @@ class MetaRegretManager:
     self.regrets[idx] = float(self.cfg.initial_regret)
     self.util_ema[idx] = 0.0
     self.visits[idx] = 0
+    self.avg_num[idx] = 0.0
+    self.avg_den[idx] = 0.0
+    self.reach[idx] = 0.0
 
   def _rows_for(self, uniq: Sequence, insert: bool) -> torch.Tensor:
     """Rows of distinct keys (len <= max_states), -1 for absent keys when not inserting."""
@@ -89,8 +107,9 @@ class MetaRegretManager:
     inv = [index.setdefault(k, len(index)) for k in keys]
     return list(index), torch.tensor(inv, dtype=torch.long, device=self.device)
 
-  def update(self, keys, utilities: torch.Tensor) -> None:
-    """One regret/EMA update per distinct key from (B, K) utilities (batch-averaged)."""
+  def update(self, keys, utilities: torch.Tensor, smooth: bool = True) -> None:
+    """One regret/EMA update per distinct key from (B, K) utilities (batch-averaged);
+    `smooth=False` feeds the utilities to the regrets directly."""
     u = torch.nan_to_num(utilities.detach().to(self.device, torch.float32),
                          nan=0.0, posinf=self.cfg.util_clip, neginf=-self.cfg.util_clip)
     if u.dim() != 2 or u.shape[1] != self.cfg.K:
@@ -103,18 +122,20 @@ class MetaRegretManager:
     for lo in range(0, len(uniq), cap):
       chunk = uniq[lo:lo + cap]
       sel = (inv >= lo) & (inv < lo + len(chunk))
-      self._update_rows(self._rows_for(chunk, insert=True), inv[sel] - lo, u[sel])
+      self._update_rows(self._rows_for(chunk, insert=True), inv[sel] - lo, u[sel], smooth)
 
-  def _update_rows(self, rows: torch.Tensor, inv: torch.Tensor, u: torch.Tensor) -> None:
+  def _update_rows(self, rows: torch.Tensor, inv: torch.Tensor, u: torch.Tensor,
+                   smooth: bool = True) -> None:
     n = rows.shape[0]
     sums = torch.zeros((n, u.shape[1]), device=self.device).index_add_(0, inv, u)
     counts = torch.bincount(inv, minlength=n)
     mean_u = sums / counts.clamp_min(1).unsqueeze(-1)
     c = self.cfg
     ema = c.decay * self.util_ema[rows] + (1.0 - c.decay) * mean_u
+    signal = ema if smooth else mean_u
     reg = self.regrets[rows]
     sigma = self._rm(reg)
-    reg = reg + ema - (sigma * ema).sum(-1, keepdim=True)
+    reg = reg + signal - (sigma * signal).sum(-1, keepdim=True)
     self.util_ema[rows] = ema.clamp(-c.util_clip, c.util_clip)
     self.regrets[rows] = torch.nan_to_num(reg, nan=c.regret_min).clamp(c.regret_min,
                                                                        c.regret_clip)
@@ -130,6 +151,49 @@ class MetaRegretManager:
     probs = torch.where((rows >= 0).unsqueeze(-1), probs, uniform)
     return probs if device is None else probs.to(device)
 
+  def weight(self, iteration: int) -> float:
+    """w_t of iteration `iteration` in the average (meta_regret.averaging)."""
+    a = self.cfg.averaging
+    if a == "uniform":
+      return 1.0
+    return float(iteration + 1) ** (1.0 if a == "linear" else self.cfg.average_power)
+
+  def accumulate(self, keys, reach: torch.Tensor, iteration: int) -> None:
+    """Stores the own reach (B,) of `keys` (inserting them) and adds every tracked key's
+    current sigma to its average with weight w_t * reach (see the module docstring)."""
+    uniq, inv = self._group(keys)
+    if len(uniq) > self.cfg.max_states:
+      raise ValueError(f"{len(uniq)} keys exceed meta_regret.max_states={self.cfg.max_states}")
+    rows = self._rows_for(uniq, insert=True)
+    r = torch.zeros(len(uniq), dtype=torch.float64, device=self.device).scatter_reduce(
+        0, inv, reach.detach().to(self.device, torch.float64), "amax", include_self=False)
+    self.reach[rows] = r
+    idx = torch.tensor(list(self._rows.values()), dtype=torch.long, device=self.device)
+    w = self.weight(iteration) * self.reach[idx]
+    self.avg_num[idx] += w[:, None] * self._rm(self.regrets[idx]).double()
+    self.avg_den[idx] += w
+
+  def current_probs(self, keys, device=None) -> torch.Tensor:
+    """(B, K) current regret-matching distribution (= desired_probs)."""
+    return self.desired_probs(keys, device)
+
+  def average_probs(self, keys, device=None) -> torch.Tensor:
+    """(B, K) float64 reach-weighted average distribution per key; the current sigma where a
+    key has no average weight yet, uniform for untracked keys."""
+    uniq, inv = self._group(keys)
+    rows = self._rows_for(uniq, insert=False)[inv] if uniq else inv
+    r = rows.clamp_min(0)
+    den = self.avg_den[r]
+    cur = self.desired_probs(keys).double()
+    avg = self.avg_num[r] / den.clamp_min(1e-300)[:, None]
+    out = torch.where(((rows >= 0) & (den > 0))[:, None], avg, cur)
+    return out if device is None else out.to(device)
+
+  def tracked(self) -> tuple[list, torch.Tensor]:
+    """(keys, rows) of every tracked key, least recently used first."""
+    return list(self._rows), torch.tensor(list(self._rows.values()), dtype=torch.long,
+                                          device=self.device)
+
   def stats(self) -> dict:
     n = len(self._rows)
     out = {"states_tracked": n, "evictions": self.evictions, "updates": self.updates,
@@ -141,13 +205,19 @@ class MetaRegretManager:
       ent = -(sigma * sigma.clamp_min(1e-12).log()).sum(-1)
       out.update(mean_regret=reg.mean().item(), bin_entropy=ent.mean().item(),
                  mean_util_ema=self.util_ema[idx].mean().item())
+      den = self.avg_den[idx]
+      have = den > 0
+      if bool(have.any()):
+        avg = self.avg_num[idx][have] / den[have, None]
+        out["avg_bin_entropy"] = float(-(avg * avg.clamp_min(1e-12).log()).sum(-1).mean())
     return out
 
   def state_dict(self) -> dict:
     return {"keys": list(self._rows.keys()), "rows": list(self._rows.values()),
             "regrets": self.regrets.clone(), "util_ema": self.util_ema.clone(),
             "visits": self.visits.clone(), "evictions": self.evictions,
-            "updates": self.updates}
+            "updates": self.updates, "avg_num": self.avg_num.clone(),
+            "avg_den": self.avg_den.clone(), "reach": self.reach.clone()}
 
   def load_state_dict(self, sd: dict) -> None:
     if tuple(sd["regrets"].shape) != tuple(self.regrets.shape):
@@ -156,6 +226,8 @@ class MetaRegretManager:
     self.regrets.copy_(sd["regrets"])
     self.util_ema.copy_(sd["util_ema"])
     self.visits.copy_(sd["visits"])
+    for k in ("avg_num", "avg_den", "reach"):
+      getattr(self, k).copy_(sd[k])
     self._rows = collections.OrderedDict(zip(sd["keys"], sd["rows"]))
     used = set(self._rows.values())
     self._free = [r for r in range(self.cfg.max_states - 1, -1, -1) if r not in used]

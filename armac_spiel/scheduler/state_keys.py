@@ -1,4 +1,4 @@
-"""State keys for the meta-regret manager, at three granularities (state_keying.level).
+"""State keys for the meta-regret manager, at four granularities (state_keying.level).
 
 - 0: round_player_pos; id = (round * N + player) * N + position.
 - 1: round_player_pos_potBucket_stackBucket; id = (id0 * n + pot_bucket) * n + stack_bucket,
@@ -11,6 +11,7 @@
   numbers, so a resumed fit continues exactly. `save_clusters` writes that state to
   cluster_file (a torch file of plain data, written atomically); it is loaded from there
   with torch.load(weights_only=True) at construction when the file exists.
+- 3: the information state itself; id = its row of games.infostate_table.
 Ids are integers computed for a whole batch with tensor arithmetic; `names_*` give the
 readable strings.
 """
@@ -26,6 +27,7 @@ import torch
 from armac_spiel.atomic import atomic_torch_save
 from armac_spiel.safe_load import load_tensor_file
 from armac_spiel.scheduler.config import StateKeyingConfig
+from games import infostate_table
 from games.poker_features import (PokerFeatures, features_from_infostate_strings,
                                   poker_spec)
 
@@ -87,7 +89,10 @@ class StateKeyer:
     self.n_buckets = n_buckets
     self.scale = scale
     self.seed = seed
-    self.spec = poker_spec(game_string) if game_string is not None else None
+    self.spec = (poker_spec(game_string) if game_string is not None and self.level in (0, 1)
+                 else None)
+    if self.level == 3 and game_string is None:
+      raise ValueError("state_keying.level=3 needs the game_string")
     if self.level < 2 and self.spec is None:
       raise ValueError(f"state_keying.level={self.level} needs a poker game_string")
     self.kmeans = None
@@ -109,6 +114,8 @@ class StateKeyer:
     """Size of the id space."""
     if self.level == 2:
       return self.cfg.n_clusters
+    if self.level == 3:
+      return len(infostate_table(self.game_string))
     n = self.spec.num_players
     base = self.spec.num_rounds * n * n
     return base * self.n_buckets ** 2 if self.level == 1 else base
@@ -160,6 +167,11 @@ class StateKeyer:
           embeddings: torch.Tensor | None = None,
           features: PokerFeatures | None = None) -> torch.Tensor:
     """(B,) ids at the configured level from whichever input that level needs."""
+    if self.level == 3:
+      if infostate_strings is None:
+        raise ValueError("state_keying.level=3 needs information-state strings")
+      index = infostate_table(self.game_string).index
+      return torch.tensor([index[k] for k in infostate_strings], dtype=torch.long)
     if self.level == 2:
       if embeddings is None:
         raise ValueError("state_keying.level=2 needs embeddings (information-state tensors)")

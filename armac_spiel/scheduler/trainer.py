@@ -1,13 +1,15 @@
 """Scheduler training: meta-regret over lambda bins distilled into the scheduler network.
 
-Each `step`: keys and (B, K) bin utilities update the meta-regret manager; the manager's
-regret-matching distributions `desired` (B, K) are the targets. Discrete mode minimises
-KL(desired || softmax(logits)) = F.kl_div(log_softmax(logits), desired, "batchmean") (raw
-logits, no Gumbel tau: the distilled distribution is the one inference takes the argmax of);
-continuous mode minimises MSE(lambda, sum_k desired_k bins_k). Both add the network's
-L2 and entropy regularisers, clip the gradient norm at 1.0 and use Adam(scheduler_lr).
-During warm-up (iteration < scheduler_warmup_iters) the manager learns but the network is
-not trained and outputs init_lambda.
+Each `step`: the keys' own reach under this iteration's mix enters the manager's weighted
+average (MetaRegretManager.accumulate, before the update, so iteration t's sigma is averaged
+with iteration t's reach), then (B, K) bin utilities update the regrets. The network
+distils the AVERAGE distribution `avg` (B, K), not the oscillating current sigma, in
+scheduler.distill_steps warm-started Adam steps: discrete mode minimises
+KL(avg || softmax(logits)) = F.kl_div(log_softmax(logits), avg, "batchmean"), continuous mode
+MSE(lambda, sum_k avg_k bins_k). Both add the network's L2 and entropy regularisers, clip
+the gradient norm at 1.0 and use Adam(scheduler_lr). During warm-up (iteration <
+scheduler_warmup_iters) the manager learns but the network is not trained and outputs
+init_lambda.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class SchedulerTrainer:
   def loss(self, info_states: torch.Tensor, desired: torch.Tensor,
            regularize: bool = True) -> tuple[torch.Tensor, dict]:
     """(total loss, float parts) of the scheduler against (B, K) desired bin distributions."""
-    out = self.net(info_states.to(self.device), training=True)
+    # training=False: same logits, and no Gumbel sample drawn from the global RNG.
+    out = self.net(info_states.to(self.device), training=False)
     desired = desired.to(self.device)
     if self.mode == "discrete":
       fit = F.kl_div(F.log_softmax(out["logits"], -1), desired, reduction="batchmean")
@@ -82,11 +85,17 @@ class SchedulerTrainer:
 
   def step(self, info_states: torch.Tensor, keys=None, utilities: torch.Tensor | None = None,
            iteration: int | None = None, infostate_strings: Sequence[str] | None = None,
+           reach: torch.Tensor | None = None, smooth: bool = True, update_keys=None,
            **utility_inputs) -> dict:
-    """One manager update and (after warm-up) one optimiser step; returns `stats()`.
+    """One manager update and (after warm-up) distill_steps optimiser steps; returns
+    `stats()`.
 
     keys: (B,) ids or hashables (default: from the keyer); utilities: (B, K) or computed by
-    UtilityComputer.compute from `utility_inputs` (q, pi_rm, pi_avg, legal_mask, ...).
+    UtilityComputer.compute from `utility_inputs` (q, pi_rm, pi_avg, legal_mask, ...);
+    reach: (B,) own reach of each row's state under this iteration's mix (default 1);
+    smooth: False feeds exact utilities to the regrets without the EMA; update_keys: the
+    keys of the utility rows when they differ from `keys` (a window of batches). The average
+    starts after warm-up, its weights counted from there.
     """
     self.set_iteration(self.iteration + 1 if iteration is None else iteration)
     x = info_states.to(self.device)
@@ -94,16 +103,24 @@ class SchedulerTrainer:
       keys = self.keys(x, infostate_strings)
     if utilities is None:
       utilities = self.utility.compute(self.bins, **utility_inputs)
-    self.manager.update(keys, utilities)
+    if reach is None:
+      reach = torch.ones(x.shape[0], dtype=torch.float64)
     frozen = self.net.in_warmup()
+    if frozen:  # regrets learn during warm-up; the average starts after it
+      reach = torch.zeros_like(reach, dtype=torch.float64)
+    warm = self.cfg.scheduler.scheduler_warmup_iters
+    self.manager.accumulate(keys, reach, max(0, self.iteration - warm))
+    self.manager.update(keys if update_keys is None else update_keys, utilities, smooth=smooth)
     parts = {"fit": 0.0, "reg": 0.0}
     if not frozen:
       self.net.train()
-      loss, parts = self.loss(x, self.manager.desired_probs(keys, self.device))
-      self.optimizer.zero_grad(set_to_none=True)
-      loss.backward()
-      torch.nn.utils.clip_grad_norm_(self.net.parameters(), max_norm=GRAD_CLIP)
-      self.optimizer.step()
+      target = self.manager.average_probs(keys, self.device).float()
+      for _ in range(self.cfg.scheduler.distill_steps):
+        loss, parts = self.loss(x, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), max_norm=GRAD_CLIP)
+        self.optimizer.step()
     with torch.no_grad():
       lam = sched_lambda(self.net(x, training=False), self.bins, hard=True)
     self._last = {"loss": parts["fit"] + parts["reg"], "loss_fit": parts["fit"],

@@ -1,5 +1,15 @@
 """Utilities of the K lambda bins, (B, K), the meta-regret manager's learning signal.
 
+- best_response (exact, on the compiled tree): with pi_mix = lam pi_rm + (1 - lam) pibar at
+  every information state s of player p, b* the other player's best response to pi_mix and
+  cfv_p(s, a) p's counterfactual values against b* (games.tree.GameTree.best_response_cfv),
+  u_k(s) = sum_a pi_mix^(k)(s, a) cfv_p(s, a). Since exploitability = sum over players of
+  best-response values / 2 and b* is a best response, d expl / d lam(s) =
+  -own_reach_p(s) / 2 * (u_k - u_j) / (bins_k - bins_j) for any two bins (envelope theorem;
+  u is linear in lam). Regret matching over the bins against b*, re-solved each update, is
+  CFR-BR (Johanson et al. 2012) on the segment between pibar and pi_rm.
+- br_critic (model-free): the same with cfv replaced by the Q-values of a critic trained on
+  episodes where the opponent best-responds to pi_mix (armac_spiel.scheduler.br_critic).
 - immediate: u = G - b for the bin the episode used, G = sum_t gamma^t r_t the discounted
   return and b the mean of the last baseline_window returns (0 until min_samples returns
   were seen; the batch is pushed after its own baseline is read). The other bins get 0 (no
@@ -11,10 +21,13 @@
   current lambda `lam` (B, 1) when given, else pi_rm. The baseline shifts all bins equally,
   so the regrets do not depend on it.
 - hybrid: 0.5 * immediate + 0.5 * advantage_based.
-advantage_window is read from the config for the seed's layout but not used.
+advantage_based and hybrid feed the manager the mean of each key's utilities over the last
+advantage_window updates (a FIFO of batches; the manager averages duplicate keys).
 """
 
 from __future__ import annotations
+
+import collections
 
 import torch
 
@@ -42,6 +55,32 @@ def advantage_utilities(q: torch.Tensor, pi_rm: torch.Tensor, pi_avg: torch.Tens
   return bins * a_rm + (1 - bins) * a_avg
 
 
+def bin_utilities(values: torch.Tensor, pi_rm: torch.Tensor, pi_avg: torch.Tensor,
+                  legal_mask: torch.Tensor, lambda_bins) -> torch.Tensor:
+  """(B, K) u_k = sum_a pi_mix^(k)(a) values(a) for every bin at once; `values` (B, A) are
+  counterfactual values (best_response) or Q-values (br_critic)."""
+  mask = legal_mask.to(values.device)
+  v = torch.where(mask, values, torch.zeros_like(values))
+  p_rm = normalise(pi_rm.to(v.device, v.dtype), mask)
+  p_avg = normalise(pi_avg.to(v.device, v.dtype), mask)
+  a_rm, a_avg = (p_rm * v).sum(-1, keepdim=True), (p_avg * v).sum(-1, keepdim=True)
+  bins = torch.as_tensor(lambda_bins, dtype=v.dtype).to(v.device)
+  return bins * a_rm + (1 - bins) * a_avg
+
+
+def best_response_utilities(tree, pi_rm: torch.Tensor, pi_avg: torch.Tensor,
+                            lam: torch.Tensor, lambda_bins):
+  """Exact bin utilities at every information state of `tree` (S, K), and the
+  games.tree.BestResponseCFV of pi_mix = lam pi_rm + (1 - lam) pibar (tables (S, A), lam
+  (S, 1)); see the module docstring."""
+  mask = tree.info_legal
+  p_rm = normalise(pi_rm.detach().to("cpu", torch.float64), mask)
+  p_avg = normalise(pi_avg.detach().to("cpu", torch.float64), mask)
+  lam = lam.detach().to("cpu", torch.float64).reshape(-1, 1)
+  res = tree.best_response_cfv(normalise(lam * p_rm + (1 - lam) * p_avg, mask))
+  return bin_utilities(res.cfv, p_rm, p_avg, mask, lambda_bins), res
+
+
 class UtilityComputer:
   """Computes bin utilities; holds the moving-average return baseline (a ring buffer)."""
 
@@ -51,6 +90,13 @@ class UtilityComputer:
     self.buffer = torch.zeros(cfg.baseline_window, device=self.device)
     self.count = 0   # returns in the buffer (<= window)
     self.pos = 0     # next write slot
+    self.window = collections.deque(maxlen=cfg.advantage_window)  # (keys, (B, K)) batches
+
+  def windowed(self, keys: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pushes (keys, u) and returns the last advantage_window batches concatenated."""
+    self.window.append((keys.detach().reshape(-1).cpu(), u.detach().cpu()))
+    return (torch.cat([k for k, _ in self.window]),
+            torch.cat([x for _, x in self.window]).to(u.device))
 
   def baseline(self) -> float:
     if self.count == 0 or self.count < self.cfg.min_samples:
@@ -88,7 +134,9 @@ class UtilityComputer:
               lam=None, chosen_idx=None, returns=None, rewards=None,
               bin_probs=None) -> torch.Tensor:
     """(B, K) utilities of the configured utility_type."""
-    kind = self.cfg.utility_type
+    kind = self.cfg.kind
+    if kind not in ("advantage_based", "immediate", "hybrid"):
+      raise ValueError(f"UtilityComputer.compute handles sampled utilities only, not {kind}")
     parts = []
     if kind in ("advantage_based", "hybrid"):
       if q is None or pi_rm is None or pi_avg is None or legal_mask is None:
@@ -103,11 +151,14 @@ class UtilityComputer:
     return parts[0]
 
   def state_dict(self) -> dict:
-    return {"buffer": self.buffer.clone(), "count": self.count, "pos": self.pos}
+    return {"buffer": self.buffer.clone(), "count": self.count, "pos": self.pos,
+            "window": [(k.clone(), u.clone()) for k, u in self.window]}
 
   def load_state_dict(self, sd: dict) -> None:
     self.buffer.copy_(sd["buffer"])
     self.count, self.pos = int(sd["count"]), int(sd["pos"])
+    self.window.clear()
+    self.window.extend(sd.get("window", []))
 
 
 def compute_utilities(cfg: UtilityConfig, computer: UtilityComputer | None = None,

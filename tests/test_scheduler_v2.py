@@ -1,0 +1,179 @@
+"""Scheduler v2: exact best-response utilities, the reach-weighted average, deployment."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from open_spiel.python import policy as os_policy
+from open_spiel.python.algorithms import exploitability as os_exploitability
+
+from armac_spiel import config as config_lib
+from armac_spiel import policy_io, runs
+from armac_spiel.scheduler.config import MetaRegretConfig, from_dict
+from armac_spiel.scheduler.meta_regret import MetaRegretManager
+from armac_spiel.scheduler.mixer import normalise
+from armac_spiel.scheduler.utilities import best_response_utilities
+from armac_spiel.scheduler_glue import SchedulerAdapter
+from games import load_game
+from games.tree import compile_tree
+from tests.test_armac import REPO, TINY
+
+torch.set_num_threads(1)
+BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
+RPS = "turn_based_simultaneous_game(game=matrix_rps())"
+
+
+def _random_table(tree, gen):
+  p = torch.rand(tree.num_infostates, tree.num_actions, generator=gen, dtype=torch.float64)
+  return normalise(p + 0.05, tree.info_legal)
+
+
+def test_utility_differences_are_the_exploitability_gradient_on_kuhn():
+  """d expl / d lambda(s) = -own_reach(s) / 2 * (u_k - u_j) / (bins_k - bins_j), every s."""
+  tree = compile_tree("kuhn_poker")
+  gen = torch.Generator().manual_seed(3)
+  pi_rm, pi_avg = _random_table(tree, gen), _random_table(tree, gen)
+  lam = torch.rand(tree.num_infostates, 1, generator=gen, dtype=torch.float64) * 0.8 + 0.1
+  util, res = best_response_utilities(tree, pi_rm, pi_avg, lam, BINS)
+  assert util.shape == (tree.num_infostates, len(BINS))
+
+  def expl(l):
+    return tree.exploitability(l * pi_rm + (1 - l) * pi_avg)
+
+  h = 1e-6
+  for s in range(tree.num_infostates):
+    up, down = lam.clone(), lam.clone()
+    up[s] += h
+    down[s] -= h
+    fd = (expl(up) - expl(down)) / (2 * h)
+    for k, j in ((1, 0), (4, 2), (3, 1)):
+      grad = -res.own_reach[s] / 2 * (util[s, k] - util[s, j]) / (BINS[k] - BINS[j])
+      assert float(grad) == pytest.approx(fd, abs=1e-4), (s, k, j)
+  # The gradient is not trivially zero: some state moves exploitability.
+  assert max(abs(float(util[s, 4] - util[s, 0])) for s in range(tree.num_infostates)) > 1e-2
+
+
+def _cfr_br_average(tree, pi_rm, pi_avg, iters, averaging="linear"):
+  mgr = MetaRegretManager(MetaRegretConfig(max_states=16, averaging=averaging,
+                                           regret_clip=1e6))
+  keys = torch.arange(tree.num_infostates)
+  bins = torch.tensor(BINS, dtype=torch.float64)
+  for t in range(iters):
+    lam = (mgr.current_probs(keys).double() @ bins)[:, None]
+    util, res = best_response_utilities(tree, pi_rm, pi_avg, lam, BINS)
+    mgr.accumulate(keys, res.own_reach, t)
+    mgr.update(keys, util, smooth=False)
+  return (mgr.average_probs(keys) @ bins)[:, None]
+
+
+def test_manager_average_reaches_an_interior_best_lambda():
+  """Rock-paper-scissors, player 0's parts pure Rock (pi_rm) and pure Paper (pibar): the
+  opponent's best response makes exploitability max(lam, 1 - 2 lam, lam - 1) (+0 from the
+  uniform player 1), minimal at lam = 1/3, between the bins 0.25 and 0.5."""
+  tree = compile_tree(RPS)
+  uni = tree.uniform_policy()
+  pi_rm, pi_avg = uni.clone(), uni.clone()
+  p0 = int((tree.info_player == 0).nonzero()[0])
+  pi_rm[p0] = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+  pi_avg[p0] = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+  lam = _cfr_br_average(tree, pi_rm, pi_avg, 400)
+  assert float(lam[p0]) == pytest.approx(1 / 3, abs=0.02)
+  mix = lam * pi_rm + (1 - lam) * pi_avg
+  best_bin = min(tree.exploitability(b * pi_rm + (1 - b) * pi_avg) for b in BINS)
+  assert tree.exploitability(mix) < best_bin - 0.05  # 1/6 at the exact optimum vs 1/4
+
+
+def test_average_arithmetic():
+  """Every tracked key is averaged each call with w_t * its last own reach * sigma_t."""
+  mgr = MetaRegretManager(MetaRegretConfig(K=2, max_states=4, averaging="linear",
+                                           lru_evict_batch=1), )
+  mgr.update(torch.tensor([7, 8]), torch.zeros(2, 2))  # track both; sigma uniform
+  mgr.regrets[mgr._rows[7]] = torch.tensor([3.0, 1.0])    # sigma(7) = (0.75, 0.25)
+  mgr.regrets[mgr._rows[8]] = torch.tensor([0.0, 2.0])    # sigma(8) = (0, 1)
+  mgr.accumulate(torch.tensor([7, 8]), torch.tensor([0.5, 0.2]), iteration=0)  # w = 1
+  mgr.regrets[mgr._rows[7]] = torch.tensor([0.0, 1.0])    # sigma(7) = (0, 1)
+  mgr.accumulate(torch.tensor([7]), torch.tensor([0.25]), iteration=2)  # w = 3; 8 keeps 0.2
+  num7 = 1 * 0.5 * torch.tensor([0.75, 0.25]) + 3 * 0.25 * torch.tensor([0.0, 1.0])
+  den7 = 1 * 0.5 + 3 * 0.25
+  num8 = 1 * 0.2 * torch.tensor([0.0, 1.0]) + 3 * 0.2 * torch.tensor([0.0, 1.0])
+  avg = mgr.average_probs(torch.tensor([7, 8, 9]))
+  assert torch.allclose(avg[0], (num7 / den7).double())
+  assert torch.allclose(avg[1], (num8 / 0.8).double())
+  assert torch.allclose(avg[2], torch.tensor([0.5, 0.5], dtype=torch.float64))  # untracked
+  assert float(mgr.avg_den[mgr._rows[8]]) == pytest.approx(0.8)
+  # Weights of the three averaging rules.
+  for rule, w in (("uniform", 1.0), ("linear", 5.0), ("discounted", 25.0)):
+    m = MetaRegretManager(MetaRegretConfig(averaging=rule, average_power=2.0))
+    assert m.weight(4) == w
+  # Utilities fed without the EMA (smooth=False) move the regrets by u - sigma . u.
+  mgr.update(torch.tensor([8]), torch.tensor([[1.0, -1.0]]), smooth=False)
+  assert torch.allclose(mgr.regrets[mgr._rows[8]], torch.tensor([2.0, 2.0]))  # (0, 2) + (2, 0)
+
+
+def _tiny_yaml(tmp_path, extra: str = "") -> str:
+  path = tmp_path / "tiny.yaml"
+  path.write_text("".join(f"{k}: {list(v) if isinstance(v, tuple) else v}\n"
+                          for k, v in TINY.items()) + extra)
+  return str(path)
+
+
+def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
+  cfg = _tiny_yaml(tmp_path, "scheduler:\n  scheduler_warmup_iters: 1\n  scheduler_lr: 1e-2\n")
+  spec = runs.resolve_spec("armac", "kuhn_poker", 0, str(tmp_path / "run"), config_path=cfg,
+                           max_steps=4, eval_every=2, scheduler="discrete", device="cpu",
+                           plot=False)
+  rows = runs.run(spec)
+  game, probs = policy_io.import_policy(str(tmp_path / "run" / "policy_mixed.json"))
+  assert game == "kuhn_poker"
+  pol = os_policy.TabularPolicy(load_game(game).game)
+  from games import infostate_table
+  for s, key in enumerate(infostate_table(game).keys):
+    pol.policy_for_key(key)[:] = probs[s].numpy()
+  exact = os_exploitability.exploitability(load_game(game).game, pol)
+  last = rows[-1]
+  assert last["exploitability_mixed"] == pytest.approx(exact, abs=1e-6)
+  for k in ("exploitability_best_global_lambda", "scheduler.interior_reach",
+            "exploitability_mixed_net", "exploitability_mixed_current", "best_global_lambda"):
+    assert k in last
+  # policy_mixer.deploy = best_measured: the less exploitable of the average and the current
+  # iterate, measured on the parts that the evaluation sees.
+  assert last["exploitability_mixed"] == pytest.approx(min(
+      last["exploitability_mixed_average"], last["exploitability_mixed_current"]), abs=1e-12)
+  assert last["exploitability_best_global_lambda"] <= min(
+      last["exploitability"], last["exploitability_current"]) + 1e-12
+  # The evaluate CLI reads the run directory's mixed policy.
+  r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--game_name=kuhn_poker",
+                      f"--policy={tmp_path / 'run'}:mixed"], cwd=REPO, capture_output=True,
+                     text=True, env={**os.environ, "PYTHONPATH": REPO})
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert json.loads(r.stdout.strip().splitlines()[-1])["exploitability"] == pytest.approx(
+      last["exploitability_mixed"], abs=1e-9)
+  conf = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert conf["hparams"]["scheduler_mode"] == "discrete"
+  assert conf["scheduler"]["utility_computation"]["strategy"] == "best_response"
+
+
+def test_best_response_on_a_game_beyond_the_tree_names_br_critic():
+  suite = from_dict({})
+  with pytest.raises(config_lib.ConfigError, match="br_critic"):
+    SchedulerAdapter(suite, "universal_poker", 0, "cpu", "discrete")
+
+
+def test_deterministic_replay_section_records_and_sets_the_tolerance(tmp_path):
+  rep = tmp_path / "rep"
+  cfg = _tiny_yaml(tmp_path, f"use_scheduler: true\ndeterministic_replay:\n  record: true\n"
+                             f"  replay_dir: {rep}\n  tolerance: 1e-5\n")
+  env = {**os.environ, "PYTHONPATH": REPO}
+  r = subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",
+                      "--max_epochs=2", "--device=cpu", f"--config={cfg}",
+                      f"--out_dir={tmp_path / 'run'}"], cwd=REPO, env=env,
+                     capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert json.loads((rep / "tolerance.json").read_text()) == {"tolerance": 1e-5}
+  v = subprocess.run([sys.executable, "-m", "experiments.replay_verify", str(rep)], cwd=REPO,
+                     env=env, capture_output=True, text=True)
+  assert v.returncode == 0, v.stderr[-2000:]
+  assert json.loads(v.stdout.strip().splitlines()[-1])["episodes_checked"] > 0

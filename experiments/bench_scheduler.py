@@ -67,7 +67,9 @@ def arm_config(arm: str, base_path: str, out_dir: str) -> str:
     raise config_lib.ConfigError(f"--arms: unknown arm {arm!r}; allowed: {', '.join(ARMS)}")
   raw = config_lib.load_yaml(base_path)
   strategy = ARMS[arm][1]
-  if strategy is not None:
+  if strategy is None:  # the YAML's scheduler sections would otherwise turn it on
+    raw["use_scheduler"] = False
+  else:
     uc = dict(raw.get("utility_computation") or {})
     uc.pop("utility_type", None)
     uc["strategy"] = strategy

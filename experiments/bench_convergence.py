@@ -19,7 +19,6 @@ import time
 import numpy as np
 from absl import app, flags
 
-from armac_spiel import progress
 from armac_spiel.atomic import atomic_write_text
 from armac_spiel.runs import curves, plots, sweep
 
@@ -72,16 +71,11 @@ def main(argv):
   del argv
   root = os.path.abspath(FLAGS.out_dir)
   t0 = time.time()
-  sweep.write_sweep_info(root, {"preset": "bench_convergence", "games": FLAGS.games,
-                                "algos": FLAGS.algos, "seeds": FLAGS.seeds,
-                                "budgets_s": {g: budget(g) for g in FLAGS.games}})
-  todo = tasks(root)
-  bar = progress.SweepProgress(len(todo), desc="bench_convergence")
-  try:
-    summaries = sweep.run_sweep(todo, root, ray_address=FLAGS.ray_address,
-                                num_cpus=FLAGS.parallel, progress=bar)
-  finally:
-    bar.close()
+  summaries = sweep.run_preset(
+      tasks(root), root, "bench_convergence",
+      {"games": FLAGS.games, "algos": FLAGS.algos, "seeds": FLAGS.seeds,
+       "budgets_s": {g: budget(g) for g in FLAGS.games}},
+      ray_address=FLAGS.ray_address, num_cpus=FLAGS.parallel)
   failed = [s for s in summaries if s["status"] == "failed"]
   paths = plots.plot_sweep(root, CHECKPOINTS_S, reference=True)
   runs = curves.load_runs(root)

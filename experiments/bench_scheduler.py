@@ -33,7 +33,6 @@ import yaml
 from absl import app, flags
 
 from armac_spiel import config as config_lib
-from armac_spiel import progress
 from armac_spiel.atomic import atomic_write_text
 from armac_spiel.runs import rundir, sweep
 
@@ -190,15 +189,10 @@ def main(argv):
   tasks = [sweep.RunTask(FLAGS.game_name, ARMS[arm][0], s, dirs[arm, s],
                          time_budget_s=FLAGS.seconds, armac_config=configs[arm], plot=False)
            for s in seeds for arm in FLAGS.arms]
-  sweep.write_sweep_info(root, {"preset": "bench_scheduler", "arms": FLAGS.arms,
-                                "config": FLAGS.config, "seconds": FLAGS.seconds,
-                                "seeds": seeds})
-  bar = progress.SweepProgress(len(tasks), desc="bench_scheduler")
-  try:
-    summaries = sweep.run_sweep(tasks, root, ray_address=FLAGS.ray_address,
-                                num_cpus=FLAGS.parallel, progress=bar)
-  finally:
-    bar.close()
+  summaries = sweep.run_preset(
+      tasks, root, "bench_scheduler",
+      {"arms": FLAGS.arms, "config": FLAGS.config, "seconds": FLAGS.seconds, "seeds": seeds},
+      ray_address=FLAGS.ray_address, num_cpus=FLAGS.parallel)
   runs = {arm: {s: rundir.read_metrics(os.path.join(dirs[arm, s], rundir.METRICS))
                 for s in seeds} for arm in FLAGS.arms}
   runs = {arm: {s: rows for s, rows in by.items() if rows} for arm, by in runs.items()}

@@ -171,7 +171,8 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
   where = path or "config"
   suite = None
   if learner == "armac":
-    raw, suite = _split_scheduler(raw, where)
+    from armac_spiel.scheduler_glue import split_config
+    raw, suite = split_config(raw, where)
     flag_fields = {"max_epochs": max_steps, "eval_every": eval_every,
                    "sampler": sampler}
     merged = {**raw, **alias_sets, **sets,
@@ -207,17 +208,3 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                  time_budget_s=time_budget_s, max_steps=max_steps, eval_every=eval_every,
                  eval_every_s=eval_every_s, device=device, resume=resume, plot=plot,
                  record=record, config_file=path)
-
-
-def _split_scheduler(raw: dict, where: str):
-  """(ARMAC keys, SchedulerSuiteConfig or None) of a YAML mapping."""
-  from armac_spiel.scheduler.config import SchedulerSuiteConfig
-  from armac_spiel.scheduler_glue import SCHEDULER_SECTIONS
-  armac = {k: v for k, v in raw.items() if k not in SCHEDULER_SECTIONS}
-  sections = {k: v for k, v in raw.items() if k in SCHEDULER_SECTIONS}
-  if not sections:
-    return armac, None
-  try:
-    return armac, SchedulerSuiteConfig.from_dict(sections)
-  except ValueError as e:
-    raise ConfigError(f"{where}: {e}") from e

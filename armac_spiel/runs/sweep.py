@@ -445,6 +445,19 @@ def run_sweep(tasks: Sequence[RunTask], root: str, ray_address: Optional[str] = 
   return out
 
 
+def run_preset(tasks: Sequence[RunTask], root: str, name: str, info: dict,
+               **kw) -> list[dict]:
+  """A benchmark's sweep: `<root>/sweep_info.json` with `info`, then `run_sweep(**kw)` with a
+  progress line named `name` (armac_spiel.progress.SweepProgress)."""
+  from armac_spiel import progress
+  write_sweep_info(root, {"preset": name, **info})
+  bar = progress.SweepProgress(len(tasks), desc=name)
+  try:
+    return run_sweep(tasks, root, progress=bar, **kw)
+  finally:
+    bar.close()
+
+
 def write_sweep_info(root: str, info: dict) -> None:
   """`<root>/sweep_info.json`: the sweep's arguments and the driver's provenance."""
   os.makedirs(root, exist_ok=True)

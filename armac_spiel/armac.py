@@ -40,6 +40,8 @@ With explore_eps = 1 the learner plays uniformly and w = 1.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 from open_spiel.python import policy as os_policy
@@ -121,12 +123,26 @@ class NetworkPolicy(os_policy.Policy):
     return self.batch_probs(t.tensors, t.legal_mask).cpu().double()
 
 
+class TargetCritic(Protocol):
+  """Supplies the action values of the regret targets in place of the learned critics q^j
+  (e.g. the exact Q of each policy j on a compiled tree, for diagnostics). With one set,
+  ARMAC does not train its own critic."""
+
+  def values(self, learner: "ARMAC", traj: Trajectories,
+             policy_epochs: torch.Tensor) -> torch.Tensor:
+    """Critic outputs (B, T, heads * A) of the episodes in `traj` (one group of B / G
+    episodes per entry of `policy_epochs` (G,)), each under its group's policy epoch j;
+    called once per epoch, at epoch `learner.epoch`, after the current policy's critic
+    would have been trained."""
+
+
 class ARMAC:
   """ARMAC learner. `run_epoch()` does one epoch; `average_policy()` / `current_policy()`
   are OpenSpiel policies; `state_dict()` / `load_state_dict()` checkpoint everything."""
 
   def __init__(self, game_string: str, config: ARMACConfig, seed: int, device="cpu",
-               scheduler=None, recorder=None, unique_inputs: bool = True):
+               scheduler=None, recorder=None, unique_inputs: bool = True,
+               target_critic: TargetCritic | None = None):
     self.game_string = game_string
     self.sgame = sg = load_game(game_string)
     self.cfg = cfg = config
@@ -183,6 +199,7 @@ class ARMAC:
     self.gen = torch.Generator().manual_seed(seed + 2)
     self.scheduler = scheduler  # see armac_spiel/scheduler_glue.py for the interface
     self.recorder = recorder    # episode recorder for deterministic replay (or None)
+    self.target_critic = target_critic  # replaces the learned q^j in the regret targets
     self.epoch = 0
     self.episodes = 0
     self.last_losses: dict[str, float] = {}
@@ -199,6 +216,30 @@ class ARMAC:
 
   def current_policy(self) -> NetworkPolicy:
     return NetworkPolicy(self.game_string, self._rm, self.device)
+
+  # ---------------------------------------------------------------- inspection
+  @property
+  def tree(self):
+    """The compiled game tree behind the information-state ids, or None (pyspiel sampler)."""
+    return self._tree
+
+  def state_regret_targets(self):
+    """What W regresses on, per information state: (state ids (S',), the weighted mean
+    regret targets scaled to unit RMS over the legal actions (S', A), legal masks (S', A)).
+    Needs information-state ids (tree sampler)."""
+    self._need_tree("state_regret_targets")
+    return self._state_regret_targets()
+
+  def state_policy_targets(self):
+    """The actor's per-information-state targets: (state ids (S',), weighted mean policies
+    (S', A), legal masks (S', A)). Needs information-state ids (tree sampler)."""
+    self._need_tree("state_policy_targets")
+    return self._state_policy_targets()
+
+  def _need_tree(self, what: str) -> None:
+    if self._tree is None:
+      raise ValueError(f"ARMAC.{what} needs information-state ids: use sampler 'tree' "
+                       f"(and unique_inputs=True)")
 
   # ---------------------------------------------------------------- helpers
   def _values(self, out: torch.Tensor, player: torch.Tensor) -> torch.Tensor:
@@ -373,6 +414,8 @@ class ARMAC:
     return torch.randint(n, (batch,), generator=self.gen).to(self.device)
 
   def _train_critic(self) -> float:
+    if self.target_critic is not None:
+      return float("nan")
     return self._fit("critic", self.critic_replay, self.cfg.critic_steps,
                      self.cfg.critic_batch_episodes, self._critic_loss)
 
@@ -530,8 +573,11 @@ class ARMAC:
     info, mask = traj.info_state.to(dev), traj.legal_mask.to(dev)
     w_j = self._group_forward("regret", slots, info.view(g, -1, info.shape[-1]))
     pi_j = regret_matching(w_j.view(b, t, -1), mask)
-    hist = traj.history.to(dev)
-    q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]))
+    if self.target_critic is None:
+      hist = traj.history.to(dev)
+      q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]))
+    else:
+      q_j = self.target_critic.values(self, traj, self._slot_epochs(slots)).to(dev)
     q_i = self._values(q_j.view(b, t, -1), traj.player.to(dev))
     adv = (q_i - (pi_j * q_i).sum(-1, keepdim=True)) * mask
     weight = self._learner_weights(traj, learner).to(dev)

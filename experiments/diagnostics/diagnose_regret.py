@@ -1,8 +1,8 @@
 """Diagnostic: what limits ARMAC's average policy, the critic or W's fit?
 
-  python -m experiments.diagnose_regret --game_name=leduc_poker --critic=exact \
+  python -m experiments.diagnostics.diagnose_regret --game_name=leduc_poker --critic=exact \
       --regret_fit=rows --epochs=300
-  python -m experiments.diagnose_regret --game_name=leduc_poker --tabular --epochs=600
+  python -m experiments.diagnostics.diagnose_regret --game_name=leduc_poker --tabular --epochs=600
 
 ARMAC mode trains ARMAC (per-game config, `--regret_fit` overriding it). With
 `--critic=exact` the regret targets use the exact action values Q^{pi^j}(h, a) of each
@@ -68,28 +68,22 @@ class _ReachAverage:
     return torch.where(z > 0, self.sum / z.clamp_min(1e-300), self.tree.uniform_policy())
 
 
-class _ExactCritic(ARMAC):
-  """ARMAC whose regret targets use the exact Q of each policy j (diagnostic only)."""
+class ExactCritic:
+  """ARMAC's TargetCritic: the exact Q^{pi^j}(h, a) of each policy j on the compiled tree.
 
-  def __init__(self, *a, **kw):
-    super().__init__(*a, **kw)
+  At each epoch t it stores the exact Q table of the current policy pi^t (player 0's values,
+  one head: two-player zero-sum games), so that later epochs replaying policy j read Q^j."""
+
+  def __init__(self):
     self.q_tables: dict[int, torch.Tensor] = {}
 
-  def _targets(self, traj, learner, slots):
-    q = exact_q(self._tree, self.current_policy().table()).float()
-    self.q_tables[self.epoch] = torch.cat([q, torch.zeros(1, q.shape[1])])  # row -1: padding
-    self._nodes = traj.node
-    return super()._targets(traj, learner, slots)
-
-  def _group_forward(self, name, slots, x):
-    if name != "critic":
-      return super()._group_forward(name, slots, x)
-    nodes = self._nodes.reshape(len(slots), -1)
+  def values(self, learner: ARMAC, traj, policy_epochs: torch.Tensor) -> torch.Tensor:
+    q = exact_q(learner.tree, learner.current_policy().table()).float()
+    self.q_tables[learner.epoch] = torch.cat([q, torch.zeros(1, q.shape[1])])  # -1: padding
+    b, t = traj.node.shape
+    nodes = traj.node.reshape(len(policy_epochs), -1)
     return torch.stack([self.q_tables[int(e)][nodes[k]]
-                        for k, e in enumerate(self._slot_epochs(slots))])
-
-  def _train_critic(self):
-    return float("nan")
+                        for k, e in enumerate(policy_epochs)]).view(b, t, -1)
 
 
 def run_armac(game: str) -> None:
@@ -98,9 +92,9 @@ def run_armac(game: str) -> None:
   cfg = spec.config.replace(sampler="tree")
   if FLAGS.regret_fit:
     cfg = cfg.replace(regret_fit=FLAGS.regret_fit)
-  cls = _ExactCritic if FLAGS.critic == "exact" else ARMAC
-  learner = cls(game, cfg, FLAGS.seed)
-  tree = learner._tree  # the tree sampler gives ids (unique_inputs is on)
+  learner = ARMAC(game, cfg, FLAGS.seed,
+                  target_critic=ExactCritic() if FLAGS.critic == "exact" else None)
+  tree = learner.tree  # the tree sampler gives ids (unique_inputs is on)
   avg = _ReachAverage(tree)
   train_s = 0.0
   for e in range(1, FLAGS.epochs + 1):
@@ -111,11 +105,11 @@ def run_armac(game: str) -> None:
     train_s += time.perf_counter() - t0
     if e % FLAGS.every:
       continue
-    seen, y, mask = learner._state_regret_targets()
+    seen, y, mask = learner.state_regret_targets()
     with torch.no_grad():
       w_net = learner.regret(tree.info_tensors[seen])
     l1 = (regret_matching(w_net, mask) - regret_matching(y, mask)).abs().sum(1).mean()
-    sid_p, p_mean, _ = learner._state_policy_targets()
+    sid_p, p_mean, _ = learner.state_policy_targets()
     replay_avg = tree.uniform_policy().float()
     replay_avg[sid_p] = p_mean
     print(f"epoch {e} train_s {train_s:.0f}: exploitability actor "

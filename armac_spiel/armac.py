@@ -50,6 +50,7 @@ from armac_spiel.buffers import TensorBuffer
 from armac_spiel.config import ARMACConfig, ConfigError
 from armac_spiel.networks import (MLP, SnapshotBank, masked_log_softmax, masked_softmax,
                                   regret_matching, uniform_policy)
+from armac_spiel.state_stats import StateSums
 from games import StepBatch, Trajectories, infostate_table, load_game, make_sampler
 
 CURRENT = -1  # slot id of the live (current) networks
@@ -195,6 +196,12 @@ class ARMAC:
         "state_mask": tree.info_legal.to(self.device)}
     self._node_sid = None if tree is None else torch.cat(
         [tree.infostate, torch.tensor([-1])]).to(self.device)  # index -1: padding -> -1
+    # regret_fit / actor_fit = states keep per-information-state sums of the targets in
+    # place of replay rows (armac_spiel/state_stats.py): the same means as an unthinned
+    # replay, in O(states * actions) memory.
+    shape = (0, 0) if tree is None else (tree.num_infostates, tree.num_actions)
+    self.regret_sums = StateSums(*shape) if cfg.regret_fit == "states" else None
+    self.actor_sums = StateSums(*shape) if cfg.actor_fit == "states" else None
     self.rng = np.random.default_rng([seed, 1])
     self.gen = torch.Generator().manual_seed(seed + 2)
     self.scheduler = scheduler  # see armac_spiel/scheduler_glue.py for the interface
@@ -451,6 +458,16 @@ class ARMAC:
     if len(self.draws) < n:
       self.draws = torch.cat([self.draws, torch.zeros(n - len(self.draws), dtype=torch.float64)])
 
+  def _regret_epoch_factor(self, j: torch.Tensor) -> torch.Tensor:
+    """_regret_sample_weight in float64."""
+    self._grow_draws(int(j.max()) + 1 if len(j) else 0)
+    target = (j.double() + 1.0) if self.cfg.snapshot_weighting == "linear" else 1.0
+    return target / self.draws[j].clamp_min(1.0)
+
+  def _average_weight(self, epoch: int) -> float:
+    """Weight of epoch t's policy in the average policy."""
+    return epoch + 1.0 if self.cfg.average_weighting == "linear" else 1.0
+
   def _regret_sample_weight(self, j: torch.Tensor) -> torch.Tensor:
     """Makes every past policy j count target(j) in W's regression, whatever its draws.
 
@@ -481,9 +498,18 @@ class ARMAC:
     """Per information state s seen in the regret replay: the weighted mean of its targets
     (the minimiser of _regret_loss's row-wise MSE over the whole replay), scaled to unit RMS
     over the legal actions. Returns (state ids, targets (S', A), legal masks (S', A))."""
-    d = self.regret_replay.filled()
-    seen, mean, mask = self._state_means(
-        d["sid"], d["target"], d["weight"] * self._regret_sample_weight(d["j"]))
+    if self.regret_sums is not None:
+      sums = self.regret_sums
+      # Epochs that can no longer be drawn (neither kept in the bank nor current) have
+      # final draw counts: fold them.
+      keep = torch.cat([self.bank.epoch[:self.bank.size], torch.tensor([self.epoch])])
+      sums.fold(keep, self._regret_epoch_factor(sums.live_epochs))
+      seen, mean = sums.means(self._regret_epoch_factor(sums.live_epochs))
+      mask = self._tree.info_legal[seen]
+    else:
+      d = self.regret_replay.filled()
+      seen, mean, mask = self._state_means(
+          d["sid"], d["target"], d["weight"] * self._regret_sample_weight(d["j"]))
     rms = (mean.pow(2).sum(1) / mask.sum(1).clamp_min(1)).sqrt()
     y = torch.where(rms[:, None] > 0, mean / rms.clamp_min(1e-300)[:, None], 0.0)
     return seen, y.float(), mask
@@ -498,7 +524,7 @@ class ARMAC:
     mean regret, which is invariant to a positive per-state scale. Fitting the unit-RMS
     means directly removes both problems (Leduc, exact critic: see README, Convergence).
     """
-    if not len(self.regret_replay):
+    if not len(self.regret_replay if self.regret_sums is None else self.regret_sums):
       return float("nan")
     seen, y, mask = self._state_regret_targets()
     x = self._tables["state_info"][seen.to(self.device)]
@@ -531,6 +557,9 @@ class ARMAC:
     policies, the minimiser of _actor_loss's cross-entropy over the whole replay (with
     explore_eps = 1 a row's frequency is the acting player's own reach, so this is CFR's
     average policy). Returns (state ids, mean policies (S', A), legal masks (S', A))."""
+    if self.actor_sums is not None:
+      seen, mean = self.actor_sums.means()
+      return seen, mean.float(), self._tree.info_legal[seen]
     d = self.actor_replay.filled()
     w = d["weight"].double()
     if self.cfg.average_weighting == "linear":
@@ -596,8 +625,11 @@ class ARMAC:
         return {"info": info[rows].cpu(), "mask": mask[rows].cpu()}
       return {"sid": sid[rows].cpu()}
 
-    self.regret_replay.add({**ids(sel), "target": adv[sel].cpu(), "weight": weight[sel].cpu(),
-                            "j": j_epoch[sel.cpu()]}, self.gen)
+    if self.regret_sums is not None:
+      self.regret_sums.add(sid[sel].cpu(), adv[sel].cpu(), weight[sel].cpu(), j_epoch[sel.cpu()])
+    else:
+      self.regret_replay.add({**ids(sel), "target": adv[sel].cpu(),
+                              "weight": weight[sel].cpu(), "j": j_epoch[sel.cpu()]}, self.gen)
     # Realised draw counts per policy epoch: the replay holds policy j's targets in
     # proportion to draws[j], which _train_regret divides out (see _regret_sample_weight).
     past = self._slot_epochs(slots[cfg.current_groups:])
@@ -605,9 +637,17 @@ class ARMAC:
     self.draws.index_add_(0, past, torch.ones(len(past), dtype=torch.float64))
     opp = (traj.valid & ~is_learner & current_ep).to(dev)
     n = int(opp.sum())
-    self.actor_replay.add({**ids(opp), "probs": pi_j[opp].cpu(), "weight": weight[opp].cpu(),
-                           "epoch": torch.full((n,), self.epoch, dtype=torch.long)}, self.gen)
+    if self.actor_sums is not None:
+      w_avg = weight[opp].cpu().double() * self._average_weight(self.epoch)
+      self.actor_sums.add(sid[opp].cpu(), pi_j[opp].cpu(), w_avg)
+    else:
+      self.actor_replay.add({**ids(opp), "probs": pi_j[opp].cpu(),
+                             "weight": weight[opp].cpu(),
+                             "epoch": torch.full((n,), self.epoch, dtype=torch.long)}, self.gen)
     return {"regret_rows": int(sel.sum()), "actor_rows": n}
+
+  def _actor_rows(self) -> int:
+    return len(self.actor_replay if self.actor_sums is None else self.actor_sums)
 
   def _decay_lrs(self) -> None:
     """W and the actor regress on means over all past policies, which move like 1/t late
@@ -631,7 +671,7 @@ class ARMAC:
     counts = self._targets(traj, learner, slots)
     self.bank.push({"regret": self.regret, "critic": self.critic}, self.epoch, self.rng)
     regret_loss = self._train_regret()
-    actor_loss = self._train_actor() if len(self.actor_replay) else float("nan")
+    actor_loss = self._train_actor() if self._actor_rows() else float("nan")
     if self.scheduler is not None:
       self.scheduler.train_step(self, traj, learner)
     self.epoch += 1
@@ -652,6 +692,9 @@ class ARMAC:
         "critic_replay": self.critic_replay.state_dict(),
         "regret_replay": self.regret_replay.state_dict(),
         "actor_replay": self.actor_replay.state_dict(),
+        "state_sums": {name: sums.state_dict() for name, sums in
+                       (("regret", self.regret_sums), ("actor", self.actor_sums))
+                       if sums is not None},
         "draws": self.draws,
         "sampler_rng": self.sampler.get_rng_state(),
         "rng": self.rng.bit_generator.state,
@@ -672,6 +715,14 @@ class ARMAC:
     self.critic_replay.load_state_dict(d["critic_replay"])
     self.regret_replay.load_state_dict(d["regret_replay"])
     self.actor_replay.load_state_dict(d["actor_replay"])
+    for name, sums in (("regret", self.regret_sums), ("actor", self.actor_sums)):
+      if sums is None:
+        continue
+      saved = d.get("state_sums", {}).get(name)
+      if saved is None:
+        raise ValueError(f"checkpoint has no per-state sums for {name}_fit=states (written "
+                         f"by an armac-spiel version that kept replay rows); start a new run")
+      sums.load_state_dict(saved)
     self.draws = d["draws"]
     self.sampler.set_rng_state(d["sampler_rng"])
     self.rng.bit_generator.state = d["rng"]

@@ -250,12 +250,12 @@ def test_policy_draw_current_replays_only_the_current_policy():
   assert (a._draw_slots() == CURRENT).all()
 
 
-def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
-  cfg = config_lib.ARMACConfig(**TINY, regret_fit="states")
+def test_state_regret_targets_are_unit_rms_per_state_means_of_the_replay():
+  cfg = config_lib.ARMACConfig(**TINY, regret_fit="rows")
   a = ARMAC("leduc_poker", cfg, seed=0)
   for _ in range(4):
     a.run_epoch()
-  seen, y, mask = a._state_regret_targets()
+  seen, y, mask = a.state_regret_targets()
   # Brute force: loop over the replay's rows, one information state at a time.
   d = a.regret_replay.filled()
   w = (d["weight"] * a._regret_sample_weight(d["j"])).double()
@@ -264,7 +264,7 @@ def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
   for k, s in enumerate(sids):
     rows = d["sid"] == s
     mean = (w[rows, None] * d["target"][rows].double()).sum(0) / w[rows].sum()
-    legal = a._tree.info_legal[s]
+    legal = a.tree.info_legal[s]
     assert torch.equal(mask[k], legal)
     rms = float(mean[legal].pow(2).mean().sqrt())
     want = mean / rms if rms > 0 else mean * 0
@@ -274,14 +274,57 @@ def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
                             regret_matching(mean[None], legal[None]), atol=1e-5)
 
 
+@pytest.mark.parametrize("draw", ["balanced", "uniform"])
+def test_state_sums_give_the_same_fits_as_the_unthinned_replay(draw):
+  """regret_fit / actor_fit = states keep per-state sums; the same learner with replay rows
+  (the sums switched off) fits W and the actor to the same means, epoch after epoch, while
+  the policy buffer (4 slots) evicts past policies and their sums are folded."""
+  cfg = config_lib.ARMACConfig(**{**TINY, "critic_steps": 0, "regret_batch": 1024,
+                                  "actor_batch": 1024, "regret_steps": 4, "actor_steps": 4},
+                               regret_fit="states", actor_fit="states", policy_draw=draw)
+  sums = ARMAC("leduc_poker", cfg, seed=3)
+  rows = ARMAC("leduc_poker", cfg, seed=3)
+  rows.regret_sums = rows.actor_sums = None  # the replay path: rows, then per-state means
+  for _ in range(12):
+    sums.run_epoch(), rows.run_epoch()
+    for fn in ("state_regret_targets", "state_policy_targets"):
+      (s1, y1, m1), (s2, y2, m2) = getattr(sums, fn)(), getattr(rows, fn)()
+      assert torch.equal(s1, s2) and torch.equal(m1, m2), fn
+      assert torch.allclose(y1, y2, atol=1e-5), (fn, (y1 - y2).abs().max())
+  assert len(rows.regret_replay) > 0 and len(sums.regret_replay) == 0
+  assert len(sums.actor_replay) == 0 and len(sums.regret_sums) == len(rows.regret_replay)
+  assert sums.bank.pushes > sums.bank.capacity and len(sums.regret_sums.live_epochs) <= 5
+  for net in ("regret", "actor"):
+    for p, q in zip(getattr(sums, net).parameters(), getattr(rows, net).parameters()):
+      assert torch.allclose(p, q, atol=1e-4), net
+
+
+def test_state_sums_checkpoint_round_trip_and_old_checkpoints_are_named(tmp_path):
+  cfg = config_lib.ARMACConfig(**TINY, regret_fit="states", actor_fit="states")
+  a = ARMAC("kuhn_poker", cfg, seed=0)
+  for _ in range(3):
+    a.run_epoch()
+  path = tmp_path / "c.pt"
+  torch.save(a.state_dict(), path)
+  b = ARMAC("kuhn_poker", cfg, seed=0)
+  d = torch.load(path, weights_only=True)
+  b.load_state_dict(d)
+  for fn in ("state_regret_targets", "state_policy_targets"):
+    for x, y in zip(getattr(a, fn)(), getattr(b, fn)()):
+      assert torch.equal(x, y)
+  del d["state_sums"]
+  with pytest.raises(ValueError, match="per-state sums for regret_fit=states"):
+    ARMAC("kuhn_poker", cfg, seed=0).load_state_dict(d)
+
+
 def test_regret_fit_states_fits_w_to_the_state_means():
   cfg = config_lib.ARMACConfig(**{**TINY, "regret_steps": 0, "regret_hidden": (64, 64)},
                                regret_fit="states")
   a = ARMAC("kuhn_poker", cfg, seed=0)
   for _ in range(3):
     a.run_epoch()
-  seen, y, mask = a._state_regret_targets()
-  x = a._tree.info_tensors[seen]
+  seen, y, mask = a.state_regret_targets()
+  x = a.tree.info_tensors[seen]
   err = lambda: float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean().detach())
   before = err()
   a.cfg = a.cfg.replace(regret_steps=400)
@@ -294,9 +337,10 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
   cfg = config_lib.ARMACConfig(**{**TINY, "actor_steps": 0, "actor_hidden": (64, 64)},
                                actor_fit="states")
   a = ARMAC("leduc_poker", cfg, seed=0)
+  a.actor_sums = None  # keep the replay rows, for the brute-force means below
   for _ in range(4):
     a.run_epoch()
-  seen, p, mask = a._state_policy_targets()
+  seen, p, mask = a.state_policy_targets()
   d = a.actor_replay.filled()
   w = d["weight"].double() * (d["epoch"].double() + 1.0)  # linear averaging (default)
   sids = sorted(set(d["sid"].tolist()))
@@ -306,7 +350,7 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
     want = (w[rows, None] * d["probs"][rows].double()).sum(0) / w[rows].sum()
     assert torch.allclose(p[k].double(), want, atol=1e-6)
     assert abs(float(p[k].sum()) - 1) < 1e-5 and not p[k][~mask[k]].any()
-  x = a._tree.info_tensors[seen]
+  x = a.tree.info_tensors[seen]
   kl = lambda: float((p * (p.clamp_min(1e-12).log() - torch.log_softmax(
       a.actor(x).masked_fill(~mask, -1e9), -1))).masked_fill(~mask, 0).sum(-1).mean().detach())
   before = kl()

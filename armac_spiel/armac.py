@@ -458,10 +458,45 @@ class ARMAC:
     if len(self.draws) < n:
       self.draws = torch.cat([self.draws, torch.zeros(n - len(self.draws), dtype=torch.float64)])
 
+  def _fold_regret_sums(self) -> StateSums:
+    """Folds the regret sums of the policy epochs that can no longer be drawn (neither in
+    the bank nor current; with policy_draw=current: all but the current) into the final
+    sums: their draw counts, hence weights, are final.
+
+    regret_discount=dcfr (Brown & Sandholm 2019, DCFR): the sums hold each epoch's targets
+    divided by its draws (its weight is 1) and, before epoch e's are added, the final sums
+    of the states of e's learning players are discounted as in DCFR at that player's n-th
+    update, n = e // N with alternating updates (else e): positive sums by
+    n^alpha / (n^alpha + 1), negative by n^beta / (n^beta + 1). Regret matching reads only
+    the per-state direction, so the denominators stay undiscounted (they mark seen states).
+    """
+    sums, cfg = self.regret_sums, self.cfg
+    if cfg.policy_draw == "current":
+      keep = torch.tensor([self.epoch])
+    else:
+      keep = torch.cat([self.bank.epoch[:self.bank.size], torch.tensor([self.epoch])])
+    if cfg.regret_discount == "none":
+      sums.fold(keep, self._regret_epoch_factor(sums.live_epochs))
+      return sums
+    for e in sorted(int(x) for x in sums.live_epochs if not torch.isin(x, keep)):
+      n = e // self.n_players if cfg.alternating_updates else e
+      if n > 0:
+        pos = n ** cfg.dcfr_alpha / (n ** cfg.dcfr_alpha + 1.0)
+        neg = n ** cfg.dcfr_beta / (n ** cfg.dcfr_beta + 1.0)
+        mine = torch.ones(sums.num_states, 1, dtype=torch.bool)
+        if cfg.alternating_updates:
+          mine = (self._tree.info_player == e % self.n_players).unsqueeze(1)
+        factor = torch.where(sums.num > 0, pos, neg)
+        sums.num = torch.where(mine, sums.num * factor, sums.num)
+      sums.fold(torch.tensor([x for x in sums.live_epochs.tolist() if x != e]),
+                self._regret_epoch_factor(sums.live_epochs))
+    return sums
+
   def _regret_epoch_factor(self, j: torch.Tensor) -> torch.Tensor:
-    """_regret_sample_weight in float64."""
+    """_regret_sample_weight in float64 (with regret_discount=dcfr: 1 / draws)."""
     self._grow_draws(int(j.max()) + 1 if len(j) else 0)
-    target = (j.double() + 1.0) if self.cfg.snapshot_weighting == "linear" else 1.0
+    target = (j.double() + 1.0) if (self.cfg.snapshot_weighting == "linear" and
+                                    self.cfg.regret_discount == "none") else 1.0
     return target / self.draws[j].clamp_min(1.0)
 
   def _average_weight(self, epoch: int) -> float:
@@ -499,11 +534,7 @@ class ARMAC:
     (the minimiser of _regret_loss's row-wise MSE over the whole replay), scaled to unit RMS
     over the legal actions. Returns (state ids, targets (S', A), legal masks (S', A))."""
     if self.regret_sums is not None:
-      sums = self.regret_sums
-      # Epochs that can no longer be drawn (neither kept in the bank nor current) have
-      # final draw counts: fold them.
-      keep = torch.cat([self.bank.epoch[:self.bank.size], torch.tensor([self.epoch])])
-      sums.fold(keep, self._regret_epoch_factor(sums.live_epochs))
+      sums = self._fold_regret_sums()
       seen, mean = sums.means(self._regret_epoch_factor(sums.live_epochs))
       mask = self._tree.info_legal[seen]
     else:

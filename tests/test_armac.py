@@ -403,3 +403,30 @@ def test_replay_rows_with_other_fields_are_a_clear_error():
   buf.add({"sid": torch.zeros(2, dtype=torch.long), "target": torch.ones(2, 3)}, gen)
   with pytest.raises(ValueError, match="fields"):
     buf.add({"info": torch.ones(2, 5), "target": torch.ones(2, 3)}, gen)
+
+
+def test_dcfr_regret_discount_matches_the_recursion_on_each_epochs_sums():
+  """regret_discount=dcfr: the folded sums follow DCFR's recursion over each epoch's sums
+  (read from an undiscounted learner on the same episodes: W untrained in both)."""
+  base = dict(TINY, regret_steps=0, regret_fit="states", policy_draw="current")
+  plain = ARMAC("leduc_poker", config_lib.ARMACConfig(**base, snapshot_weighting="uniform"),
+                seed=3)
+  dcfr = ARMAC("leduc_poker", config_lib.ARMACConfig(**base, regret_discount="dcfr",
+                                                    dcfr_alpha=1.5, dcfr_beta=0.5), seed=3)
+  want = torch.zeros_like(plain.regret_sums.num)
+  player = plain.tree.info_player
+  prev = want.clone()
+  for e in range(8):
+    plain.run_epoch(), dcfr.run_epoch()
+    plain.state_regret_targets(), dcfr.state_regret_targets()  # fold epoch e (now past)
+    new = plain.regret_sums.num - prev  # epoch e's sums / draws
+    prev = plain.regret_sums.num.clone()
+    n = e // 2  # epoch e updates player e % 2 for the (n+1)-th time
+    if n > 0:
+      f = torch.where(want > 0, n ** 1.5 / (n ** 1.5 + 1), n ** 0.5 / (n ** 0.5 + 1))
+      want = torch.where((player == e % 2)[:, None], want * f, want)
+    want = want + new
+    assert new.abs().sum() > 0
+    assert torch.allclose(dcfr.regret_sums.num, want, atol=1e-9), e
+  with pytest.raises(config_lib.ConfigError, match="regret_discount"):
+    config_lib.ARMACConfig(**TINY, regret_discount="dcfr")

@@ -43,6 +43,14 @@ flags.DEFINE_enum("regret_fit", None, list(REGRET_FITS), "Overrides the config's
 flags.DEFINE_string("config", None, "YAML config (default: the game's tuned config).")
 flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...].")
 flags.DEFINE_bool("tabular", False, "Tabular sampled-CFR floor instead of ARMAC.")
+flags.DEFINE_enum("tabular_regrets", "linear", ["linear", "dcfr", "rmplus"],
+                  "Tabular cumulative regrets: linear (LCFR weights t+1), dcfr (positive sums "
+                  "discounted by t^a/(t^a+1), negative by t^b/(t^b+1); Brown & Sandholm "
+                  "2019) or rmplus (unweighted sums clipped at 0, RM+).")
+flags.DEFINE_float("dcfr_alpha", 1.5, "DCFR alpha (--tabular_regrets=dcfr).")
+flags.DEFINE_float("dcfr_beta", 0.0, "DCFR beta (--tabular_regrets=dcfr).")
+flags.DEFINE_float("average_power", 1.0, "Tabular average weights (t+1)^power (1: linear, "
+                   "2: quadratic; DCFR's gamma).")
 flags.DEFINE_integer("tabular_episodes", 1536, "Learner episodes per tabular epoch (ARMAC's "
                      "tuned configs: 12 of 16 groups of 2048 episodes replay past policies).")
 
@@ -127,11 +135,14 @@ def run_tabular(game: str) -> None:
   sampler = TreeSampler(load_game(game), FLAGS.seed)
   legal = tree.info_legal.double()
   regrets = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
+  dec = tree.kind == DECISION
+  owner = torch.zeros(tree.num_infostates, dtype=torch.long)
+  owner[tree.infostate[dec]] = tree.player[dec]  # the player acting at each state
   avg = _ReachAverage(tree)
   t0 = time.perf_counter()
   for t in range(FLAGS.epochs):
     pi = regret_matching(regrets, tree.info_legal)
-    avg.add(pi, t + 1.0)
+    avg.add(pi, (t + 1.0) ** FLAGS.average_power)
     q = exact_q(tree, pi)  # player 0's action values
     learner, pi32 = t % 2, pi.float()
 
@@ -145,7 +156,21 @@ def run_tabular(game: str) -> None:
     q_i = q[nodes] * (1 - 2 * learner)
     sid = tree.infostate[nodes]
     adv = (q_i - (pi[sid] * q_i).sum(1, keepdim=True)) * legal[sid]
-    regrets.index_add_(0, sid, (t + 1.0) * adv)
+    if FLAGS.tabular_regrets == "linear":
+      regrets.index_add_(0, sid, (t + 1.0) * adv)
+    else:
+      # The learner's n-th update (alternating: n = t // 2 + 1) discounts its own sums.
+      mine = (owner == learner)[:, None]
+      if FLAGS.tabular_regrets == "dcfr" and t >= 2:
+        n = t // 2
+        pos = n ** FLAGS.dcfr_alpha / (n ** FLAGS.dcfr_alpha + 1.0)
+        neg = n ** FLAGS.dcfr_beta / (n ** FLAGS.dcfr_beta + 1.0)
+        regrets = torch.where(mine, regrets * torch.where(regrets > 0, pos, neg), regrets)
+      # Per-epoch sums are visit counts times the counterfactual regret: divide by the
+      # episodes so that discounting and clipping see an epoch-independent scale.
+      regrets.index_add_(0, sid, adv / FLAGS.tabular_episodes)
+      if FLAGS.tabular_regrets == "rmplus":
+        regrets = torch.where(mine, regrets.clamp_min(0.0), regrets)
     if (t + 1) % FLAGS.every == 0:
       print(f"epoch {t + 1} ({time.perf_counter() - t0:.0f} s): exploitability average "
             f"{evaluation.exploitability(game, avg.table()):.4f}, current "

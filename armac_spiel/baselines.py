@@ -8,6 +8,11 @@
   with SIMPLE averaging (the opponent's current strategy is added to the average at the
   nodes it samples; ~128x faster than FULL on Leduc). One iteration walks the tree once per
   player, sampling chance and the opponents' actions and expanding all of the traverser's.
+- `os_mccfr`: outcome-sampling Monte Carlo CFR (Lanctot et al., NeurIPS 2009),
+  `pyspiel.OutcomeSamplingMCCFRSolver` (exploration epsilon 0.6, OpenSpiel's default). One
+  iteration samples one episode per player: the traverser plays its epsilon-on-policy
+  mixture, regrets are importance-weighted by 1 / (sample reach); the average policy is
+  updated along the sampled episode.
 - `deep_cfr`: Deep CFR (Brown et al., arXiv 1811.00164), OpenSpiel's PyTorch
   `DeepCFRSolver` driven one iteration at a time: per player `num_traversals`
   external-sampling traversals fill the advantage memory, then the advantage network is
@@ -21,6 +26,7 @@
 Units of `episodes` (cumulative):
 - cfr_plus: full tree traversals, one per iteration (`episodes == iterations`);
 - es_mccfr: sampled traversals, `num_players` per iteration;
+- os_mccfr: sampled episodes, `num_players` per iteration;
 - deep_cfr: sampled traversals, `num_players * num_traversals` per iteration;
 - nfsp: played episodes.
 
@@ -150,6 +156,12 @@ class CFRPlusParams:
 class ESMCCFRParams:
   iterations_per_step: int = 100
   average_type: str = "simple"   # "simple" or "full"
+
+
+@dataclasses.dataclass(frozen=True)
+class OSMCCFRParams:
+  iterations_per_step: int = 1000
+  epsilon: float = 0.6               # exploration of the traverser's sampling policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +318,41 @@ class ESMCCFR(Baseline):
                        f"{self.hp.average_type!r}")
     self._solver = pyspiel.ExternalSamplingMCCFRSolver(
         self.sgame.game, _derive_seed(self.seed, 1), kinds[self.hp.average_type])
+
+  def train_step(self) -> dict:
+    n = self.hp.iterations_per_step
+    for _ in range(n):
+      self._solver.run_iteration()
+    self.iterations += n
+    self.episodes += n * self.sgame.num_players
+    return {"iterations": n, "episodes": n * self.sgame.num_players}
+
+  def average_table(self) -> torch.Tensor:
+    return evaluation.tabularise(self.game_string, self._solver.average_policy())
+
+  def state_dict(self) -> dict:
+    # Pickling the C++ solver round-trips regrets, averages and its generator exactly.
+    return {**self._counters(), "solver": pickle.dumps(self._solver)}
+
+  def load_state_dict(self, state: dict) -> None:
+    self._solver = pickle.loads(state["solver"])
+    self._load_counters(state)
+
+
+class OSMCCFR(Baseline):
+  """pyspiel.OutcomeSamplingMCCFRSolver (its own C++ generator, seeded with `seed`)."""
+
+  name = "os_mccfr"
+  episode_unit = "sampled episodes (num_players per iteration)"
+  params_cls = OSMCCFRParams
+
+  def __init__(self, game_string, seed, device="cpu", **hparams):
+    super().__init__(game_string, seed, device, **hparams)
+    if not 0.0 < self.hp.epsilon <= 1.0:
+      raise ValueError(f"os_mccfr: hyper-parameter 'epsilon' must be in (0, 1], got "
+                       f"{self.hp.epsilon!r}")
+    self._solver = pyspiel.OutcomeSamplingMCCFRSolver(
+        self.sgame.game, self.hp.epsilon, _derive_seed(self.seed, 1))
 
   def train_step(self) -> dict:
     n = self.hp.iterations_per_step
@@ -522,7 +569,8 @@ class NFSP(Baseline):
     self._load_counters(state)
 
 
-BASELINES = {"cfr_plus": CFRPlus, "es_mccfr": ESMCCFR, "deep_cfr": DeepCFR, "nfsp": NFSP}
+BASELINES = {"cfr_plus": CFRPlus, "es_mccfr": ESMCCFR, "os_mccfr": OSMCCFR,
+             "deep_cfr": DeepCFR, "nfsp": NFSP}
 
 
 def make_baseline(name: str, game_string: str, seed: int, device: str = "cpu",

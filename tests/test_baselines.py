@@ -16,6 +16,7 @@ UNIFORM_KUHN_EXPL = 0.4583
 TINY = {
     "cfr_plus": {},
     "es_mccfr": {"iterations_per_step": 20},
+    "os_mccfr": {"iterations_per_step": 200},
     "deep_cfr": dict(num_traversals=20, batch_size_advantage=32, batch_size_strategy=32,
                      memory_capacity=10_000, policy_network_train_steps=20,
                      advantage_network_train_steps=10, policy_network_layers=(16,),
@@ -70,6 +71,17 @@ def test_es_mccfr_exploitability_decreases(tmp_path):
   assert recs[-1]["iterations"] == 50 * 100 and recs[-1]["episodes"] == 2 * 50 * 100
 
 
+def test_os_mccfr_exploitability_decreases_and_bad_epsilon_is_named(tmp_path):
+  recs = baselines.run_baseline("os_mccfr", KUHN, 1, str(tmp_path), max_steps=40,
+                                eval_every_steps=4)
+  expl = [r["exploitability"] for r in recs]
+  assert len(expl) == 10 and all(np.isfinite(expl))
+  assert expl[-1] < 0.5 * expl[0] and expl[-1] < 0.05
+  assert recs[-1]["iterations"] == 40 * 1000 and recs[-1]["episodes"] == 2 * 40 * 1000
+  with pytest.raises(ValueError, match="os_mccfr.*'epsilon'"):
+    baselines.make_baseline("os_mccfr", KUHN, 0, epsilon=0.0)
+
+
 @pytest.mark.parametrize("algo,game,steps", [("deep_cfr", KUHN, 3), ("nfsp", KUHN, 3),
                                              ("deep_cfr", LEDUC, 1)])
 def test_neural_baselines_smoke(tmp_path, algo, game, steps):
@@ -98,7 +110,7 @@ def test_same_seed_same_metrics(tmp_path, algo):
   assert _strip_timing(runs[0]) == [r for r in _strip_timing(runs[2]) if r["step"] % 2 == 0]
 
 
-@pytest.mark.parametrize("algo", ["cfr_plus", "es_mccfr", "deep_cfr", "nfsp"])
+@pytest.mark.parametrize("algo", ["cfr_plus", "es_mccfr", "os_mccfr", "deep_cfr", "nfsp"])
 def test_state_dict_resumes(algo):
   hp = TINY[algo]
   a = baselines.make_baseline(algo, KUHN, 5, **hp)

@@ -54,7 +54,7 @@ def parse_arm(text: str):
   name, sep, sets = text.partition("=")
   if not sep or not name:
     raise app.UsageError(f"--arm={text!r}: must be NAME=OVERRIDES (e.g. base= or "
-                         f"cur=policy_draw=current)")
+                         f"cur=policy_draw=current)", exitcode=2)
   return name, sets
 
 
@@ -69,7 +69,7 @@ def main(argv):
       trainer.build_spec(FLAGS.game_name, 0, "/dev/null",
                          overrides=config_lib.parse_sets([sets] if sets else []))
     except config_lib.ConfigError as e:
-      raise app.UsageError(f"--arm={name}: {e}")
+      raise app.UsageError(f"--arm={name}: {e}", exitcode=2)
   tasks = [(name, sets, FLAGS.game_name, s, FLAGS.epochs, FLAGS.every)
            for s in seeds for name, sets in arms]
   with mp.get_context("spawn").Pool(FLAGS.parallel, maxtasksperchild=1) as pool:

@@ -259,13 +259,16 @@ class ARMAC:
     idx = player.clamp_min(0)[..., None, None].expand(*player.shape, 1, a)
     return out.gather(-2, idx).squeeze(-2)
 
-  def _group_forward(self, name: str, slots: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x: (G, R, in); group g through snapshot slots[g], or the live net where CURRENT."""
+  def _group_forward(self, name: str, slots: torch.Tensor, x: torch.Tensor,
+                     ids: torch.Tensor | None = None) -> torch.Tensor:
+    """x: (G, R, in); group g through snapshot slots[g], or the live net where CURRENT.
+    With `ids` (G, R) (tree ids: equal ids, equal rows) and every group on the live net,
+    the net runs once per distinct id (unique_forward)."""
     live = self.regret if name == "regret" else self.critic
     cur = slots == CURRENT
     if self.bank.size == 0 or cur.all():
       with torch.no_grad():
-        return live(x)
+        return unique_forward(live, x, ids)
     out = self.bank.forward(name, slots.clamp_min(0), x)
     if cur.any():
       with torch.no_grad():
@@ -327,7 +330,12 @@ class ARMAC:
       e = batch.episode.to(self.device)
       x[e] = batch.info_state.to(self.device)
       m[e] = batch.legal_mask.to(self.device)
-      w = self._group_forward("regret", slots, x.view(g, per, -1)).view(b, -1)
+      ids = None
+      if batch.infostate is not None and self._tree is not None:
+        ids = torch.full((b,), -1, dtype=torch.long, device=self.device)  # -1: zero rows
+        ids[e] = batch.infostate.to(self.device)
+        ids = ids.view(g, per)
+      w = self._group_forward("regret", slots, x.view(g, per, -1), ids).view(b, -1)
       pi_j = regret_matching(w, m)[e]
       mask = m[e]
       is_learner = (batch.player == learner[batch.episode]).to(self.device).unsqueeze(1)
@@ -631,11 +639,15 @@ class ARMAC:
     g = cfg.groups_per_epoch
     dev = self.device
     info, mask = traj.info_state.to(dev), traj.legal_mask.to(dev)
-    w_j = self._group_forward("regret", slots, info.view(g, -1, info.shape[-1]))
+    sid = None if traj.node is None or self._node_sid is None else (
+        self._node_sid[traj.node.to(dev)])
+    node = None if sid is None else traj.node.to(dev).view(g, -1)
+    w_j = self._group_forward("regret", slots, info.view(g, -1, info.shape[-1]),
+                              None if sid is None else sid.view(g, -1))
     pi_j = regret_matching(w_j.view(b, t, -1), mask)
     if self.target_critic is None:
       hist = traj.history.to(dev)
-      q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]))
+      q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]), node)
     else:
       q_j = self.target_critic.values(self, traj, self._slot_epochs(slots)).to(dev)
     q_i = self._values(q_j.view(b, t, -1), traj.player.to(dev))
@@ -648,8 +660,6 @@ class ARMAC:
     current_ep = current_ep.repeat_interleave(per).unsqueeze(1)
     sel = (is_learner & ~current_ep).to(dev)
     j_epoch = self._slot_epochs(slots).repeat_interleave(per).unsqueeze(1).expand(b, t)
-    sid = None if traj.node is None or self._node_sid is None else (
-        self._node_sid[traj.node.to(dev)])
 
     def ids(rows):  # information-state ids of the rows (tree sampler), else encodings
       if sid is None:

@@ -22,8 +22,10 @@ Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMA
    The trained critic is q^t; (W^t, q^t) joins the buffer.
 3. At the learner's states of group j, the regret target over all legal actions is
      r^j(s, a) = q^j_i(h, a) - sum_b pi^j(b|s) q^j_i(h, b).
-   W regresses on these targets over a reservoir of all past epochs, each policy j counted
-   with its CFR weight (uniform, or linear as in LCFR) whatever its number of draws, so W
+   W regresses on these targets over all past epochs (regret_fit=rows: a reservoir of
+   rows; states: per-information-state sums, armac_spiel/state_stats.py), each policy j
+   counted with its CFR weight (uniform, or linear as in LCFR; or DCFR's discounting,
+   regret_discount=dcfr) whatever its number of draws, so W
    predicts the weighted mean past regret and pi^{t+1} = RM(W^{t+1}), RM = NormalizedReLU
    (uniform where no regret is positive). Targets are scaled by sqrt(t+1): mean regrets
    shrink like 1/sqrt(t), SGD's jitter does not, and RM ignores the scale.

@@ -59,7 +59,7 @@ class ARMACConfig:
   critic_steps: int = 8
   critic_batch_episodes: int = 512
   # Regret network W.
-  regret_replay: int = 1_000_000
+  regret_replay: int = 1_000_000     # reservoir rows (regret_fit=rows; states keeps sums)
   regret_steps: int = 8
   regret_batch: int = 2048
   regret_scale_sqrt_t: bool = True   # regress on sqrt(t+1) * targets (see ARMAC._train_regret)
@@ -71,7 +71,7 @@ class ARMACConfig:
   dcfr_alpha: float = 1.5            # DCFR: positive sums *= n^alpha / (n^alpha + 1)
   dcfr_beta: float = 0.0             # DCFR: negative sums *= n^beta / (n^beta + 1)
   # Mean-policy network (actor).
-  actor_replay: int = 200_000
+  actor_replay: int = 200_000        # reservoir rows (actor_fit=rows; states keeps sums)
   actor_steps: int = 8
   actor_batch: int = 2048
   average_weighting: str = "linear"   # weight of epoch t's policy in the average

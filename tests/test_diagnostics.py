@@ -58,3 +58,12 @@ def test_diagnostics_run_as_modules():
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "exploitability" in r.stdout, r.stdout
+
+
+def test_compare_configs_names_a_bad_arm_and_exits_2():
+  for arm, needle in (("noequals", "NAME=OVERRIDES"),
+                      ("x=regret_discount=bogus", "regret_discount")):
+    r = subprocess.run([sys.executable, "-m", "experiments.diagnostics.compare_configs",
+                        "--game_name=kuhn_poker", f"--arm={arm}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and needle in r.stderr, (r.returncode, r.stderr[-1000:])

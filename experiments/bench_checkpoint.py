@@ -78,7 +78,7 @@ def main(argv):
     print(json.dumps(out))
     return
   spec, _ = trainer.build_spec(FLAGS.game_name, 0, "/dev/null")
-  cfg = spec.config.replace(regret_fit="rows", actor_fit="rows")
+  cfg = spec.config.replace(regret_fit="rows", actor_fit="rows", regret_discount="none")
   out = {"game": FLAGS.game_name, "epochs": FLAGS.epochs}
   for key, unique in (("encodings", False), ("ids", True)):
     learner = ARMAC(FLAGS.game_name, cfg, 0, unique_inputs=unique)

@@ -45,8 +45,10 @@ EVAL_EVERY_S = {"deep_cfr": 150.0, "nfsp": 10.0, "os_mccfr": 10.0, "es_mccfr": 1
 # Config overrides of each ARMAC arm (on top of the game's tuned config).
 ARMAC_ARMS = {
     "armac_states": {"sampler": "tree"},
-    "armac_rows_tree": {"sampler": "tree", "regret_fit": "rows", "actor_fit": "rows"},
-    "armac_rows_pyspiel": {"sampler": "pyspiel", "regret_fit": "rows", "actor_fit": "rows"},
+    "armac_rows_tree": {"sampler": "tree", "regret_fit": "rows", "actor_fit": "rows",
+                        "regret_discount": "none"},
+    "armac_rows_pyspiel": {"sampler": "pyspiel", "regret_fit": "rows", "actor_fit": "rows",
+                           "regret_discount": "none"},
 }
 ASSUMES = {
     "armac_states": "sampled episodes; information-state ids of a compiled tree (W and the "

@@ -99,7 +99,8 @@ def run_armac(game: str) -> None:
                                overrides=config_lib.parse_sets(FLAGS.set))
   cfg = spec.config.replace(sampler="tree")
   if FLAGS.regret_fit:
-    cfg = cfg.replace(regret_fit=FLAGS.regret_fit)
+    cfg = cfg.replace(regret_fit=FLAGS.regret_fit, regret_discount=(
+        cfg.regret_discount if FLAGS.regret_fit == "states" else "none"))
   learner = ARMAC(game, cfg, FLAGS.seed,
                   target_critic=ExactCritic() if FLAGS.critic == "exact" else None)
   tree = learner.tree  # the tree sampler gives ids (unique_inputs is on)

@@ -22,8 +22,10 @@ Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMA
    The trained critic is q^t; (W^t, q^t) joins the buffer.
 3. At the learner's states of group j, the regret target over all legal actions is
      r^j(s, a) = q^j_i(h, a) - sum_b pi^j(b|s) q^j_i(h, b).
-   W regresses on these targets over a reservoir of all past epochs, each policy j counted
-   with its CFR weight (uniform, or linear as in LCFR) whatever its number of draws, so W
+   W regresses on these targets over all past epochs (regret_fit=rows: a reservoir of
+   rows; states: per-information-state sums, armac_spiel/state_stats.py), each policy j
+   counted with its CFR weight (uniform, or linear as in LCFR; or DCFR's discounting,
+   regret_discount=dcfr) whatever its number of draws, so W
    predicts the weighted mean past regret and pi^{t+1} = RM(W^{t+1}), RM = NormalizedReLU
    (uniform where no regret is positive). Targets are scaled by sqrt(t+1): mean regrets
    shrink like 1/sqrt(t), SGD's jitter does not, and RM ignores the scale.
@@ -40,6 +42,8 @@ With explore_eps = 1 the learner plays uniformly and w = 1.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 from open_spiel.python import policy as os_policy
@@ -48,6 +52,7 @@ from armac_spiel.buffers import TensorBuffer
 from armac_spiel.config import ARMACConfig, ConfigError
 from armac_spiel.networks import (MLP, SnapshotBank, masked_log_softmax, masked_softmax,
                                   regret_matching, uniform_policy)
+from armac_spiel.state_stats import StateSums
 from games import StepBatch, Trajectories, infostate_table, load_game, make_sampler
 
 CURRENT = -1  # slot id of the live (current) networks
@@ -121,13 +126,27 @@ class NetworkPolicy(os_policy.Policy):
     return self.batch_probs(t.tensors, t.legal_mask).cpu().double()
 
 
+class TargetCritic(Protocol):
+  """Supplies the action values of the regret targets in place of the learned critics q^j
+  (e.g. the exact Q of each policy j on a compiled tree, for diagnostics). With one set,
+  ARMAC does not train its own critic."""
+
+  def values(self, learner: "ARMAC", traj: Trajectories,
+             policy_epochs: torch.Tensor) -> torch.Tensor:
+    """Critic outputs (B, T, heads * A) of the episodes in `traj` (one group of B / G
+    episodes per entry of `policy_epochs` (G,)), each under its group's policy epoch j;
+    called once per epoch, at epoch `learner.epoch`, after the current policy's critic
+    would have been trained."""
+
+
 class ARMAC:
   """ARMAC as a `Learner` (armac_spiel.learner): `step()` does one epoch;
   `average_policy()` / `current_policy()` are OpenSpiel policies; `state_dict()` /
   `load_state_dict()` checkpoint everything."""
 
   def __init__(self, game_string: str, config: ARMACConfig, seed: int, device="cpu",
-               scheduler=None, recorder=None, unique_inputs: bool = True):
+               scheduler=None, recorder=None, unique_inputs: bool = True,
+               target_critic: TargetCritic | None = None):
     self.game_string = game_string
     self.sgame = sg = load_game(game_string)
     self.cfg = cfg = config
@@ -180,10 +199,17 @@ class ARMAC:
         "state_mask": tree.info_legal.to(self.device)}
     self._node_sid = None if tree is None else torch.cat(
         [tree.infostate, torch.tensor([-1])]).to(self.device)  # index -1: padding -> -1
+    # regret_fit / actor_fit = states keep per-information-state sums of the targets in
+    # place of replay rows (armac_spiel/state_stats.py): the same means as an unthinned
+    # replay, in O(states * actions) memory.
+    shape = (0, 0) if tree is None else (tree.num_infostates, tree.num_actions)
+    self.regret_sums = StateSums(*shape) if cfg.regret_fit == "states" else None
+    self.actor_sums = StateSums(*shape) if cfg.actor_fit == "states" else None
     self.rng = np.random.default_rng([seed, 1])
     self.gen = torch.Generator().manual_seed(seed + 2)
     self.scheduler = scheduler  # see armac_spiel/scheduler_glue.py for the interface
     self.recorder = recorder    # episode recorder for deterministic replay (or None)
+    self.target_critic = target_critic  # replaces the learned q^j in the regret targets
     self.epoch = 0
     self.episodes = 0
     self.last_losses: dict[str, float] = {}
@@ -202,6 +228,30 @@ class ARMAC:
   def current_policy(self) -> NetworkPolicy:
     return NetworkPolicy(self.game_string, self._rm, self.device)
 
+  # ---------------------------------------------------------------- inspection
+  @property
+  def tree(self):
+    """The compiled game tree behind the information-state ids, or None (pyspiel sampler)."""
+    return self._tree
+
+  def state_regret_targets(self):
+    """What W regresses on, per information state: (state ids (S',), the weighted mean
+    regret targets scaled to unit RMS over the legal actions (S', A), legal masks (S', A)).
+    Needs information-state ids (tree sampler)."""
+    self._need_tree("state_regret_targets")
+    return self._state_regret_targets()
+
+  def state_policy_targets(self):
+    """The actor's per-information-state targets: (state ids (S',), weighted mean policies
+    (S', A), legal masks (S', A)). Needs information-state ids (tree sampler)."""
+    self._need_tree("state_policy_targets")
+    return self._state_policy_targets()
+
+  def _need_tree(self, what: str) -> None:
+    if self._tree is None:
+      raise ValueError(f"ARMAC.{what} needs information-state ids: use sampler 'tree' "
+                       f"(and unique_inputs=True)")
+
   # ---------------------------------------------------------------- helpers
   def _values(self, out: torch.Tensor, player: torch.Tensor) -> torch.Tensor:
     """Critic output (..., heads*A) -> the acting player's action values (..., A)."""
@@ -213,13 +263,16 @@ class ARMAC:
     idx = player.clamp_min(0)[..., None, None].expand(*player.shape, 1, a)
     return out.gather(-2, idx).squeeze(-2)
 
-  def _group_forward(self, name: str, slots: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x: (G, R, in); group g through snapshot slots[g], or the live net where CURRENT."""
+  def _group_forward(self, name: str, slots: torch.Tensor, x: torch.Tensor,
+                     ids: torch.Tensor | None = None) -> torch.Tensor:
+    """x: (G, R, in); group g through snapshot slots[g], or the live net where CURRENT.
+    With `ids` (G, R) (tree ids: equal ids, equal rows) and every group on the live net,
+    the net runs once per distinct id (unique_forward)."""
     live = self.regret if name == "regret" else self.critic
     cur = slots == CURRENT
     if self.bank.size == 0 or cur.all():
       with torch.no_grad():
-        return live(x)
+        return unique_forward(live, x, ids)
     out = self.bank.forward(name, slots.clamp_min(0), x)
     if cur.any():
       with torch.no_grad():
@@ -281,7 +334,12 @@ class ARMAC:
       e = batch.episode.to(self.device)
       x[e] = batch.info_state.to(self.device)
       m[e] = batch.legal_mask.to(self.device)
-      w = self._group_forward("regret", slots, x.view(g, per, -1)).view(b, -1)
+      ids = None
+      if batch.infostate is not None and self._tree is not None:
+        ids = torch.full((b,), -1, dtype=torch.long, device=self.device)  # -1: zero rows
+        ids[e] = batch.infostate.to(self.device)
+        ids = ids.view(g, per)
+      w = self._group_forward("regret", slots, x.view(g, per, -1), ids).view(b, -1)
       pi_j = regret_matching(w, m)[e]
       mask = m[e]
       is_learner = (batch.player == learner[batch.episode]).to(self.device).unsqueeze(1)
@@ -375,6 +433,8 @@ class ARMAC:
     return torch.randint(n, (batch,), generator=self.gen).to(self.device)
 
   def _train_critic(self) -> float:
+    if self.target_critic is not None:
+      return float("nan")
     return self._fit("critic", self.critic_replay, self.cfg.critic_steps,
                      self.cfg.critic_batch_episodes, self._critic_loss)
 
@@ -410,6 +470,51 @@ class ARMAC:
     if len(self.draws) < n:
       self.draws = torch.cat([self.draws, torch.zeros(n - len(self.draws), dtype=torch.float64)])
 
+  def _fold_regret_sums(self) -> StateSums:
+    """Folds the regret sums of the policy epochs that can no longer be drawn (neither in
+    the bank nor current; with policy_draw=current: all but the current) into the final
+    sums: their draw counts, hence weights, are final.
+
+    regret_discount=dcfr (Brown & Sandholm 2019, DCFR): the sums hold each epoch's targets
+    divided by its draws (its weight is 1) and, before epoch e's are added, the final sums
+    of the states of e's learning players are discounted as in DCFR at that player's n-th
+    update, n = e // N with alternating updates (else e): positive sums by
+    n^alpha / (n^alpha + 1), negative by n^beta / (n^beta + 1). Regret matching reads only
+    the per-state direction, so the denominators stay undiscounted (they mark seen states).
+    """
+    sums, cfg = self.regret_sums, self.cfg
+    if cfg.policy_draw == "current":
+      keep = torch.tensor([self.epoch])
+    else:
+      keep = torch.cat([self.bank.epoch[:self.bank.size], torch.tensor([self.epoch])])
+    if cfg.regret_discount == "none":
+      sums.fold(keep, self._regret_epoch_factor(sums.live_epochs))
+      return sums
+    for e in sorted(int(x) for x in sums.live_epochs if not torch.isin(x, keep)):
+      n = e // self.n_players if cfg.alternating_updates else e
+      if n > 0:
+        pos = n ** cfg.dcfr_alpha / (n ** cfg.dcfr_alpha + 1.0)
+        neg = n ** cfg.dcfr_beta / (n ** cfg.dcfr_beta + 1.0)
+        mine = torch.ones(sums.num_states, 1, dtype=torch.bool)
+        if cfg.alternating_updates:
+          mine = (self._tree.info_player == e % self.n_players).unsqueeze(1)
+        factor = torch.where(sums.num > 0, pos, neg)
+        sums.num = torch.where(mine, sums.num * factor, sums.num)
+      sums.fold(torch.tensor([x for x in sums.live_epochs.tolist() if x != e]),
+                self._regret_epoch_factor(sums.live_epochs))
+    return sums
+
+  def _regret_epoch_factor(self, j: torch.Tensor) -> torch.Tensor:
+    """_regret_sample_weight in float64 (with regret_discount=dcfr: 1 / draws)."""
+    self._grow_draws(int(j.max()) + 1 if len(j) else 0)
+    target = (j.double() + 1.0) if (self.cfg.snapshot_weighting == "linear" and
+                                    self.cfg.regret_discount == "none") else 1.0
+    return target / self.draws[j].clamp_min(1.0)
+
+  def _average_weight(self, epoch: int) -> float:
+    """Weight of epoch t's policy in the average policy."""
+    return epoch + 1.0 if self.cfg.average_weighting == "linear" else 1.0
+
   def _regret_sample_weight(self, j: torch.Tensor) -> torch.Tensor:
     """Makes every past policy j count target(j) in W's regression, whatever its draws.
 
@@ -440,9 +545,14 @@ class ARMAC:
     """Per information state s seen in the regret replay: the weighted mean of its targets
     (the minimiser of _regret_loss's row-wise MSE over the whole replay), scaled to unit RMS
     over the legal actions. Returns (state ids, targets (S', A), legal masks (S', A))."""
-    d = self.regret_replay.filled()
-    seen, mean, mask = self._state_means(
-        d["sid"], d["target"], d["weight"] * self._regret_sample_weight(d["j"]))
+    if self.regret_sums is not None:
+      sums = self._fold_regret_sums()
+      seen, mean = sums.means(self._regret_epoch_factor(sums.live_epochs))
+      mask = self._tree.info_legal[seen]
+    else:
+      d = self.regret_replay.filled()
+      seen, mean, mask = self._state_means(
+          d["sid"], d["target"], d["weight"] * self._regret_sample_weight(d["j"]))
     rms = (mean.pow(2).sum(1) / mask.sum(1).clamp_min(1)).sqrt()
     y = torch.where(rms[:, None] > 0, mean / rms.clamp_min(1e-300)[:, None], 0.0)
     return seen, y.float(), mask
@@ -457,7 +567,7 @@ class ARMAC:
     mean regret, which is invariant to a positive per-state scale. Fitting the unit-RMS
     means directly removes both problems (Leduc, exact critic: see docs/results.md).
     """
-    if not len(self.regret_replay):
+    if not len(self.regret_replay if self.regret_sums is None else self.regret_sums):
       return float("nan")
     seen, y, mask = self._state_regret_targets()
     x = self._tables["state_info"][seen.to(self.device)]
@@ -490,6 +600,9 @@ class ARMAC:
     policies, the minimiser of _actor_loss's cross-entropy over the whole replay (with
     explore_eps = 1 a row's frequency is the acting player's own reach, so this is CFR's
     average policy). Returns (state ids, mean policies (S', A), legal masks (S', A))."""
+    if self.actor_sums is not None:
+      seen, mean = self.actor_sums.means()
+      return seen, mean.float(), self._tree.info_legal[seen]
     d = self.actor_replay.filled()
     w = d["weight"].double()
     if self.cfg.average_weighting == "linear":
@@ -530,10 +643,17 @@ class ARMAC:
     g = cfg.groups_per_epoch
     dev = self.device
     info, mask = traj.info_state.to(dev), traj.legal_mask.to(dev)
-    w_j = self._group_forward("regret", slots, info.view(g, -1, info.shape[-1]))
+    sid = None if traj.node is None or self._node_sid is None else (
+        self._node_sid[traj.node.to(dev)])
+    node = None if sid is None else traj.node.to(dev).view(g, -1)
+    w_j = self._group_forward("regret", slots, info.view(g, -1, info.shape[-1]),
+                              None if sid is None else sid.view(g, -1))
     pi_j = regret_matching(w_j.view(b, t, -1), mask)
-    hist = traj.history.to(dev)
-    q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]))
+    if self.target_critic is None:
+      hist = traj.history.to(dev)
+      q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]), node)
+    else:
+      q_j = self.target_critic.values(self, traj, self._slot_epochs(slots)).to(dev)
     q_i = self._values(q_j.view(b, t, -1), traj.player.to(dev))
     adv = (q_i - (pi_j * q_i).sum(-1, keepdim=True)) * mask
     weight = self._learner_weights(traj, learner).to(dev)
@@ -544,16 +664,17 @@ class ARMAC:
     current_ep = current_ep.repeat_interleave(per).unsqueeze(1)
     sel = (is_learner & ~current_ep).to(dev)
     j_epoch = self._slot_epochs(slots).repeat_interleave(per).unsqueeze(1).expand(b, t)
-    sid = None if traj.node is None or self._node_sid is None else (
-        self._node_sid[traj.node.to(dev)])
 
     def ids(rows):  # information-state ids of the rows (tree sampler), else encodings
       if sid is None:
         return {"info": info[rows].cpu(), "mask": mask[rows].cpu()}
       return {"sid": sid[rows].cpu()}
 
-    self.regret_replay.add({**ids(sel), "target": adv[sel].cpu(), "weight": weight[sel].cpu(),
-                            "j": j_epoch[sel.cpu()]}, self.gen)
+    if self.regret_sums is not None:
+      self.regret_sums.add(sid[sel].cpu(), adv[sel].cpu(), weight[sel].cpu(), j_epoch[sel.cpu()])
+    else:
+      self.regret_replay.add({**ids(sel), "target": adv[sel].cpu(),
+                              "weight": weight[sel].cpu(), "j": j_epoch[sel.cpu()]}, self.gen)
     # Realised draw counts per policy epoch: the replay holds policy j's targets in
     # proportion to draws[j], which _train_regret divides out (see _regret_sample_weight).
     past = self._slot_epochs(slots[cfg.current_groups:])
@@ -561,9 +682,17 @@ class ARMAC:
     self.draws.index_add_(0, past, torch.ones(len(past), dtype=torch.float64))
     opp = (traj.valid & ~is_learner & current_ep).to(dev)
     n = int(opp.sum())
-    self.actor_replay.add({**ids(opp), "probs": pi_j[opp].cpu(), "weight": weight[opp].cpu(),
-                           "epoch": torch.full((n,), self.epoch, dtype=torch.long)}, self.gen)
+    if self.actor_sums is not None:
+      w_avg = weight[opp].cpu().double() * self._average_weight(self.epoch)
+      self.actor_sums.add(sid[opp].cpu(), pi_j[opp].cpu(), w_avg)
+    else:
+      self.actor_replay.add({**ids(opp), "probs": pi_j[opp].cpu(),
+                             "weight": weight[opp].cpu(),
+                             "epoch": torch.full((n,), self.epoch, dtype=torch.long)}, self.gen)
     return {"regret_rows": int(sel.sum()), "actor_rows": n}
+
+  def _actor_rows(self) -> int:
+    return len(self.actor_replay if self.actor_sums is None else self.actor_sums)
 
   def _decay_lrs(self) -> None:
     """W and the actor regress on means over all past policies, which move like 1/t late
@@ -587,7 +716,7 @@ class ARMAC:
     counts = self._targets(traj, learner, slots)
     self.bank.push({"regret": self.regret, "critic": self.critic}, self.epoch, self.rng)
     regret_loss = self._train_regret()
-    actor_loss = self._train_actor() if len(self.actor_replay) else float("nan")
+    actor_loss = self._train_actor() if self._actor_rows() else float("nan")
     if self.scheduler is not None:
       self.scheduler.train_step(self, traj, learner)
     self.epoch += 1
@@ -629,6 +758,9 @@ class ARMAC:
         "critic_replay": self.critic_replay.state_dict(),
         "regret_replay": self.regret_replay.state_dict(),
         "actor_replay": self.actor_replay.state_dict(),
+        "state_sums": {name: sums.state_dict() for name, sums in
+                       (("regret", self.regret_sums), ("actor", self.actor_sums))
+                       if sums is not None},
         "draws": self.draws,
         "sampler_rng": self.sampler.get_rng_state(),
         "rng": self.rng.bit_generator.state,
@@ -649,6 +781,14 @@ class ARMAC:
     self.critic_replay.load_state_dict(d["critic_replay"])
     self.regret_replay.load_state_dict(d["regret_replay"])
     self.actor_replay.load_state_dict(d["actor_replay"])
+    for name, sums in (("regret", self.regret_sums), ("actor", self.actor_sums)):
+      if sums is None:
+        continue
+      saved = d.get("state_sums", {}).get(name)
+      if saved is None:
+        raise ValueError(f"checkpoint has no per-state sums for {name}_fit=states (written "
+                         f"by an armac-spiel version that kept replay rows); start a new run")
+      sums.load_state_dict(saved)
     self.draws = d["draws"]
     self.sampler.set_rng_state(d["sampler_rng"])
     self.rng.bit_generator.state = d["rng"]

@@ -8,6 +8,11 @@
   with SIMPLE averaging (the opponent's current strategy is added to the average at the
   nodes it samples; ~128x faster than FULL on Leduc). One iteration walks the tree once per
   player, sampling chance and the opponents' actions and expanding all of the traverser's.
+- `os_mccfr`: outcome-sampling Monte Carlo CFR (Lanctot et al., NeurIPS 2009),
+  `pyspiel.OutcomeSamplingMCCFRSolver` (exploration epsilon 0.6, OpenSpiel's default). One
+  iteration samples one episode per player: the traverser plays its epsilon-on-policy
+  mixture, regrets are importance-weighted by 1 / (sample reach); the average policy is
+  updated along the sampled episode.
 - `deep_cfr`: Deep CFR (Brown et al., arXiv 1811.00164), OpenSpiel's PyTorch
   `DeepCFRSolver` driven one iteration at a time: per player `num_traversals`
   external-sampling traversals fill the advantage memory, then the advantage network is
@@ -21,6 +26,7 @@
 Units of `episodes` (cumulative):
 - cfr_plus: full tree traversals, one per iteration (`episodes == iterations`);
 - es_mccfr: sampled traversals, `num_players` per iteration;
+- os_mccfr: sampled episodes, `num_players` per iteration;
 - deep_cfr: sampled traversals, `num_players * num_traversals` per iteration;
 - nfsp: played episodes.
 
@@ -176,6 +182,12 @@ class ESMCCFRParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class OSMCCFRParams:
+  iterations_per_step: int = 1000
+  epsilon: float = 0.6               # exploration of the traverser's sampling policy
+
+
+@dataclasses.dataclass(frozen=True)
 class DeepCFRParams:
   """Near OpenSpiel's recommended Leduc settings (examples/deep_cfr_pytorch.py)."""
   policy_network_layers: tuple = (128, 128)
@@ -320,21 +332,11 @@ class CFRPlus(Baseline):
     self._load_counters(state)
 
 
-class ESMCCFR(Baseline):
-  """pyspiel.ExternalSamplingMCCFRSolver (its own C++ generator, seeded with `seed`)."""
+class _MCCFR(Baseline):
+  """A pyspiel MCCFR solver (its own C++ generator, seeded from `seed`), `iterations_per_step`
+  iterations per step; checkpointed as the solver's own serialisation string."""
 
-  name = "es_mccfr"
-  episode_unit = "sampled traversals (num_players per iteration)"
-  params_cls = ESMCCFRParams
-
-  def __init__(self, game_string, seed, device="cpu", **hparams):
-    super().__init__(game_string, seed, device, **hparams)
-    kinds = {"simple": pyspiel.MCCFRAverageType.SIMPLE, "full": pyspiel.MCCFRAverageType.FULL}
-    if self.hp.average_type not in kinds:
-      raise ConfigError(f"es_mccfr hyper-parameter 'average_type' = "
-                        f"{self.hp.average_type!r}: must be one of {sorted(kinds)}")
-    self._solver = pyspiel.ExternalSamplingMCCFRSolver(
-        self.sgame.game, _derive_seed(self.seed, 1), kinds[self.hp.average_type])
+  solver_cls = None  # a pyspiel MCCFR solver class
 
   def _step(self) -> dict:
     n = self.hp.iterations_per_step
@@ -348,21 +350,56 @@ class ESMCCFR(Baseline):
     return evaluation.tabularise(self.game_string, self._solver.average_policy())
 
   def state_dict(self) -> dict:
-    # The solver's own text serialisation (ExternalSamplingMCCFRSolver::Serialize: game,
-    # generator state, average type and every information state's regrets and averages)
-    # round-trips exactly; it is a string, so the checkpoint stays plain data.
+    # The solver's own text serialisation (game, generator state and every information
+    # state's regrets and averages) round-trips exactly; a string keeps the checkpoint
+    # plain data.
     return {**self._counters(), "solver": self._solver.__getstate__()}
 
   def load_state_dict(self, state: dict) -> None:
     if not isinstance(state["solver"], str):
-      raise ValueError("es_mccfr checkpoint: 'solver' must be the solver's serialisation "
+      raise ValueError(f"{self.name} checkpoint: 'solver' must be the solver's serialisation "
                        f"string, got {type(state['solver']).__name__} (a checkpoint from an "
                        "older armac-spiel version: train again)")
-    cls = pyspiel.ExternalSamplingMCCFRSolver
-    solver = cls.__new__(cls)
-    solver.__setstate__(state["solver"])  # parses the text (ExternalSamplingMCCFRSolver)
+    solver = self.solver_cls.__new__(self.solver_cls)
+    solver.__setstate__(state["solver"])  # parses the text
     self._solver = solver
     self._load_counters(state)
+
+
+class ESMCCFR(_MCCFR):
+  """pyspiel.ExternalSamplingMCCFRSolver."""
+
+  name = "es_mccfr"
+  episode_unit = "sampled traversals (num_players per iteration)"
+  params_cls = ESMCCFRParams
+  solver_cls = pyspiel.ExternalSamplingMCCFRSolver
+
+  def __init__(self, game_string, seed, device="cpu", **hparams):
+    super().__init__(game_string, seed, device, **hparams)
+    kinds = {"simple": pyspiel.MCCFRAverageType.SIMPLE, "full": pyspiel.MCCFRAverageType.FULL}
+    if self.hp.average_type not in kinds:
+      raise ConfigError(f"es_mccfr hyper-parameter 'average_type' = "
+                        f"{self.hp.average_type!r}: must be one of {sorted(kinds)}")
+    self._solver = pyspiel.ExternalSamplingMCCFRSolver(
+        self.sgame.game, _derive_seed(self.seed, 1), kinds[self.hp.average_type])
+
+
+class OSMCCFR(_MCCFR):
+  """pyspiel.OutcomeSamplingMCCFRSolver (Lanctot et al. 2009): one sampled episode per
+  player per iteration, epsilon-exploring the traverser's actions."""
+
+  name = "os_mccfr"
+  episode_unit = "sampled episodes (num_players per iteration)"
+  params_cls = OSMCCFRParams
+  solver_cls = pyspiel.OutcomeSamplingMCCFRSolver
+
+  def __init__(self, game_string, seed, device="cpu", **hparams):
+    super().__init__(game_string, seed, device, **hparams)
+    if not 0.0 < self.hp.epsilon <= 1.0:
+      raise ConfigError(f"os_mccfr hyper-parameter 'epsilon' = {self.hp.epsilon!r}: must be "
+                        "in (0, 1]")
+    self._solver = pyspiel.OutcomeSamplingMCCFRSolver(
+        self.sgame.game, self.hp.epsilon, _derive_seed(self.seed, 1))
 
 
 class DeepCFR(Baseline):
@@ -598,7 +635,8 @@ class NFSP(Baseline):
     self._load_counters(state)
 
 
-BASELINES = {"cfr_plus": CFRPlus, "es_mccfr": ESMCCFR, "deep_cfr": DeepCFR, "nfsp": NFSP}
+BASELINES = {"cfr_plus": CFRPlus, "es_mccfr": ESMCCFR, "os_mccfr": OSMCCFR,
+             "deep_cfr": DeepCFR, "nfsp": NFSP}
 
 
 def make_baseline(name: str, game_string: str, seed: int, device: str = "cpu",

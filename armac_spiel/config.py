@@ -20,6 +20,7 @@ LR_DECAYS = ("none", "sqrt", "linear")
 SCHEDULER_MODES = ("off", "continuous", "discrete")
 POLICY_DRAWS = ("uniform", "balanced", "current")
 REGRET_FITS = ("rows", "states")
+REGRET_DISCOUNTS = ("none", "dcfr")
 
 
 class ConfigError(ValueError):
@@ -57,14 +58,19 @@ class ARMACConfig:
   critic_steps: int = 8
   critic_batch_episodes: int = 512
   # Regret network W.
-  regret_replay: int = 1_000_000
+  regret_replay: int = 1_000_000     # reservoir rows (regret_fit=rows; states keeps sums)
   regret_steps: int = 8
   regret_batch: int = 2048
   regret_scale_sqrt_t: bool = True   # regress on sqrt(t+1) * targets (see ARMAC._train_regret)
   regret_fit: str = "rows"           # rows: SGD on replay rows | states: full-batch on the
                                      # replay's per-information-state means (see ARMAC)
+  regret_discount: str = "none"      # none: CFR weights (snapshot_weighting) | dcfr: DCFR's
+                                     # discounted sums (needs regret_fit=states, policy_draw=
+                                     # current; see ARMAC._fold_regret_sums)
+  dcfr_alpha: float = 1.5            # DCFR: positive sums *= n^alpha / (n^alpha + 1)
+  dcfr_beta: float = 0.0             # DCFR: negative sums *= n^beta / (n^beta + 1)
   # Mean-policy network (actor).
-  actor_replay: int = 200_000
+  actor_replay: int = 200_000        # reservoir rows (actor_fit=rows; states keeps sums)
   actor_steps: int = 8
   actor_batch: int = 2048
   average_weighting: str = "linear"   # weight of epoch t's policy in the average
@@ -122,6 +128,13 @@ def validate(c: ARMACConfig) -> None:
     need(getattr(c, name) in REGRET_FITS, name, f"one of {REGRET_FITS}")
     need(getattr(c, name) == "rows" or c.sampler != "pyspiel", name,
          "'rows' with sampler 'pyspiel': 'states' needs information-state ids (tree sampler)")
+  need(c.regret_discount in REGRET_DISCOUNTS, "regret_discount", f"one of {REGRET_DISCOUNTS}")
+  need(c.regret_discount == "none" or (c.regret_fit == "states" and c.policy_draw == "current"),
+       "regret_discount", "'none' unless regret_fit is 'states' and policy_draw is 'current' "
+       "(discounting needs each epoch's regret sums to be final)")
+  for name in ("dcfr_alpha", "dcfr_beta"):
+    v = getattr(c, name)
+    need(isinstance(v, float) and math.isfinite(v), name, "a finite float")
   need(c.snapshot_weighting in WEIGHTINGS, "snapshot_weighting", f"one of {WEIGHTINGS}")
   need(c.average_weighting in WEIGHTINGS, "average_weighting", f"one of {WEIGHTINGS}")
   need(c.scheduler_mode in SCHEDULER_MODES, "scheduler_mode", f"one of {SCHEDULER_MODES}")

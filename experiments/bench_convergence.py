@@ -1,4 +1,4 @@
-"""Convergence benchmark: ARMAC against OpenSpiel's algorithms at equal training budgets.
+"""Convergence benchmark: ARMAC's paths against OpenSpiel's algorithms at equal budgets.
 
   python -m experiments.bench_convergence --out_dir=results/convergence \
       [--games=kuhn_poker,leduc_poker] [--algos=armac,deep_cfr,nfsp] [--seeds=3] \
@@ -10,6 +10,15 @@ a time (default 2, one per core). Writes D/<game>/<algo>/seed_<s>/ run directori
 D/sweep.jsonl, D/curves_seconds.png, D/curves_episodes.png (with the CFR+ reference),
 D/table.md (at fixed training seconds), D/table_episodes.md (at fixed episode counts) and
 D/results.json (every run's curve and the tables' values).
+
+Algorithms (ASSUMES below says what each needs from the game):
+  armac_states        ARMAC, tuned config: W and the actor fit per-information-state means
+  armac_rows_tree     ARMAC with row-wise fits (regret_fit=actor_fit=rows), tree sampler
+  armac_rows_pyspiel  the same on the pyspiel sampler (no compiled tree anywhere)
+  os_mccfr, es_mccfr  OpenSpiel C++ outcome / external sampling MCCFR (simple averaging)
+  deep_cfr, nfsp      OpenSpiel's PyTorch Deep CFR and NFSP
+Episodes are each algorithm's own unit (ARMAC, NFSP, OS-MCCFR: played episodes;
+ES-MCCFR, Deep CFR: sampled traversals; see armac_spiel/baselines.py).
 """
 
 import json
@@ -28,9 +37,9 @@ flags.DEFINE_float("kuhn_s", 60.0, "Training seconds on kuhn_poker.")
 flags.DEFINE_float("leduc_s", 600.0, "Training seconds on leduc_poker.")
 flags.DEFINE_float("other_s", 600.0, "Training seconds on any other game.")
 flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1.")
-flags.DEFINE_list("algos", ["armac", "deep_cfr", "nfsp"],
-                  "Algorithms (registered learners or aliases, e.g. armac_rows, "
-                  "armac_pyspiel, es_mccfr).")
+flags.DEFINE_list("algos", ["armac_states", "armac_rows_tree", "armac_rows_pyspiel",
+                            "os_mccfr", "es_mccfr", "deep_cfr", "nfsp"],
+                  "Algorithms (registered learners or aliases; see the module docstring).")
 flags.DEFINE_list("games", ["kuhn_poker", "leduc_poker"], "Games.")
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
 flags.DEFINE_string("ray_address", "local", "local | none (inline, one at a time) | "
@@ -42,6 +51,18 @@ flags.DEFINE_string("ray_address", "local", "local | none (inline, one at a time
 EVALS_PER_BUDGET = {"deep_cfr": 4, "nfsp": 60}
 DEFAULT_EVALS = 60
 CHECKPOINTS_S = (10, 30, 60, 120, 300, 600)
+ASSUMES = {
+    "armac_states": "sampled episodes; information-state ids of a compiled tree (W and the "
+                    "actor fit exact per-state means)",
+    "armac_rows_tree": "sampled episodes (compiled-tree sampler for speed); networks fit "
+                       "replay rows",
+    "armac_rows_pyspiel": "sampled episodes through OpenSpiel's game API only; networks fit "
+                          "replay rows",
+    "os_mccfr": "tabular regrets and averages per information state; sampled episodes",
+    "es_mccfr": "tabular; explores every action of the traverser (needs game state copies)",
+    "deep_cfr": "networks; external-sampling traversals (needs game state copies)",
+    "nfsp": "networks; sampled episodes only",
+}
 
 
 def budget(game: str) -> float:
@@ -94,6 +115,9 @@ def main(argv):
                                           curves.values_at(rows, CHECKPOINTS_S)))
         res["at_episodes"][key] = dict(zip(map(str, eps),
                                            curves.values_at(rows, eps, x="episodes")))
+  assumes = ["## What each algorithm assumes", "", "| algo | assumes |", "|---|---|"]
+  assumes += [f"| {a} | {ASSUMES.get(a, '')} |" for a in FLAGS.algos]
+  ep_tables.append("\n".join(assumes) + "\n")
   atomic_write_text(os.path.join(root, "table_episodes.md"), "\n".join(ep_tables))
   atomic_write_text(os.path.join(root, "results.json"), json.dumps(res))
   with open(paths[-1], encoding="utf-8") as f:

@@ -251,12 +251,12 @@ def test_policy_draw_current_replays_only_the_current_policy():
   assert (a._draw_slots() == CURRENT).all()
 
 
-def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
-  cfg = config_lib.ARMACConfig(**TINY, regret_fit="states")
+def test_state_regret_targets_are_unit_rms_per_state_means_of_the_replay():
+  cfg = config_lib.ARMACConfig(**TINY, regret_fit="rows")
   a = ARMAC("leduc_poker", cfg, seed=0)
   for _ in range(4):
     a.step()
-  seen, y, mask = a._state_regret_targets()
+  seen, y, mask = a.state_regret_targets()
   # Brute force: loop over the replay's rows, one information state at a time.
   d = a.regret_replay.filled()
   w = (d["weight"] * a._regret_sample_weight(d["j"])).double()
@@ -265,7 +265,7 @@ def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
   for k, s in enumerate(sids):
     rows = d["sid"] == s
     mean = (w[rows, None] * d["target"][rows].double()).sum(0) / w[rows].sum()
-    legal = a._tree.info_legal[s]
+    legal = a.tree.info_legal[s]
     assert torch.equal(mask[k], legal)
     rms = float(mean[legal].pow(2).mean().sqrt())
     want = mean / rms if rms > 0 else mean * 0
@@ -275,14 +275,57 @@ def test_regret_fit_states_targets_are_unit_rms_per_state_means_of_the_replay():
                             regret_matching(mean[None], legal[None]), atol=1e-5)
 
 
+@pytest.mark.parametrize("draw", ["balanced", "uniform"])
+def test_state_sums_give_the_same_fits_as_the_unthinned_replay(draw):
+  """regret_fit / actor_fit = states keep per-state sums; the same learner with replay rows
+  (the sums switched off) fits W and the actor to the same means, epoch after epoch, while
+  the policy buffer (4 slots) evicts past policies and their sums are folded."""
+  cfg = config_lib.ARMACConfig(**{**TINY, "critic_steps": 0, "regret_batch": 1024,
+                                  "actor_batch": 1024, "regret_steps": 4, "actor_steps": 4},
+                               regret_fit="states", actor_fit="states", policy_draw=draw)
+  sums = ARMAC("leduc_poker", cfg, seed=3)
+  rows = ARMAC("leduc_poker", cfg, seed=3)
+  rows.regret_sums = rows.actor_sums = None  # the replay path: rows, then per-state means
+  for _ in range(12):
+    sums.step(), rows.step()
+    for fn in ("state_regret_targets", "state_policy_targets"):
+      (s1, y1, m1), (s2, y2, m2) = getattr(sums, fn)(), getattr(rows, fn)()
+      assert torch.equal(s1, s2) and torch.equal(m1, m2), fn
+      assert torch.allclose(y1, y2, atol=1e-5), (fn, (y1 - y2).abs().max())
+  assert len(rows.regret_replay) > 0 and len(sums.regret_replay) == 0
+  assert len(sums.actor_replay) == 0 and len(sums.regret_sums) == len(rows.regret_replay)
+  assert sums.bank.pushes > sums.bank.capacity and len(sums.regret_sums.live_epochs) <= 5
+  for net in ("regret", "actor"):
+    for p, q in zip(getattr(sums, net).parameters(), getattr(rows, net).parameters()):
+      assert torch.allclose(p, q, atol=1e-4), net
+
+
+def test_state_sums_checkpoint_round_trip_and_old_checkpoints_are_named(tmp_path):
+  cfg = config_lib.ARMACConfig(**TINY, regret_fit="states", actor_fit="states")
+  a = ARMAC("kuhn_poker", cfg, seed=0)
+  for _ in range(3):
+    a.step()
+  path = tmp_path / "c.pt"
+  torch.save(a.state_dict(), path)
+  b = ARMAC("kuhn_poker", cfg, seed=0)
+  d = torch.load(path, weights_only=True)
+  b.load_state_dict(d)
+  for fn in ("state_regret_targets", "state_policy_targets"):
+    for x, y in zip(getattr(a, fn)(), getattr(b, fn)()):
+      assert torch.equal(x, y)
+  del d["state_sums"]
+  with pytest.raises(ValueError, match="per-state sums for regret_fit=states"):
+    ARMAC("kuhn_poker", cfg, seed=0).load_state_dict(d)
+
+
 def test_regret_fit_states_fits_w_to_the_state_means():
   cfg = config_lib.ARMACConfig(**{**TINY, "regret_steps": 0, "regret_hidden": (64, 64)},
                                regret_fit="states")
   a = ARMAC("kuhn_poker", cfg, seed=0)
   for _ in range(3):
     a.step()
-  seen, y, mask = a._state_regret_targets()
-  x = a._tree.info_tensors[seen]
+  seen, y, mask = a.state_regret_targets()
+  x = a.tree.info_tensors[seen]
   err = lambda: float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean().detach())
   before = err()
   a.cfg = a.cfg.replace(regret_steps=400)
@@ -295,9 +338,10 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
   cfg = config_lib.ARMACConfig(**{**TINY, "actor_steps": 0, "actor_hidden": (64, 64)},
                                actor_fit="states")
   a = ARMAC("leduc_poker", cfg, seed=0)
+  a.actor_sums = None  # keep the replay rows, for the brute-force means below
   for _ in range(4):
     a.step()
-  seen, p, mask = a._state_policy_targets()
+  seen, p, mask = a.state_policy_targets()
   d = a.actor_replay.filled()
   w = d["weight"].double() * (d["epoch"].double() + 1.0)  # linear averaging (default)
   sids = sorted(set(d["sid"].tolist()))
@@ -307,7 +351,7 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
     want = (w[rows, None] * d["probs"][rows].double()).sum(0) / w[rows].sum()
     assert torch.allclose(p[k].double(), want, atol=1e-6)
     assert abs(float(p[k].sum()) - 1) < 1e-5 and not p[k][~mask[k]].any()
-  x = a._tree.info_tensors[seen]
+  x = a.tree.info_tensors[seen]
   kl = lambda: float((p * (p.clamp_min(1e-12).log() - torch.log_softmax(
       a.actor(x).masked_fill(~mask, -1e9), -1))).masked_fill(~mask, 0).sum(-1).mean().detach())
   before = kl()
@@ -360,3 +404,30 @@ def test_replay_rows_with_other_fields_are_a_clear_error():
   buf.add({"sid": torch.zeros(2, dtype=torch.long), "target": torch.ones(2, 3)}, gen)
   with pytest.raises(ValueError, match="fields"):
     buf.add({"info": torch.ones(2, 5), "target": torch.ones(2, 3)}, gen)
+
+
+def test_dcfr_regret_discount_matches_the_recursion_on_each_epochs_sums():
+  """regret_discount=dcfr: the folded sums follow DCFR's recursion over each epoch's sums
+  (read from an undiscounted learner on the same episodes: W untrained in both)."""
+  base = dict(TINY, regret_steps=0, regret_fit="states", policy_draw="current")
+  plain = ARMAC("leduc_poker", config_lib.ARMACConfig(**base, snapshot_weighting="uniform"),
+                seed=3)
+  dcfr = ARMAC("leduc_poker", config_lib.ARMACConfig(**base, regret_discount="dcfr",
+                                                    dcfr_alpha=1.5, dcfr_beta=0.5), seed=3)
+  want = torch.zeros_like(plain.regret_sums.num)
+  player = plain.tree.info_player
+  prev = want.clone()
+  for e in range(8):
+    plain.step(), dcfr.step()
+    plain.state_regret_targets(), dcfr.state_regret_targets()  # fold epoch e (now past)
+    new = plain.regret_sums.num - prev  # epoch e's sums / draws
+    prev = plain.regret_sums.num.clone()
+    n = e // 2  # epoch e updates player e % 2 for the (n+1)-th time
+    if n > 0:
+      f = torch.where(want > 0, n ** 1.5 / (n ** 1.5 + 1), n ** 0.5 / (n ** 0.5 + 1))
+      want = torch.where((player == e % 2)[:, None], want * f, want)
+    want = want + new
+    assert new.abs().sum() > 0
+    assert torch.allclose(dcfr.regret_sums.num, want, atol=1e-9), e
+  with pytest.raises(config_lib.ConfigError, match="regret_discount"):
+    config_lib.ARMACConfig(**TINY, regret_discount="dcfr")

@@ -19,6 +19,7 @@ UNIFORM_KUHN_EXPL = 0.4583
 TINY = {
     "cfr_plus": {},
     "es_mccfr": {"iterations_per_step": 20},
+    "os_mccfr": {"iterations_per_step": 200},
     "deep_cfr": dict(num_traversals=20, batch_size_advantage=32, batch_size_strategy=32,
                      memory_capacity=10_000, policy_network_train_steps=20,
                      advantage_network_train_steps=10, policy_network_layers=(16,),
@@ -81,6 +82,17 @@ def test_es_mccfr_exploitability_decreases(tmp_path):
   assert len(expl) == 10 and all(np.isfinite(expl))
   assert expl[-1] < 0.5 * expl[0] and expl[-1] < 0.03
   assert recs[-1]["iterations"] == 50 * 100 and recs[-1]["episodes"] == 2 * 50 * 100
+
+
+def test_os_mccfr_exploitability_decreases_and_bad_epsilon_is_named(tmp_path):
+  recs = _run_baseline("os_mccfr", KUHN, 1, str(tmp_path), max_steps=40,
+                       eval_every_steps=4)
+  expl = [r["exploitability"] for r in recs]
+  assert len(expl) == 10 and all(np.isfinite(expl))
+  assert expl[-1] < 0.5 * expl[0] and expl[-1] < 0.05
+  assert recs[-1]["iterations"] == 40 * 1000 and recs[-1]["episodes"] == 2 * 40 * 1000
+  with pytest.raises(ValueError, match="os_mccfr.*'epsilon'"):
+    baselines.make_baseline("os_mccfr", KUHN, 0, epsilon=0.0)
 
 
 @pytest.mark.parametrize("algo,game,steps", [("deep_cfr", KUHN, 3), ("nfsp", KUHN, 3),

@@ -29,9 +29,13 @@ from armac_spiel.learner import learner_entry
 ALIASES = {
     "armac_sched_discrete": ("armac", {"scheduler_mode": "discrete"}),
     "armac_sched_continuous": ("armac", {"scheduler_mode": "continuous"}),
-    "armac_pyspiel": ("armac", {"sampler": "pyspiel", "regret_fit": "rows",
-                                "actor_fit": "rows"}),
-    "armac_rows": ("armac", {"regret_fit": "rows", "actor_fit": "rows"}),
+    # ARMAC's paths: the tuned config on the compiled tree, and the general path (networks
+    # fit replay rows) on the tree sampler and on OpenSpiel's game API only.
+    "armac_states": ("armac", {"sampler": "tree"}),
+    "armac_rows_tree": ("armac", {"sampler": "tree", "regret_fit": "rows",
+                                  "actor_fit": "rows", "regret_discount": "none"}),
+    "armac_rows_pyspiel": ("armac", {"sampler": "pyspiel", "regret_fit": "rows",
+                                     "actor_fit": "rows", "regret_discount": "none"}),
 }
 DEVICES = ("auto", "cpu", "cuda")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(

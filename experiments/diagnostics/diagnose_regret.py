@@ -1,8 +1,8 @@
 """Diagnostic: what limits ARMAC's average policy, the critic or W's fit?
 
-  python -m experiments.diagnose_regret --game_name=leduc_poker --critic=exact \
+  python -m experiments.diagnostics.diagnose_regret --game_name=leduc_poker --critic=exact \
       --regret_fit=rows --epochs=300
-  python -m experiments.diagnose_regret --game_name=leduc_poker --tabular --epochs=600
+  python -m experiments.diagnostics.diagnose_regret --game_name=leduc_poker --tabular --epochs=600
 
 ARMAC mode trains ARMAC (per-game config, `--regret_fit` overriding it). With
 `--critic=exact` the regret targets use the exact action values Q^{pi^j}(h, a) of each
@@ -43,6 +43,14 @@ flags.DEFINE_enum("regret_fit", None, list(REGRET_FITS), "Overrides the config's
 flags.DEFINE_string("config", None, "YAML config (default: the game's tuned config).")
 flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...].")
 flags.DEFINE_bool("tabular", False, "Tabular sampled-CFR floor instead of ARMAC.")
+flags.DEFINE_enum("tabular_regrets", "linear", ["linear", "dcfr", "rmplus"],
+                  "Tabular cumulative regrets: linear (LCFR weights t+1), dcfr (positive sums "
+                  "discounted by t^a/(t^a+1), negative by t^b/(t^b+1); Brown & Sandholm "
+                  "2019) or rmplus (unweighted sums clipped at 0, RM+).")
+flags.DEFINE_float("dcfr_alpha", 1.5, "DCFR alpha (--tabular_regrets=dcfr).")
+flags.DEFINE_float("dcfr_beta", 0.0, "DCFR beta (--tabular_regrets=dcfr).")
+flags.DEFINE_float("average_power", 1.0, "Tabular average weights (t+1)^power (1: linear, "
+                   "2: quadratic; DCFR's gamma).")
 flags.DEFINE_integer("tabular_episodes", 1536, "Learner episodes per tabular epoch (ARMAC's "
                      "tuned configs: 12 of 16 groups of 2048 episodes replay past policies).")
 
@@ -68,28 +76,22 @@ class _ReachAverage:
     return torch.where(z > 0, self.sum / z.clamp_min(1e-300), self.tree.uniform_policy())
 
 
-class _ExactCritic(ARMAC):
-  """ARMAC whose regret targets use the exact Q of each policy j (diagnostic only)."""
+class ExactCritic:
+  """ARMAC's TargetCritic: the exact Q^{pi^j}(h, a) of each policy j on the compiled tree.
 
-  def __init__(self, *a, **kw):
-    super().__init__(*a, **kw)
+  At each epoch t it stores the exact Q table of the current policy pi^t (player 0's values,
+  one head: two-player zero-sum games), so that later epochs replaying policy j read Q^j."""
+
+  def __init__(self):
     self.q_tables: dict[int, torch.Tensor] = {}
 
-  def _targets(self, traj, learner, slots):
-    q = exact_q(self._tree, self.current_policy().table()).float()
-    self.q_tables[self.epoch] = torch.cat([q, torch.zeros(1, q.shape[1])])  # row -1: padding
-    self._nodes = traj.node
-    return super()._targets(traj, learner, slots)
-
-  def _group_forward(self, name, slots, x):
-    if name != "critic":
-      return super()._group_forward(name, slots, x)
-    nodes = self._nodes.reshape(len(slots), -1)
+  def values(self, learner: ARMAC, traj, policy_epochs: torch.Tensor) -> torch.Tensor:
+    q = exact_q(learner.tree, learner.current_policy().table()).float()
+    self.q_tables[learner.epoch] = torch.cat([q, torch.zeros(1, q.shape[1])])  # -1: padding
+    b, t = traj.node.shape
+    nodes = traj.node.reshape(len(policy_epochs), -1)
     return torch.stack([self.q_tables[int(e)][nodes[k]]
-                        for k, e in enumerate(self._slot_epochs(slots))])
-
-  def _train_critic(self):
-    return float("nan")
+                        for k, e in enumerate(policy_epochs)]).view(b, t, -1)
 
 
 def run_armac(game: str) -> None:
@@ -97,10 +99,11 @@ def run_armac(game: str) -> None:
                            sets=config_lib.parse_sets(FLAGS.set), max_steps=FLAGS.epochs)
   cfg = spec.config.replace(sampler="tree")
   if FLAGS.regret_fit:
-    cfg = cfg.replace(regret_fit=FLAGS.regret_fit)
-  cls = _ExactCritic if FLAGS.critic == "exact" else ARMAC
-  learner = cls(game, cfg, FLAGS.seed)
-  tree = learner._tree  # the tree sampler gives ids (unique_inputs is on)
+    cfg = cfg.replace(regret_fit=FLAGS.regret_fit, regret_discount=(
+        cfg.regret_discount if FLAGS.regret_fit == "states" else "none"))
+  learner = ARMAC(game, cfg, FLAGS.seed,
+                  target_critic=ExactCritic() if FLAGS.critic == "exact" else None)
+  tree = learner.tree  # the tree sampler gives ids (unique_inputs is on)
   avg = _ReachAverage(tree)
   train_s = 0.0
   for e in range(1, FLAGS.epochs + 1):
@@ -111,11 +114,11 @@ def run_armac(game: str) -> None:
     train_s += time.perf_counter() - t0
     if e % FLAGS.every:
       continue
-    seen, y, mask = learner._state_regret_targets()
+    seen, y, mask = learner.state_regret_targets()
     with torch.no_grad():
       w_net = learner.regret(tree.info_tensors[seen])
     l1 = (regret_matching(w_net, mask) - regret_matching(y, mask)).abs().sum(1).mean()
-    sid_p, p_mean, _ = learner._state_policy_targets()
+    sid_p, p_mean, _ = learner.state_policy_targets()
     replay_avg = tree.uniform_policy().float()
     replay_avg[sid_p] = p_mean
     print(f"epoch {e} train_s {train_s:.0f}: exploitability actor "
@@ -133,11 +136,14 @@ def run_tabular(game: str) -> None:
   sampler = TreeSampler(load_game(game), FLAGS.seed)
   legal = tree.info_legal.double()
   regrets = torch.zeros(tree.num_infostates, tree.num_actions, dtype=torch.float64)
+  dec = tree.kind == DECISION
+  owner = torch.zeros(tree.num_infostates, dtype=torch.long)
+  owner[tree.infostate[dec]] = tree.player[dec]  # the player acting at each state
   avg = _ReachAverage(tree)
   t0 = time.perf_counter()
   for t in range(FLAGS.epochs):
     pi = regret_matching(regrets, tree.info_legal)
-    avg.add(pi, t + 1.0)
+    avg.add(pi, (t + 1.0) ** FLAGS.average_power)
     q = exact_q(tree, pi)  # player 0's action values
     learner, pi32 = t % 2, pi.float()
 
@@ -151,7 +157,21 @@ def run_tabular(game: str) -> None:
     q_i = q[nodes] * (1 - 2 * learner)
     sid = tree.infostate[nodes]
     adv = (q_i - (pi[sid] * q_i).sum(1, keepdim=True)) * legal[sid]
-    regrets.index_add_(0, sid, (t + 1.0) * adv)
+    if FLAGS.tabular_regrets == "linear":
+      regrets.index_add_(0, sid, (t + 1.0) * adv)
+    else:
+      # The learner's n-th update (alternating: n = t // 2 + 1) discounts its own sums.
+      mine = (owner == learner)[:, None]
+      if FLAGS.tabular_regrets == "dcfr" and t >= 2:
+        n = t // 2
+        pos = n ** FLAGS.dcfr_alpha / (n ** FLAGS.dcfr_alpha + 1.0)
+        neg = n ** FLAGS.dcfr_beta / (n ** FLAGS.dcfr_beta + 1.0)
+        regrets = torch.where(mine, regrets * torch.where(regrets > 0, pos, neg), regrets)
+      # Per-epoch sums are visit counts times the counterfactual regret: divide by the
+      # episodes so that discounting and clipping see an epoch-independent scale.
+      regrets.index_add_(0, sid, adv / FLAGS.tabular_episodes)
+      if FLAGS.tabular_regrets == "rmplus":
+        regrets = torch.where(mine, regrets.clamp_min(0.0), regrets)
     if (t + 1) % FLAGS.every == 0:
       print(f"epoch {t + 1} ({time.perf_counter() - t0:.0f} s): exploitability average "
             f"{evaluation.exploitability(game, avg.table()):.4f}, current "

@@ -1,7 +1,7 @@
 """Diagnostic: exact tabular CFR with simultaneous vs alternating updates, the question
 behind ARMAC's `alternating_updates` (ARMAC's regrets are CFR's, estimated from samples).
 
-  python -m experiments.cfr_alternating --game_name=kuhn_poker --iterations=30,60,120,300
+  python -m experiments.diagnostics.cfr_alternating --game_name=kuhn_poker --iterations=30,60,120,300
 
 Prints the average policy's exploitability after each listed iteration for OpenSpiel's
 Python CFR with each combination of alternating updates and linear averaging.

@@ -1,0 +1,69 @@
+"""Diagnostics reach ARMAC through its public seams (target_critic, state_*_targets)."""
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from armac_spiel import config as config_lib
+from armac_spiel.armac import ARMAC
+from experiments.diagnostics.diagnose_regret import ExactCritic
+from games.tree import exact_q
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
+            episodes_per_epoch=64, groups_per_epoch=4, current_groups=1, critic_steps=2,
+            regret_steps=2, actor_steps=2, critic_batch_episodes=32, regret_batch=64,
+            actor_batch=64, max_snapshots=4, eval_every=2, regret_fit="rows")
+
+
+def test_exact_target_critic_reads_each_policys_exact_q_and_leaves_the_critic_untrained():
+  cfg = config_lib.ARMACConfig(**TINY, sampler="tree")
+  exact = ExactCritic()
+  a = ARMAC("kuhn_poker", cfg, seed=0, target_critic=exact)
+  before = [p.clone() for p in a.critic.parameters()]
+  tables = []
+  for _ in range(3):
+    tables.append(a.current_policy().table())  # pi^t, which epoch t's targets evaluate
+    out = a.step()
+  assert out["critic_loss"] != out["critic_loss"]  # nan: not trained
+  assert all(torch.equal(p, q) for p, q in zip(before, a.critic.parameters()))
+  assert sorted(exact.q_tables) == [0, 1, 2]
+  for t, table in enumerate(tables):
+    assert torch.allclose(exact.q_tables[t][:-1], exact_q(a.tree, table).float())
+    assert not exact.q_tables[t][-1].any()  # padding row
+  assert not torch.allclose(exact.q_tables[0], exact.q_tables[2])  # the policy moved
+  seen, y, mask = a.state_regret_targets()
+  assert 0 < len(seen) <= 12 and torch.isfinite(y).all()
+
+
+def test_state_targets_need_information_state_ids():
+  a = ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY, sampler="pyspiel"), seed=0)
+  try:
+    a.state_regret_targets()
+  except ValueError as e:
+    assert "sampler 'tree'" in str(e)
+  else:
+    raise AssertionError("expected a ValueError")
+
+
+def test_diagnostics_run_as_modules():
+  for args in (["diagnose_regret", "--tabular", "--epochs=4", "--every=2"],
+               ["diagnose_regret", "--critic=exact", "--epochs=2", "--every=2",
+                "--set=episodes_per_epoch=256,regret_steps=2,critic_steps=2,actor_steps=2"],
+               ["cfr_alternating", "--iterations=2"]):
+    r = subprocess.run([sys.executable, "-m", f"experiments.diagnostics.{args[0]}",
+                        "--game_name=kuhn_poker", *args[1:]], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "exploitability" in r.stdout, r.stdout
+
+
+def test_compare_configs_names_a_bad_arm_and_exits_2():
+  for arm, needle in (("noequals", "NAME=OVERRIDES"),
+                      ("x=regret_discount=bogus", "regret_discount")):
+    r = subprocess.run([sys.executable, "-m", "experiments.diagnostics.compare_configs",
+                        "--game_name=kuhn_poker", f"--arm={arm}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and needle in r.stderr, (r.returncode, r.stderr[-1000:])

@@ -1,6 +1,6 @@
 """The scheduler's CFR-BR over lambda bins with parts that move, on exact tabular CFR.
 
-  python -m experiments.diagnose_scheduler --game_name=leduc_poker --iterations=200
+  python -m experiments.diagnostics.diagnose_scheduler --game_name=leduc_poker --iterations=200
 
 The two parts are OpenSpiel's CFRSolver's current and average policies, updated once per
 iteration as ARMAC's pi_rm and pibar are once per epoch. After each CFR iteration the

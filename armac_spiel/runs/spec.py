@@ -65,17 +65,16 @@ class RunSpec:
   config_file: Optional[str] = None
 
   @property
-  def game_string(self) -> str:
-    return self.game
-
-  @property
   def config(self) -> config_lib.ARMACConfig:
     """The ARMAC config (ARMAC runs only)."""
     return config_lib.from_dict(dict(self.hparams))
 
   @property
   def scheduler_mode(self) -> str:
-    return "off" if self.scheduler is None else _suite_mode(self.scheduler)
+    if self.scheduler is None:
+      return "off"
+    from armac_spiel.scheduler.config import SchedulerSuiteConfig
+    return SchedulerSuiteConfig.from_dict(dict(self.scheduler)).mode
 
   def to_dict(self) -> dict:
     return _plain(dataclasses.asdict(self))
@@ -95,12 +94,6 @@ def _plain(x):
   if isinstance(x, (list, tuple)):
     return [_plain(v) for v in x]
   return x
-
-
-def _suite_mode(suite: Mapping) -> str:
-  if not suite.get("use_scheduler", True):
-    return "off"
-  return "discrete" if suite.get("policy_mixer", {}).get("discrete", True) else "continuous"
 
 
 def resolve_device(device: str) -> str:

@@ -9,7 +9,8 @@ RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either par
     state; the manager's current sigma gives lambda(s) = sigma . bins; the exact best
     response to pi_mix and p's counterfactual values against it give the bin utilities at
     every state at once (scheduler.utilities.best_response_utilities); each state's own
-    reach under pi_mix weighs it in the manager's average;
+    reach under pi_mix weighs it in the manager's average; cfr_br_iterations such
+    iterations per update, all against the epoch's parts;
   - br_critic: the same from a best-response critic on sampled episodes (BRCritic);
   - advantage_based / immediate / hybrid: the seed's sampled utilities at the learner's
     visited states (reach weight 1);
@@ -17,11 +18,12 @@ RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either par
 - `deployed_lambda(learner)` (S, 1): the lambda that is deployed: init_lambda during
   warm-up, then by policy_mixer.deploy: `average` (the manager's weighted average at keys
   it holds, the network's inference lambda, discrete: the argmax bin, elsewhere),
-  `current` (the manager's current sigma) or `best_measured` (default: whichever of the
-  two gave the less exploitable pi_mix on the parts of the last update, measured exactly on
-  the compiled tree; the average without the tree). The parts move every epoch, and a
-  lambda averaged over past parts lags them; the current iterate tracks them but
-  oscillates, so the choice is measured, never assumed. `mixed_table` / `mixed_policy`
+  `current` (the manager's current sigma) or `best_measured` (default: of this update's
+  CFR-BR iterates, the final one, the average and the actor alone (lambda = 0), the one
+  whose pi_mix was least exploitable on the parts of the last update, measured exactly on
+  the compiled tree; strategies without exact utilities deploy the average). The parts move
+  every epoch, and a lambda averaged over past parts lags them; the current iterate tracks
+  them but oscillates, so the choice is measured, never assumed. `mixed_table` / `mixed_policy`
   give pi_mix.
 - `behaviour(learner, batch)`: only when policy_mixer.behaviour is true (ARMAC checks
   `drives_behaviour`): the learning player samples from pi_mix with the network's training
@@ -164,6 +166,7 @@ class SchedulerAdapter:
     self.cost = {"behaviour_s": 0.0, "train_s": 0.0, "epochs": 0}
     self._last: dict = {}
     self._deployed: torch.Tensor | None = None  # (S, 1) lambda chosen by best_measured
+    self._measured: list = []  # (NashConv, (S, 1) lambda) of this update's CFR-BR iterates
 
   def config_entries(self) -> dict:
     """What the run directory's config.json records about the scheduler."""
@@ -244,24 +247,31 @@ class SchedulerAdapter:
     return self.average_lambda(learner)
 
   def _choose_deployment(self, learner) -> None:
-    """policy_mixer.deploy = best_measured: of the average and the current iterate, keeps
-    the lambda table whose pi_mix is less exploitable on the current parts (exact, on the
-    compiled tree); the choice stands until the next update (the parts change only in
-    training). Without the tree the average is deployed."""
+    """policy_mixer.deploy = best_measured, with exact utilities (strategy best_response):
+    of the CFR-BR iterates of this update (each already measured by its best response), the
+    final iterate, the manager's average and the actor alone (lambda = 0), deploys the
+    lambda table whose pi_mix has the lowest NashConv on the current parts (exact, on the
+    compiled tree). The choice stands until the next update (the parts change only in
+    training). Other strategies have no exact measure and deploy the average."""
     from armac_spiel import evaluation
-    from games.tree import tree_fits
     if (self.suite.policy_mixer.deploy != "best_measured" or self.trainer.net.in_warmup()
-        or not tree_fits(self.game_string)):
+        or self.strategy != "best_response"):
       self._deployed = None
       return
-    cands = {"average": self.average_lambda(learner), "current": self.current_lambda(learner)}
-    nc = {k: evaluation.fast_exploitability(self.game_string, self.mixed_table(learner, lam)[0])[1]
-          for k, lam in cands.items()}
-    pick = min(nc, key=nc.get)
-    self._deployed = cands[pick]
-    self._last.update(deployed_current=float(pick == "current"),
-                      nash_conv_average_at_update=nc["average"],
-                      nash_conv_current_at_update=nc["current"])
+    n = len(self._table())
+    cands = [("iterate", nc, lam) for nc, lam in self._measured]
+    for name, lam in (("current", self.current_lambda(learner)),
+                      ("average", self.average_lambda(learner)),
+                      ("actor", torch.zeros(n, 1, dtype=torch.float64))):
+      nc = evaluation.fast_exploitability(self.game_string, self.mixed_table(learner, lam)[0])[1]
+      cands.append((name, nc, lam))
+    name, nc, lam = min(cands, key=lambda c: c[1])
+    self._deployed = lam.clone()
+    self._last.update(deployed_current=float(name in ("iterate", "current")),
+                      deployed_actor=float(name == "actor"),
+                      nash_conv_deployed_at_update=nc,
+                      nash_conv_average_at_update=next(c[1] for c in cands if c[0] == "average"),
+                      nash_conv_current_at_update=next(c[1] for c in cands if c[0] == "current"))
 
   def current_lambda(self, learner) -> torch.Tensor:
     """(S, 1) float64 lambda of the manager's current sigma (the CFR-BR iterate; the
@@ -362,16 +372,23 @@ class SchedulerAdapter:
     return stats
 
   def _train_best_response(self, learner) -> dict:
+    """utility_computation.cfr_br_iterations CFR-BR iterations against the epoch's parts:
+    each computes the exact best response to the current iterate's pi_mix (whose NashConv
+    comes with it and is kept for the deployment choice) and updates the manager."""
     from armac_spiel.scheduler.utilities import best_response_utilities
     t = self.tree
     x = t.info_tensors.to(learner.device)
     pi_rm, pi_avg = _tabulate(learner, x, t.info_legal.to(learner.device))
     keys = self._keys_of(x, torch.arange(t.num_infostates), update=True).cpu()
-    lam, _ = self._manager_lambda(keys, average=False)  # the current CFR-BR iterate
-    util, res = best_response_utilities(t, pi_rm, pi_avg, lam, self.bins)
-    self._last = {"br_exploitability_current_iterate": float(res.br_values.sum()) / 2}
-    return self.trainer.step(x, keys=keys, utilities=util, iteration=learner.epoch,
-                             reach=res.own_reach, smooth=False)
+    self._measured = []
+    for _ in range(self.suite.utility_computation.cfr_br_iterations):
+      lam, _ = self._manager_lambda(keys, average=False)  # the current CFR-BR iterate
+      util, res = best_response_utilities(t, pi_rm, pi_avg, lam, self.bins)
+      self._measured.append((float(res.br_values.sum()), lam))
+      stats = self.trainer.step(x, keys=keys, utilities=util, iteration=learner.epoch,
+                                reach=res.own_reach, smooth=False)
+    self._last = {"br_exploitability_current_iterate": self._measured[-1][0] / 2}
+    return stats
 
   def _train_br_critic(self, learner) -> dict:
     from armac_spiel.scheduler.mixer import normalise

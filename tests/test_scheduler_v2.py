@@ -138,10 +138,17 @@ def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
   for k in ("exploitability_best_global_lambda", "scheduler.interior_reach",
             "exploitability_mixed_net", "exploitability_mixed_current", "best_global_lambda"):
     assert k in last
-  # policy_mixer.deploy = best_measured: the less exploitable of the average and the current
-  # iterate, measured on the parts that the evaluation sees.
-  assert last["exploitability_mixed"] == pytest.approx(min(
-      last["exploitability_mixed_average"], last["exploitability_mixed_current"]), abs=1e-12)
+  # policy_mixer.deploy = best_measured: the least exploitable of the update's CFR-BR
+  # iterates, the average and the actor alone, measured on the parts the evaluation sees,
+  # so never worse than the actor, the average lambda or the current iterate.
+  for r in rows:
+    if "scheduler.nash_conv_deployed_at_update" in r:
+      assert r["exploitability_mixed"] == pytest.approx(
+          r["scheduler.nash_conv_deployed_at_update"] / 2, abs=1e-12)
+      assert r["exploitability_mixed"] <= min(
+          r["exploitability_mixed_average"], r["exploitability_mixed_current"],
+          r["exploitability"]) + 1e-12
+  assert "scheduler.nash_conv_deployed_at_update" in last
   assert last["exploitability_best_global_lambda"] <= min(
       last["exploitability"], last["exploitability_current"]) + 1e-12
   # The evaluate CLI reads the run directory's mixed policy.

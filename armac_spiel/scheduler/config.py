@@ -89,6 +89,8 @@ class StateKeyingConfig:
 @dataclasses.dataclass(frozen=True)
 class UtilityConfig:
   strategy: str = "best_response"
+  cfr_br_iterations: int = 4     # best_response: CFR-BR iterations per update, each against
+                                 # an exact best response to the epoch's parts
   utility_type: str = ""         # the seed's name for strategy; when set it is the strategy
   gamma: float = 0.99
   baseline_window: int = 100
@@ -306,6 +308,8 @@ def validate(c: SchedulerSuiteConfig) -> None:
          "utility_computation.utility_type", f"unset or equal to utility_computation.strategy "
          f"({u.strategy}): set one of the two", u.utility_type)
   _check(u.br_episodes >= 2, "utility_computation.br_episodes", ">= 2", u.br_episodes)
+  _check(u.cfr_br_iterations >= 1, "utility_computation.cfr_br_iterations", ">= 1",
+         u.cfr_br_iterations)
   _check(u.br_steps >= 1, "utility_computation.br_steps", ">= 1", u.br_steps)
   _check(u.br_lr > 0, "utility_computation.br_lr", "> 0", u.br_lr)
   _check(len(u.br_hidden) >= 1 and all(h >= 1 for h in u.br_hidden),

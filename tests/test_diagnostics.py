@@ -1,9 +1,11 @@
 """Diagnostics reach ARMAC through its public seams (target_critic, state_*_targets)."""
 
 import os
+import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from armac_spiel import config as config_lib
@@ -67,3 +69,30 @@ def test_compare_configs_names_a_bad_arm_and_exits_2():
                         "--game_name=kuhn_poker", f"--arm={arm}"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and needle in r.stderr, (r.returncode, r.stderr[-1000:])
+
+
+def test_diagnose_br_critic_never_reports_a_responder_above_the_exact_best_response(tmp_path):
+  """A greedy responder on a learned Q can at best tie the exact best response."""
+  cfg = tmp_path / "br.yaml"
+  cfg.write_text("episodes_per_epoch: 256\nuse_scheduler: true\nscheduler:\n"
+                 "  scheduler_warmup_iters: 1\nutility_computation:\n  strategy: br_critic\n"
+                 "  br_episodes: 256\n")
+  run = tmp_path / "run"
+  env = {**os.environ, "PYTHONPATH": REPO}
+  r = subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",
+                      f"--config={cfg}", "--max_epochs=3", "--eval_every=3", "--device=cpu",
+                      "--noprogress", f"--out_dir={run}"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  r = subprocess.run([sys.executable, "-m", "experiments.diagnostics.diagnose_br_critic",
+                      f"--run_dir={run}", "--updates=3", "--every=1"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  for k in ("mix", "actor"):
+    assert 0.0 < out[f"exact_{k}"]
+    assert out[f"learned_{k}"] <= out[f"exact_{k}"] + 1e-9
+  last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+  # br_critic has no exact measure: the deployed mix is the average's, not best_measured's.
+  assert out["exact_mix"] == pytest.approx(last["exploitability_mixed"], abs=1e-9)
+  assert last["exploitability_mixed"] == last["exploitability_mixed_average"]

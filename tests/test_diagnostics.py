@@ -1,7 +1,7 @@
 """Diagnostics reach ARMAC through its public seams (target_critic, state_*_targets)."""
 
-import os
 import json
+import os
 import subprocess
 import sys
 

@@ -19,6 +19,8 @@ Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMA
    policy pi^t = RM(W^t) for both players:
      G_t = V(h_{t+1}) + lam * pi(a_{t+1}|s_{t+1}) (G_{t+1} - q(h_{t+1}, a_{t+1})),
      V(h) = sum_b pi(b|s) q(h, b), G = terminal return after the last decision.
+   With critic_trace=retrace the trace pi(a_{t+1}|s_{t+1}) becomes
+   min(1, pi/mu)(a_{t+1}|s_{t+1}), mu the behaviour that drew the action (Retrace).
    The trained critic is q^t; (W^t, q^t) joins the buffer.
 3. At the learner's states of group j, the regret target over all legal actions is
      r^j(s, a) = q^j_i(h, a) - sum_b pi^j(b|s) q^j_i(h, b).
@@ -375,6 +377,9 @@ class ARMAC:
 
     rows = {"player": pad(traj.player, -1), "action": pad(traj.action, 0).clamp_min(0),
             "valid": pad(traj.valid, False), "returns": traj.returns}
+    if self.cfg.critic_trace == "retrace":  # mu(a_t | s_t), the behaviour's probability
+      mu_a = traj.behaviour.gather(-1, traj.action.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+      rows["mu"] = pad(mu_a, 1.0)
     if traj.node is not None and self._tables is not None:
       return {**rows, "node": pad(traj.node, -1)}  # encodings: see _inputs
     return {**rows, "history": pad(traj.history), "info": pad(traj.info_state),
@@ -439,7 +444,9 @@ class ARMAC:
                      self.cfg.critic_batch_episodes, self._critic_loss)
 
   def _critic_loss(self, d: dict) -> torch.Tensor:
-    """Tree-Backup regression of q(h_t, a_t) towards the current policy's return."""
+    """Regression of q(h_t, a_t) towards the current policy's return: Tree Backup (trace
+    c = tb_lambda * pi(a)) or, with critic_trace=retrace, Retrace (c = tb_lambda *
+    min(1, pi(a) / mu(a)), Munos et al. 2016), mu the stored behaviour probability."""
     d = self._inputs(d)
     valid = d["valid"]
     ret = d["returns"][:, :self.heads]  # player 0's value in 2p zero-sum
@@ -452,6 +459,8 @@ class ARMAC:
       pi = regret_matching(unique_forward(self.regret, d["info"], sid), d["mask"])  # (E, T, A)
       v = (out.detach() * pi.unsqueeze(2)).sum(-1)  # (E, T, H)
       c = pi.gather(-1, d["action"].unsqueeze(-1))  # (E, T, 1)
+      if "mu" in d:
+        c = (c / d["mu"].unsqueeze(-1).clamp_min(1e-12)).clamp_max(1.0)
       target = torch.zeros_like(q_a)
       g_next = ret
       for t in range(self.t_max - 1, -1, -1):

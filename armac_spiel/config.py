@@ -20,6 +20,7 @@ LR_DECAYS = ("none", "sqrt", "linear")
 SCHEDULER_MODES = ("off", "continuous", "discrete")
 POLICY_DRAWS = ("uniform", "balanced", "current")
 REGRET_FITS = ("rows", "states")
+CRITIC_TRACES = ("tree_backup", "retrace")
 REGRET_DISCOUNTS = ("none", "dcfr")
 
 
@@ -52,8 +53,9 @@ class ARMACConfig:
   max_snapshots: int = 256
   snapshot_weighting: str = "linear"  # CFR weight of policy j in W's mean: uniform | linear
   policy_draw: str = "balanced"       # uniform (ARMAC.md) | balanced (see ARMAC._balanced_picks)
-  # Critic: Tree Backup towards the current policy.
+  # Critic: Tree Backup (or Retrace) towards the current policy.
   tb_lambda: float = 1.0
+  critic_trace: str = "tree_backup"  # trace c = lambda * pi(a) | retrace: lambda * min(1, pi/mu)
   critic_replay_episodes: int = 16384
   critic_steps: int = 8
   critic_batch_episodes: int = 512
@@ -119,6 +121,7 @@ def validate(c: ARMACConfig) -> None:
   need(0.0 <= c.explore_eps <= 1.0, "explore_eps", "in [0, 1]")
   need(isinstance(c.alternating_updates, bool), "alternating_updates", "true or false")
   need(0.0 <= c.tb_lambda <= 1.0, "tb_lambda", "in [0, 1]")
+  need(c.critic_trace in CRITIC_TRACES, "critic_trace", f"one of {CRITIC_TRACES}")
   need(c.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")
   need(c.lr_decay_epochs > 0, "lr_decay_epochs", "> 0")
   need(c.min_lr >= 0, "min_lr", ">= 0")

@@ -1,6 +1,7 @@
 """Diagnostic: how far the learned critic is from the exact Q of the current policy.
 
-  python -m experiments.diagnostics.diagnose_critic --game_name=leduc_poker --epochs=100 --every=25
+  python -m experiments.diagnostics.diagnose_critic --game_name=leduc_poker --epochs=100 --every=25 \
+      [--seed=3] [--set=critic_trace=retrace]
 
 Trains ARMAC (per-game config) and, every `--every` epochs, computes the exact action
 values Q^pi(h, a) of the current regret-matching policy on the compiled tree and the
@@ -21,12 +22,14 @@ flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string (tree mus
 flags.DEFINE_integer("epochs", 100, "Epochs to train.")
 flags.DEFINE_integer("every", 25, "Epochs between diagnostics.")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...].")
 
 
 def main(argv):
   del argv
   torch.set_num_threads(1)
-  spec = runs.resolve_spec("armac", FLAGS.game_name, FLAGS.seed, "/dev/null", max_steps=1)
+  spec = runs.resolve_spec("armac", FLAGS.game_name, FLAGS.seed, "/dev/null", max_steps=1,
+                           sets=config_lib.parse_sets(FLAGS.set))
   learner = ARMAC(FLAGS.game_name, spec.config, FLAGS.seed)
   tree = compile_tree(FLAGS.game_name)
   dec = (tree.kind == DECISION).nonzero().squeeze(1)

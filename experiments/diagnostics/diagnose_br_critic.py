@@ -1,6 +1,7 @@
 """How good is br_critic's learned best responder? Measured exactly on the compiled tree.
 
-  python -m experiments.diagnostics.diagnose_br_critic --run_dir=RUN [--updates=25] [--seed=0]
+  python -m experiments.diagnostics.diagnose_br_critic --run_dir=RUN [--updates=25] [--seed=0] \
+      [--set=br_steps=64,br_explore=0.05]
 
 RUN is a finished scheduler run on a game the tree holds (any strategy: only its final parts,
 pi_rm and pibar, and its deployed lambda are read). Two fresh best-response critics
@@ -19,6 +20,7 @@ import json
 import torch
 from absl import app, flags
 
+from armac_spiel import config as config_lib
 from armac_spiel.runs import load_run
 from armac_spiel.scheduler.br_critic import BRCritic
 from armac_spiel.scheduler.mixer import normalise
@@ -30,6 +32,7 @@ flags.DEFINE_string("run_dir", None, "A finished scheduler run directory.")
 flags.DEFINE_integer("updates", 25, "Critic updates on the run's final parts.")
 flags.DEFINE_integer("seed", 0, "Seed of the critics.")
 flags.DEFINE_integer("every", 5, "Print every this many updates.")
+flags.DEFINE_multi_string("set", [], "utility_computation overrides KEY=VALUE[,...] (br_*).")
 
 
 def greedy_value(tree, mix: torch.Tensor, q: torch.Tensor, player: torch.Tensor) -> float:
@@ -69,6 +72,11 @@ def main(argv):
     return fn
 
   cfg = ad.suite.utility_computation
+  if FLAGS.set:
+    from armac_spiel.scheduler.config import SchedulerSuiteConfig
+    suite = ad.suite.to_dict()
+    suite["utility_computation"].update(config_lib.parse_sets(FLAGS.set))
+    cfg = SchedulerSuiteConfig.from_dict(suite).utility_computation
   critics = {k: BRCritic(cfg, g, FLAGS.seed + i) for i, k in enumerate(targets)}
   x = tree.info_tensors
   rows = []

@@ -22,7 +22,8 @@ min(exploitability, exploitability_current) at every evaluation after warm-up; a
 below the best global lambda by more than the seed spread (max - min over seeds of the
 final exploitability_mixed); scheduler.interior_reach >= 0.2; pi_avg within the off arm's
 seed range widened by its spread. br_critic: exploitability_mixed <= exploitability at the
-end, every seed.
+end, every seed. Also per run: avg_equals_off_at_equal_epochs (pi_avg equals the off arm's
+at every epoch both evaluated) and epochs_vs_off (its epochs over the off arm's).
 """
 
 import json
@@ -85,6 +86,19 @@ def _final(rows, key):
   return vals[-1] if vals else None
 
 
+def _against_off(rows: list, off_rows: list | None) -> dict:
+  """pi_avg against the off arm's run of the same seed: equal (to 1e-12) at every epoch
+  both evaluated (the scheduler leaves ARMAC's learning alone), and the epoch ratio at the
+  end (the scheduler's cost is training time)."""
+  if not off_rows:
+    return {}
+  off_by_epoch = {r["epoch"]: r["exploitability"] for r in off_rows}
+  shared = [r for r in rows if r["epoch"] in off_by_epoch]
+  return {"avg_equals_off_at_equal_epochs": bool(shared) and all(
+              abs(r["exploitability"] - off_by_epoch[r["epoch"]]) <= 1e-12 for r in shared),
+          "epochs_vs_off": rows[-1]["epoch"] / max(off_rows[-1]["epoch"], 1)}
+
+
 def targets(runs: dict, warmup: int) -> dict:
   """The targets of the module docstring, per arm and seed (True / False / None = n/a)."""
   out = {}
@@ -113,6 +127,7 @@ def targets(runs: dict, warmup: int) -> dict:
           lo, hi = min(off), max(off)
           w = hi - lo
           t["avg_within_off_noise"] = lo - w <= last["exploitability"] <= hi + w
+        t.update(_against_off(rows, runs.get("off", {}).get(seed)))
       else:
         t["mixed_le_avg_at_end"] = last["exploitability_mixed"] <= last["exploitability"]
       res[seed] = t

@@ -184,3 +184,14 @@ def test_deterministic_replay_section_records_and_sets_the_tolerance(tmp_path):
                      env=env, capture_output=True, text=True)
   assert v.returncode == 0, v.stderr[-2000:]
   assert json.loads(v.stdout.strip().splitlines()[-1])["episodes_checked"] > 0
+
+
+def test_bench_scheduler_compares_pi_avg_with_the_off_arm_at_equal_epochs():
+  from experiments import bench_scheduler as bs
+  off = [{"epoch": e, "exploitability": 1.0 / (e + 1)} for e in (0, 20, 40, 60)]
+  same = [dict(r) for r in off[:3]]
+  other = [dict(r, exploitability=r["exploitability"] + 1e-9) for r in off[:3]]
+  assert bs._against_off(same, off) == {"avg_equals_off_at_equal_epochs": True,
+                                        "epochs_vs_off": 40 / 60}
+  assert not bs._against_off(other, off)["avg_equals_off_at_equal_epochs"]
+  assert bs._against_off(same, None) == {}

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from armac_spiel.atomic import atomic_write_text  # noqa: E402
 from armac_spiel.evaluation import cfr_plus_curve  # noqa: E402
@@ -65,8 +66,7 @@ def plot_run(out_dir: str, game_string: str, name: str = "curve.png") -> str | N
     else:
       ax.axhline(ref[-1][2], color="k", ls="--",
                  label=f"CFR+ after {ref[-1][1]} iterations")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axes(ax)
     ax.set_xlabel(label)
     ax.set_ylabel("exploitability (chips)")
     ax.grid(True, which="both", alpha=0.3)
@@ -74,6 +74,16 @@ def plot_run(out_dir: str, game_string: str, name: str = "curve.png") -> str | N
   fig.suptitle(f"{game_string}: exploitability")
   fig.tight_layout()
   return _save(fig, os.path.join(out_dir, name))
+
+
+def _log_axes(ax) -> None:
+  """Log-log axes; the x axis is labelled at 1, 2 and 5 times each power of ten (matplotlib's
+  minor labels would overlap on spans of one or two decades)."""
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+  ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_curves(runs: dict, key: str, xlabel: str, path: str, n_grid: int = 60,
@@ -101,8 +111,7 @@ def plot_curves(runs: dict, key: str, xlabel: str, path: str, n_grid: int = 60,
       line, = ax.plot([r[0] for r in ref], [r[2] for r in ref], "k:", lw=1.2,
                       label="CFR+ (pyspiel C++, tabular)")
       handles.setdefault(line.get_label(), line)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axes(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("exploitability of the average policy")
     seeds_txt = "/".join(str(n) for n in sorted(n_seeds))

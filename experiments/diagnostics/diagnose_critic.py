@@ -1,7 +1,7 @@
 """Diagnostic: how far the learned critic is from the exact Q of the current policy.
 
-  python -m experiments.diagnostics.diagnose_critic --game_name=leduc_poker --epochs=100 --every=25 \
-      [--seed=3] [--set=critic_trace=retrace]
+  python -m experiments.diagnostics.diagnose_critic --game_name=leduc_poker --epochs=100 \
+      --every=25 [--seed=3] [--set=critic_trace=retrace]
 
 Trains ARMAC (per-game config) and, every `--every` epochs, computes the exact action
 values Q^pi(h, a) of the current regret-matching policy on the compiled tree and the

@@ -35,7 +35,7 @@ from absl import app, flags
 
 from armac_spiel import config as config_lib
 from armac_spiel.atomic import atomic_write_text
-from armac_spiel.runs import rundir, sweep
+from armac_spiel.runs import curves, rundir, sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", None, "Output directory.")
@@ -86,19 +86,6 @@ def _final(rows, key):
   return vals[-1] if vals else None
 
 
-def _against_off(rows: list, off_rows: list | None) -> dict:
-  """pi_avg against the off arm's run of the same seed: equal (to 1e-12) at every epoch
-  both evaluated (the scheduler leaves ARMAC's learning alone), and the epoch ratio at the
-  end (the scheduler's cost is training time)."""
-  if not off_rows:
-    return {}
-  off_by_epoch = {r["epoch"]: r["exploitability"] for r in off_rows}
-  shared = [r for r in rows if r["epoch"] in off_by_epoch]
-  return {"avg_equals_off_at_equal_epochs": bool(shared) and all(
-              abs(r["exploitability"] - off_by_epoch[r["epoch"]]) <= 1e-12 for r in shared),
-          "epochs_vs_off": rows[-1]["epoch"] / max(off_rows[-1]["epoch"], 1)}
-
-
 def targets(runs: dict, warmup: int) -> dict:
   """The targets of the module docstring, per arm and seed (True / False / None = n/a)."""
   out = {}
@@ -127,7 +114,10 @@ def targets(runs: dict, warmup: int) -> dict:
           lo, hi = min(off), max(off)
           w = hi - lo
           t["avg_within_off_noise"] = lo - w <= last["exploitability"] <= hi + w
-        t.update(_against_off(rows, runs.get("off", {}).get(seed)))
+        ref = curves.against_reference(rows, runs.get("off", {}).get(seed))
+        if ref:  # pi_avg equals the off arm's at equal epochs; its epochs over the off arm's
+          t["avg_equals_off_at_equal_epochs"] = ref["equal_at_shared_steps"]
+          t["epochs_vs_off"] = ref["steps_ratio"]
       else:
         t["mixed_le_avg_at_end"] = last["exploitability_mixed"] <= last["exploitability"]
       res[seed] = t

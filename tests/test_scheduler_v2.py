@@ -186,12 +186,13 @@ def test_deterministic_replay_section_records_and_sets_the_tolerance(tmp_path):
   assert json.loads(v.stdout.strip().splitlines()[-1])["episodes_checked"] > 0
 
 
-def test_bench_scheduler_compares_pi_avg_with_the_off_arm_at_equal_epochs():
-  from experiments import bench_scheduler as bs
+def test_a_run_is_compared_with_its_reference_at_equal_epochs():
+  """What bench_scheduler reports of pi_avg against the off arm's run of the same seed."""
+  from armac_spiel.runs.curves import against_reference
   off = [{"epoch": e, "exploitability": 1.0 / (e + 1)} for e in (0, 20, 40, 60)]
   same = [dict(r) for r in off[:3]]
   other = [dict(r, exploitability=r["exploitability"] + 1e-9) for r in off[:3]]
-  assert bs._against_off(same, off) == {"avg_equals_off_at_equal_epochs": True,
-                                        "epochs_vs_off": 40 / 60}
-  assert not bs._against_off(other, off)["avg_equals_off_at_equal_epochs"]
-  assert bs._against_off(same, None) == {}
+  assert against_reference(same, off) == {"equal_at_shared_steps": True,
+                                          "steps_ratio": 40 / 60}
+  assert not against_reference(other, off)["equal_at_shared_steps"]
+  assert against_reference(same, None) == {}

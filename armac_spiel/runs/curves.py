@@ -60,6 +60,20 @@ def values_at(rows: list[dict], ts: Iterable[float], x: str = "train_s",
   return [None if np.isnan(v) else float(v) for v in vals]
 
 
+def against_reference(rows: list[dict], ref_rows: list[dict] | None, key: str = KEY,
+                      step: str = "epoch", tol: float = 1e-12) -> dict:
+  """A run's metrics against a reference run of the same seed: `equal_at_shared_steps`
+  (|key| within tol at every step both evaluated) and `steps_ratio` (last step over the
+  reference's). {} without a reference."""
+  if not ref_rows:
+    return {}
+  ref = {r[step]: r[key] for r in ref_rows if key in r}
+  shared = [r for r in rows if r[step] in ref and key in r]
+  return {"equal_at_shared_steps": bool(shared) and all(
+              abs(r[key] - ref[r[step]]) <= tol for r in shared),
+          "steps_ratio": rows[-1][step] / max(ref_rows[-1][step], 1)}
+
+
 def curves_on_grid(seed_rows: dict, x: str, n: int,
                    key: str = KEY) -> tuple[np.ndarray, np.ndarray]:
   """(grid, values[seed, grid]) over the x range every seed covers (x > 0, log-spaced)."""

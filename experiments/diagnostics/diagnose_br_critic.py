@@ -23,7 +23,6 @@ from absl import app, flags
 from armac_spiel import config as config_lib
 from armac_spiel.runs import load_run
 from armac_spiel.scheduler.br_critic import BRCritic
-from armac_spiel.scheduler.mixer import normalise
 from games import infostate_table
 from games.tree import compile_tree, tree_fits
 
@@ -63,13 +62,8 @@ def main(argv):
   targets = {k: ad.mixed_table(learner, lam)[0] for k, lam in lams.items()}
   exact = {k: float(tree.exploitability(t)) for k, t in targets.items()}
 
-  def mix_fn_of(lam):
-    def fn(x, mask, rows):
-      from armac_spiel.scheduler_glue import _tabulate
-      pi_rm, pi_avg = _tabulate(learner, x, mask)
-      lm = lam[rows].to(pi_rm.dtype)
-      return normalise(lm * normalise(pi_rm, mask) + (1 - lm) * normalise(pi_avg, mask), mask)
-    return fn
+  def mix_fn_of(table):  # the critic's sampler is the tree's: rows are table rows
+    return lambda x, mask, rows: table[rows]
 
   cfg = ad.suite.utility_computation
   if FLAGS.set:
@@ -83,7 +77,7 @@ def main(argv):
   for u in range(1, FLAGS.updates + 1):
     row = {"update": u}
     for k, c in critics.items():
-      c.update(mix_fn_of(lams[k]))
+      c.update(mix_fn_of(targets[k]))
       with torch.no_grad():
         q = c.net(x).double()
       row[f"learned_{k}"] = greedy_value(tree, targets[k].double(), q, table.player)

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from open_spiel.python import policy as os_policy
 
+from armac_spiel.bootstrap import CumulativeRegrets
 from armac_spiel.buffers import TensorBuffer
 from armac_spiel.config import ARMACConfig, ConfigError
 from armac_spiel.networks import (MLP, SnapshotBank, masked_log_softmax, masked_softmax,
@@ -207,6 +208,11 @@ class ARMAC:
     shape = (0, 0) if tree is None else (tree.num_infostates, tree.num_actions)
     self.regret_sums = StateSums(*shape) if cfg.regret_fit == "states" else None
     self.actor_sums = StateSums(*shape) if cfg.actor_fit == "states" else None
+    # regret_fit = bootstrap: W carries the cumulative sums; this epoch's learner rows wait
+    # in _pending until W is fitted (armac_spiel/bootstrap.py).
+    self.cumulative = (CumulativeRegrets(cfg.bootstrap_memory)
+                       if cfg.regret_fit == "bootstrap" else None)
+    self._pending = None
     self.rng = np.random.default_rng([seed, 1])
     self.gen = torch.Generator().manual_seed(seed + 2)
     self.scheduler = scheduler  # see armac_spiel/scheduler_glue.py for the interface
@@ -537,6 +543,8 @@ class ARMAC:
   def _train_regret(self) -> float:
     if self.cfg.regret_fit == "states":
       return self._train_regret_states()
+    if self.cfg.regret_fit == "bootstrap":
+      return self._train_regret_bootstrap()
     return self._fit("regret", self.regret_replay, self.cfg.regret_steps,
                      self.cfg.regret_batch, self._regret_loss)
 
@@ -587,6 +595,34 @@ class ARMAC:
       return ((self.regret(x[idx]) - y[idx]) ** 2 * mask[idx]).sum(-1).mean()
 
     return self._adam_steps("regret", self.cfg.regret_steps, loss)
+
+  def _train_regret_bootstrap(self) -> float:
+    """regret_fit=bootstrap: W regresses on d_t * C_t + c_t * S_t over the remembered
+    encodings (armac_spiel/bootstrap.py), warm-started, states weighted by relative error,
+    in full batches (minibatches of regret_batch states if more)."""
+    cfg, rows, self._pending = self.cfg, self._pending, None
+    if rows is None or not len(rows["adv"]):
+      return float("nan")
+    n = self.epoch // self.n_players if cfg.alternating_updates else self.epoch
+    discount = None
+    if cfg.regret_discount == "dcfr" and n > 0:
+      discount = (n ** cfg.dcfr_alpha / (n ** cfg.dcfr_alpha + 1.0),
+                  n ** cfg.dcfr_beta / (n ** cfg.dcfr_beta + 1.0))
+    weight_t = (self.epoch + 1.0 if cfg.snapshot_weighting == "linear" and
+                cfg.regret_discount == "none" else 1.0)
+    x, y, mask, ws = self.cumulative.epoch_targets(
+        self.regret, self.epoch,
+        self.epoch % self.n_players if cfg.alternating_updates else None,
+        rows["info"], rows["mask"], rows["player"], rows["adv"], rows["weight"],
+        weight_t=weight_t, discount=discount, plus=cfg.regret_plus)
+    ws = ws / ws.mean()
+
+    def loss():
+      idx = self._state_rows(len(x), cfg.regret_batch)
+      err = ((self.regret(x[idx]) - y[idx]) ** 2 * mask[idx]).sum(-1)
+      return (err * ws[idx]).mean()
+
+    return self._adam_steps("regret", cfg.regret_steps, loss)
 
   def _regret_loss(self, d: dict) -> torch.Tensor:
     d = self._inputs(d)
@@ -681,6 +717,9 @@ class ARMAC:
 
     if self.regret_sums is not None:
       self.regret_sums.add(sid[sel].cpu(), adv[sel].cpu(), weight[sel].cpu(), j_epoch[sel.cpu()])
+    elif self.cumulative is not None:
+      self._pending = {"info": info[sel], "mask": mask[sel], "adv": adv[sel],
+                       "weight": weight[sel], "player": traj.player.to(dev)[sel]}
     else:
       self.regret_replay.add({**ids(sel), "target": adv[sel].cpu(),
                               "weight": weight[sel].cpu(), "j": j_epoch[sel.cpu()]}, self.gen)
@@ -766,6 +805,7 @@ class ARMAC:
         "bank": self.bank.state_dict(),
         "critic_replay": self.critic_replay.state_dict(),
         "regret_replay": self.regret_replay.state_dict(),
+        "cumulative": None if self.cumulative is None else self.cumulative.state_dict(),
         "actor_replay": self.actor_replay.state_dict(),
         "state_sums": {name: sums.state_dict() for name, sums in
                        (("regret", self.regret_sums), ("actor", self.actor_sums))
@@ -790,6 +830,11 @@ class ARMAC:
     self.critic_replay.load_state_dict(d["critic_replay"])
     self.regret_replay.load_state_dict(d["regret_replay"])
     self.actor_replay.load_state_dict(d["actor_replay"])
+    if self.cumulative is not None:
+      if d.get("cumulative") is None:
+        raise ValueError("checkpoint has no cumulative-regret memory for regret_fit=bootstrap "
+                         "(written with another regret_fit); start a new run")
+      self.cumulative.load_state_dict(d["cumulative"])
     for name, sums in (("regret", self.regret_sums), ("actor", self.actor_sums)):
       if sums is None:
         continue

@@ -19,7 +19,8 @@ WEIGHTINGS = ("uniform", "linear")
 LR_DECAYS = ("none", "sqrt", "linear")
 SCHEDULER_MODES = ("off", "continuous", "discrete")
 POLICY_DRAWS = ("uniform", "balanced", "current")
-REGRET_FITS = ("rows", "states")
+REGRET_FITS = ("rows", "states", "bootstrap")  # bootstrap: regret_fit only
+ACTOR_FITS = ("rows", "states")
 CRITIC_TRACES = ("tree_backup", "retrace")
 REGRET_DISCOUNTS = ("none", "dcfr")
 
@@ -65,10 +66,15 @@ class ARMACConfig:
   regret_batch: int = 2048
   regret_scale_sqrt_t: bool = True   # regress on sqrt(t+1) * targets (see ARMAC._train_regret)
   regret_fit: str = "rows"           # rows: SGD on replay rows | states: full-batch on the
-                                     # replay's per-information-state means (see ARMAC)
+                                     # replay's per-information-state means (see ARMAC) |
+                                     # bootstrap: W carries the cumulative regret sums
+                                     # (armac_spiel/bootstrap.py)
+  bootstrap_memory: int = 200_000    # distinct encodings W is re-fitted on (bootstrap)
   regret_discount: str = "none"      # none: CFR weights (snapshot_weighting) | dcfr: DCFR's
                                      # discounted sums (needs regret_fit=states, policy_draw=
                                      # current; see ARMAC._fold_regret_sums)
+  regret_plus: bool = False          # clip the cumulative regrets at 0 each epoch (RM+, as
+                                     # CFR+ / DCFR+; regret_fit=bootstrap only)
   dcfr_alpha: float = 1.5            # DCFR: positive sums *= n^alpha / (n^alpha + 1)
   dcfr_beta: float = 0.0             # DCFR: negative sums *= n^beta / (n^beta + 1)
   # Mean-policy network (actor).
@@ -108,7 +114,7 @@ def validate(c: ARMACConfig) -> None:
     need(isinstance(v, float) and math.isfinite(v) and v >= 0, name, "a finite float >= 0")
   for name in ("episodes_per_epoch", "groups_per_epoch", "max_snapshots",
                "critic_replay_episodes", "critic_batch_episodes", "regret_replay",
-               "regret_batch", "actor_replay", "actor_batch", "eval_every"):
+               "regret_batch", "bootstrap_memory", "actor_replay", "actor_batch", "eval_every"):
     v = getattr(c, name)
     need(isinstance(v, int) and v > 0, name, "a positive integer")
   for name in ("critic_steps", "regret_steps", "actor_steps", "max_epochs", "current_groups"):
@@ -127,14 +133,23 @@ def validate(c: ARMACConfig) -> None:
   need(c.min_lr >= 0, "min_lr", ">= 0")
   need(c.policy_draw in POLICY_DRAWS, "policy_draw", f"one of {POLICY_DRAWS}")
   need(c.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
+  need(c.regret_fit in REGRET_FITS, "regret_fit", f"one of {REGRET_FITS}")
+  need(c.actor_fit in ACTOR_FITS, "actor_fit", f"one of {ACTOR_FITS}")
   for name in ("regret_fit", "actor_fit"):
-    need(getattr(c, name) in REGRET_FITS, name, f"one of {REGRET_FITS}")
-    need(getattr(c, name) == "rows" or c.sampler != "pyspiel", name,
-         "'rows' with sampler 'pyspiel': 'states' needs information-state ids (tree sampler)")
+    need(getattr(c, name) != "states" or c.sampler != "pyspiel", name,
+         "'rows' or 'bootstrap' with sampler 'pyspiel': 'states' needs information-state ids "
+         "(tree sampler)")
+  need(c.regret_fit != "bootstrap" or c.policy_draw == "current", "regret_fit",
+       "'rows' or 'states' unless policy_draw is 'current' ('bootstrap' adds each epoch's "
+       "regrets to W once, so they must all come from the current policy)")
+  need(isinstance(c.regret_plus, bool), "regret_plus", "true or false")
+  need(not c.regret_plus or c.regret_fit == "bootstrap", "regret_plus",
+       "false unless regret_fit is 'bootstrap' (the other fits keep no running sums to clip)")
   need(c.regret_discount in REGRET_DISCOUNTS, "regret_discount", f"one of {REGRET_DISCOUNTS}")
-  need(c.regret_discount == "none" or (c.regret_fit == "states" and c.policy_draw == "current"),
-       "regret_discount", "'none' unless regret_fit is 'states' and policy_draw is 'current' "
-       "(discounting needs each epoch's regret sums to be final)")
+  need(c.regret_discount == "none" or (c.regret_fit in ("states", "bootstrap") and
+                                       c.policy_draw == "current"),
+       "regret_discount", "'none' unless regret_fit is 'states' or 'bootstrap' and policy_draw "
+       "is 'current' (discounting needs each epoch's regret sums to be final)")
   for name in ("dcfr_alpha", "dcfr_beta"):
     v = getattr(c, name)
     need(isinstance(v, float) and math.isfinite(v), name, "a finite float")

@@ -83,6 +83,27 @@ def unique_forward(net: torch.nn.Module, x: torch.Tensor, ids: torch.Tensor | No
   return out[inv].reshape(*ids.shape, out.shape[-1])
 
 
+_PROJECTIONS: dict = {}
+
+
+def content_ids(x: torch.Tensor) -> torch.Tensor | None:
+  """Ids of the distinct rows of x (..., D) from their contents, for unique_forward where no
+  compiled tree gives ids (the pyspiel sampler): each row's dot product with a fixed random
+  float64 vector, deduplicated (one sort of scalars; torch.unique over rows costs more than
+  the forward it saves). Exact: None when two different rows share a key."""
+  flat = x.reshape(-1, x.shape[-1])
+  key = (x.shape[-1], str(x.device))
+  if key not in _PROJECTIONS:
+    g = torch.Generator().manual_seed(0)
+    _PROJECTIONS[key] = torch.randn(x.shape[-1], generator=g, dtype=torch.float64).to(x.device)
+  uniq, inv = torch.unique(flat.double() @ _PROJECTIONS[key], return_inverse=True)
+  rep = torch.empty(len(uniq), dtype=torch.long, device=flat.device)
+  rep.scatter_(0, inv, torch.arange(len(flat), device=flat.device))
+  if not torch.equal(flat[rep][inv], flat):
+    return None
+  return inv.reshape(x.shape[:-1])
+
+
 def learner_ids(cfg: ARMACConfig, slot_epochs: torch.Tensor, n_players: int) -> torch.Tensor:
   """(B,) learning player of each episode of an epoch, given each group's policy epoch.
 
@@ -191,6 +212,7 @@ class ARMAC:
                         f"ids, which only the tree sampler gives ({game_string} uses the "
                         f"{type(self.sampler).__name__}); use 'rows'")
     self._tree = tree
+    self.unique_inputs = unique_inputs
     # With ids, replay rows store ids, not encodings (Leduc checkpoints 4.8x smaller, see
     # experiments/bench_checkpoint.py); _inputs gathers the encodings from the tree's tables
     # (node tables: index -1 is the zero padding row; state ids are never padding).
@@ -271,6 +293,12 @@ class ARMAC:
     idx = player.clamp_min(0)[..., None, None].expand(*player.shape, 1, a)
     return out.gather(-2, idx).squeeze(-2)
 
+  def _forward(self, net: torch.nn.Module, x: torch.Tensor, ids: torch.Tensor | None):
+    """net(x), once per distinct input: by tree ids, else (unique_inputs) by content."""
+    if ids is None and self.unique_inputs:
+      ids = content_ids(x)
+    return unique_forward(net, x, ids)
+
   def _group_forward(self, name: str, slots: torch.Tensor, x: torch.Tensor,
                      ids: torch.Tensor | None = None) -> torch.Tensor:
     """x: (G, R, in); group g through snapshot slots[g], or the live net where CURRENT.
@@ -280,7 +308,7 @@ class ARMAC:
     cur = slots == CURRENT
     if self.bank.size == 0 or cur.all():
       with torch.no_grad():
-        return unique_forward(live, x, ids)
+        return self._forward(live, x, ids)
     out = self.bank.forward(name, slots.clamp_min(0), x)
     if cur.any():
       with torch.no_grad():
@@ -457,12 +485,12 @@ class ARMAC:
     valid = d["valid"]
     ret = d["returns"][:, :self.heads]  # player 0's value in 2p zero-sum
     node = d.get("node")
-    out = unique_forward(self.critic, d["history"], node).unflatten(-1, (self.heads, -1))
+    out = self._forward(self.critic, d["history"], node).unflatten(-1, (self.heads, -1))
     a_idx = d["action"][..., None, None].expand(*d["action"].shape, self.heads, 1)
     q_a = out.gather(-1, a_idx).squeeze(-1)  # (E, T, H)
     with torch.no_grad():
       sid = None if node is None else self._node_sid[node]
-      pi = regret_matching(unique_forward(self.regret, d["info"], sid), d["mask"])  # (E, T, A)
+      pi = regret_matching(self._forward(self.regret, d["info"], sid), d["mask"])  # (E, T, A)
       v = (out.detach() * pi.unsqueeze(2)).sum(-1)  # (E, T, H)
       c = pi.gather(-1, d["action"].unsqueeze(-1))  # (E, T, 1)
       if "mu" in d:
@@ -630,7 +658,7 @@ class ARMAC:
     # Mean regrets shrink like 1/sqrt(t) while SGD's output jitter does not; regressing
     # on sqrt(t)-scaled targets keeps their ratio fixed. RM is invariant to the scale.
     scale = float(np.sqrt(self.epoch + 1.0)) if self.cfg.regret_scale_sqrt_t else 1.0
-    w_s = unique_forward(self.regret, d["info"], d.get("sid"))
+    w_s = self._forward(self.regret, d["info"], d.get("sid"))
     err = ((w_s - scale * d["target"]) ** 2 * d["mask"]).sum(-1)
     return (err * w).sum() / w.sum()
 
@@ -676,7 +704,7 @@ class ARMAC:
     w = d["weight"]
     if self.cfg.average_weighting == "linear":
       w = w * (d["epoch"].double() + 1.0).to(w.dtype)
-    logp = masked_log_softmax(unique_forward(self.actor, d["info"], d.get("sid")), d["mask"])
+    logp = masked_log_softmax(self._forward(self.actor, d["info"], d.get("sid")), d["mask"])
     ce = -(d["probs"] * logp.masked_fill(~d["mask"], 0.0)).sum(-1)
     return (ce * w).sum() / w.sum()
 

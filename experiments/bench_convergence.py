@@ -13,8 +13,11 @@ D/results.json (every run's curve and the tables' values).
 
 Algorithms (ASSUMES below says what each needs from the game):
   armac_states        ARMAC, tuned config: W and the actor fit per-information-state means
-  armac_rows_tree     ARMAC with row-wise fits (regret_fit=actor_fit=rows), tree sampler
-  armac_rows_pyspiel  the same on the pyspiel sampler (no compiled tree anywhere)
+  armac_boot_tree     ARMAC's general path: W carries bootstrapped DCFR+ regret sums
+                      (regret_fit=bootstrap), the actor fits replay rows; tree sampler
+  armac_boot_pyspiel  the same on the pyspiel sampler (no compiled tree anywhere)
+  armac_rows_tree     (not run by default) W and the actor fit replay rows, tree sampler
+  armac_rows_pyspiel  (not run by default) the same on the pyspiel sampler
   os_mccfr, es_mccfr  OpenSpiel C++ outcome / external sampling MCCFR (simple averaging)
   deep_cfr, nfsp      OpenSpiel's PyTorch Deep CFR and NFSP
 Episodes are each algorithm's own unit (ARMAC, NFSP, OS-MCCFR: played episodes;
@@ -37,7 +40,7 @@ flags.DEFINE_float("kuhn_s", 60.0, "Training seconds on kuhn_poker.")
 flags.DEFINE_float("leduc_s", 600.0, "Training seconds on leduc_poker.")
 flags.DEFINE_float("other_s", 600.0, "Training seconds on any other game.")
 flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1.")
-flags.DEFINE_list("algos", ["armac_states", "armac_rows_tree", "armac_rows_pyspiel",
+flags.DEFINE_list("algos", ["armac_states", "armac_boot_tree", "armac_boot_pyspiel",
                             "os_mccfr", "es_mccfr", "deep_cfr", "nfsp"],
                   "Algorithms (registered learners or aliases; see the module docstring).")
 flags.DEFINE_list("games", ["kuhn_poker", "leduc_poker"], "Games.")
@@ -54,6 +57,11 @@ CHECKPOINTS_S = (10, 30, 60, 120, 300, 600)
 ASSUMES = {
     "armac_states": "sampled episodes; information-state ids of a compiled tree (W and the "
                     "actor fit exact per-state means)",
+    "armac_boot_tree": "sampled episodes (compiled-tree sampler for speed); W re-fitted each "
+                       "epoch on a bounded memory of distinct encodings seen, its targets "
+                       "bootstrapped from W itself; the actor fits replay rows",
+    "armac_boot_pyspiel": "sampled episodes through OpenSpiel's game API only; otherwise as "
+                          "armac_boot_tree",
     "armac_rows_tree": "sampled episodes (compiled-tree sampler for speed); networks fit "
                        "replay rows",
     "armac_rows_pyspiel": "sampled episodes through OpenSpiel's game API only; networks fit "

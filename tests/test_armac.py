@@ -16,7 +16,8 @@ from open_spiel.python.algorithms import exploitability as os_exploitability
 from armac_spiel import config as config_lib
 from armac_spiel import evaluation, policy_io, runs
 from armac_spiel.runs import rundir
-from armac_spiel.armac import ARMAC, CURRENT, NonFiniteLossError, unique_forward
+from armac_spiel import armac as armac_lib
+from armac_spiel.armac import ARMAC, CURRENT, NonFiniteLossError, content_ids, unique_forward
 from armac_spiel.networks import MLP, SnapshotBank, regret_matching
 
 TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
@@ -63,6 +64,19 @@ def test_unique_forward_gives_the_same_outputs_and_gradients():
   torch.testing.assert_close(unique_forward(net, x, ids), net(x))
   for a, b in zip(*grads):
     torch.testing.assert_close(a, b)
+
+
+def test_content_ids_group_equal_rows_exactly(monkeypatch):
+  base = torch.tensor([[0., 1., 0.], [1., 0., 0.], [1., 1., 0.], [0., 0., 1.]])
+  ids = torch.tensor([[3, 1, 3], [0, 2, 1]])
+  got = content_ids(base[ids])
+  assert got.shape == ids.shape
+  # Same partition of the rows: equal rows share an id, different rows do not.
+  assert torch.equal(got.reshape(-1)[:, None] == got.reshape(-1)[None],
+                     ids.reshape(-1)[:, None] == ids.reshape(-1)[None])
+  # A projection under which different rows collide: no ids (every row runs), never a merge.
+  monkeypatch.setattr(armac_lib, "_PROJECTIONS", {(3, "cpu"): torch.zeros(3, dtype=torch.float64)})
+  assert content_ids(base[ids]) is None
 
 
 @pytest.mark.parametrize("alternating", [True, False])

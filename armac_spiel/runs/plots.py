@@ -28,7 +28,10 @@ LABELS = {"armac": "ARMAC", "armac_sched_discrete": "ARMAC + scheduler (discrete
 STYLES = {"armac": ("tab:blue", "-"), "armac_sched_discrete": ("tab:orange", "-"),
           "armac_sched_continuous": ("tab:green", "-"), "deep_cfr": ("tab:red", "--"),
           "nfsp": ("tab:purple", "--"), "cfr_plus": ("black", "-."),
-          "es_mccfr": ("tab:brown", "-."), "os_mccfr": ("tab:olive", "-.")}
+          "es_mccfr": ("tab:brown", "-."), "os_mccfr": ("tab:olive", "-."),
+          "armac_states": ("tab:blue", "-"), "armac_boot_tree": ("tab:cyan", "-"),
+          "armac_boot_pyspiel": ("tab:pink", "-"), "armac_rows_tree": ("tab:gray", ":"),
+          "armac_rows_pyspiel": ("tab:gray", "--")}
 ORDER = {a: i for i, a in enumerate(STYLES)}
 
 

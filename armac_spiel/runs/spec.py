@@ -26,6 +26,8 @@ from armac_spiel import config as config_lib
 from armac_spiel.config import ConfigError
 from armac_spiel.learner import learner_entry
 
+BOOTSTRAP = {"regret_fit": "bootstrap", "actor_fit": "rows", "policy_draw": "current",
+             "max_snapshots": 1, "regret_discount": "dcfr", "regret_plus": True}
 ALIASES = {
     "armac_sched_discrete": ("armac", {"scheduler_mode": "discrete"}),
     "armac_sched_continuous": ("armac", {"scheduler_mode": "continuous"}),
@@ -36,6 +38,10 @@ ALIASES = {
                                   "actor_fit": "rows", "regret_discount": "none"}),
     "armac_rows_pyspiel": ("armac", {"sampler": "pyspiel", "regret_fit": "rows",
                                      "actor_fit": "rows", "regret_discount": "none"}),
+    # The general path with bootstrapped cumulative regrets (armac_spiel/bootstrap.py): W
+    # carries DCFR+'s sums, re-fitted on a bounded memory of the distinct encodings seen.
+    "armac_boot_tree": ("armac", dict(BOOTSTRAP, sampler="tree")),
+    "armac_boot_pyspiel": ("armac", dict(BOOTSTRAP, sampler="pyspiel")),
 }
 DEVICES = ("auto", "cpu", "cuda")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(

@@ -25,7 +25,9 @@ Model-free: the learner sees sampled episodes only. Per epoch t (see shared/ARMA
 3. At the learner's states of group j, the regret target over all legal actions is
      r^j(s, a) = q^j_i(h, a) - sum_b pi^j(b|s) q^j_i(h, b).
    W regresses on these targets over all past epochs (regret_fit=rows: a reservoir of
-   rows; states: per-information-state sums, armac_spiel/state_stats.py), each policy j
+   rows; states: per-information-state sums, armac_spiel/state_stats.py; bootstrap: W
+   itself carries the running sums, re-fitted each epoch to d_t W_t + c_t S_t, see
+   armac_spiel/bootstrap.py), each policy j
    counted with its CFR weight (uniform, or linear as in LCFR; or DCFR's discounting,
    regret_discount=dcfr) whatever its number of draws, so W
    predicts the weighted mean past regret and pi^{t+1} = RM(W^{t+1}), RM = NormalizedReLU

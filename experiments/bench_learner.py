@@ -5,7 +5,8 @@ faster variant of the learner, in one run.
 
 `--compare=unique` (default): `rowwise` (unique_inputs=False: every minibatch row through
 the networks) against `unique` (each network once per distinct compiled-tree id,
-`armac.unique_forward`), both with row-wise W and actor fits.
+`armac.unique_forward`; with `--sampler=pyspiel`, once per distinct input found by
+content, `armac.content_ids`), both with row-wise W and actor fits.
 `--compare=adam`: `default` (torch.optim.Adam's default for-loop implementation) against
 `fused` (what ARMAC uses), with the tuned configs as they are.
 
@@ -37,6 +38,9 @@ flags.DEFINE_integer("rounds", 4, "Alternating rounds.")
 flags.DEFINE_integer("epochs", 5, "Epochs per learner per round.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_enum("compare", "unique", ["unique", "adam"], "Which pair of learners to time.")
+flags.DEFINE_enum("sampler", "auto", ["auto", "tree", "pyspiel"],
+                  "Sampler of both learners (pyspiel: `unique` finds distinct inputs by "
+                  "content, armac.content_ids, as there are no tree ids).")
 
 PHASES = {"_sample": "sampling", "_train_critic": "critic", "_targets": "targets",
           "_train_regret": "regret_W", "_train_actor": "actor"}
@@ -67,11 +71,13 @@ def _unfused(learner: ARMAC) -> ARMAC:
 def variants(game: str, cfg):
   """(baseline, variant) learner factories for --compare, and the config they use."""
   if FLAGS.compare == "adam":
+    cfg = cfg.replace(sampler=FLAGS.sampler)  # a ConfigError names the field if it cannot
     return {"default": lambda: _unfused(ARMAC(game, cfg, FLAGS.seed)),
             "fused": lambda: ARMAC(game, cfg, FLAGS.seed)}, cfg
   # Row-wise fits in both variants: the comparison is of the per-row network passes
   # (regret_fit / actor_fit = states need ids and have no row-wise variant).
-  cfg = cfg.replace(regret_fit="rows", actor_fit="rows", regret_discount="none")
+  cfg = cfg.replace(regret_fit="rows", actor_fit="rows", regret_discount="none",
+                    sampler=FLAGS.sampler)
   return {"rowwise": lambda: ARMAC(game, cfg, FLAGS.seed, unique_inputs=False),
           "unique": lambda: ARMAC(game, cfg, FLAGS.seed, unique_inputs=True)}, cfg
 
@@ -80,6 +86,7 @@ def main(argv):
   del argv
   torch.set_num_threads(1)
   out = {"seed": FLAGS.seed, "torch_threads": 1, "compare": FLAGS.compare,
+         "sampler": FLAGS.sampler,
          "provenance": rundir.provenance()}
   for game in FLAGS.games:
     cfg = config_lib.from_dict(config_lib.load_yaml(spec_lib.default_config_path(game)))

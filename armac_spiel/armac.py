@@ -302,15 +302,20 @@ class ARMAC:
     return unique_forward(net, x, ids)
 
   def _group_forward(self, name: str, slots: torch.Tensor, x: torch.Tensor,
-                     ids: torch.Tensor | None = None) -> torch.Tensor:
+                     ids: torch.Tensor | None = None, by_content: bool = False) -> torch.Tensor:
     """x: (G, R, in); group g through snapshot slots[g], or the live net where CURRENT.
     With `ids` (G, R) (tree ids: equal ids, equal rows) and every group on the live net,
-    the net runs once per distinct id (unique_forward)."""
+    the net runs once per distinct id (unique_forward); without, by content if `by_content`.
+    The sampling policy does not go by content: float32 products depend in their last bits
+    on the batch's shape, and a replay verifier (armac_spiel/recording) that recomputes a
+    fraction of the episodes must get the same bits from the full-batch shape."""
     live = self.regret if name == "regret" else self.critic
     cur = slots == CURRENT
     if self.bank.size == 0 or cur.all():
       with torch.no_grad():
-        return self._forward(live, x, ids)
+        if by_content:
+          return self._forward(live, x, ids)
+        return unique_forward(live, x, ids)
     out = self.bank.forward(name, slots.clamp_min(0), x)
     if cur.any():
       with torch.no_grad():
@@ -722,11 +727,12 @@ class ARMAC:
         self._node_sid[traj.node.to(dev)])
     node = None if sid is None else traj.node.to(dev).view(g, -1)
     w_j = self._group_forward("regret", slots, info.view(g, -1, info.shape[-1]),
-                              None if sid is None else sid.view(g, -1))
+                              None if sid is None else sid.view(g, -1), by_content=True)
     pi_j = regret_matching(w_j.view(b, t, -1), mask)
     if self.target_critic is None:
       hist = traj.history.to(dev)
-      q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]), node)
+      q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]), node,
+                                by_content=True)
     else:
       q_j = self.target_critic.values(self, traj, self._slot_epochs(slots)).to(dev)
     q_i = self._values(q_j.view(b, t, -1), traj.player.to(dev))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -81,11 +82,20 @@ def plot_run(out_dir: str, game_string: str, name: str = "curve.png") -> str | N
 
 def _log_axes(ax) -> None:
   """Log-log axes; the x axis is labelled at 1, 2 and 5 times each power of ten (matplotlib's
-  minor labels would overlap on spans of one or two decades)."""
+  minor labels would overlap on spans of one or two decades), at powers of ten only on
+  spans of more than three decades."""
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-  ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+  def label(v, _):  # at draw time: past three decades, powers of ten only
+    lo, hi = ax.get_xlim()
+    power = 10.0 ** np.floor(np.log10(v) + 1e-9)
+    if lo > 0 and np.log10(hi / lo) > 3 and abs(v / power - 1.0) > 1e-6:
+      return ""
+    return f"{v:g}"
+
+  ax.xaxis.set_major_formatter(FuncFormatter(label))
   ax.xaxis.set_minor_formatter(NullFormatter())
 
 

@@ -131,10 +131,11 @@ def plot_curves(runs: dict, key: str, xlabel: str, path: str, n_grid: int = 60,
     ax.set_title(f"{game}  ({seeds_txt} seeds)" if n_seeds else game)
     ax.grid(True, which="major", alpha=0.45)
     ax.grid(True, which="minor", alpha=0.12)
+  per_row = 2 if len(games) == 1 else 4  # a one-panel figure is too narrow for four labels
   if handles:
     fig.legend(list(handles.values()), list(handles), loc="lower center",
-               ncol=min(len(handles), 4), fontsize=9, frameon=False)
-  rows = -(-len(handles) // 4) if handles else 0
+               ncol=min(len(handles), per_row), fontsize=9, frameon=False)
+  rows = -(-len(handles) // per_row) if handles else 0
   fig.suptitle(f"Exploitability vs {xlabel.split(' (')[0]}: mean over seeds, "
                "95% bootstrap band", fontsize=12)
   fig.tight_layout(rect=(0, 0.045 * rows + 0.01, 1, 1))

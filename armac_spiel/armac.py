@@ -543,8 +543,7 @@ class ARMAC:
     for e in sorted(int(x) for x in sums.live_epochs if not torch.isin(x, keep)):
       n = e // self.n_players if cfg.alternating_updates else e
       if n > 0:
-        pos = n ** cfg.dcfr_alpha / (n ** cfg.dcfr_alpha + 1.0)
-        neg = n ** cfg.dcfr_beta / (n ** cfg.dcfr_beta + 1.0)
+        pos, neg = self._dcfr_factors(n)
         mine = torch.ones(sums.num_states, 1, dtype=torch.bool)
         if cfg.alternating_updates:
           mine = (self._tree.info_player == e % self.n_players).unsqueeze(1)
@@ -553,6 +552,11 @@ class ARMAC:
       sums.fold(torch.tensor([x for x in sums.live_epochs.tolist() if x != e]),
                 self._regret_epoch_factor(sums.live_epochs))
     return sums
+
+  def _dcfr_factors(self, n: int) -> tuple[float, float]:
+    """DCFR's discounts of positive and negative regret sums at a player's n-th update."""
+    a, b = self.cfg.dcfr_alpha, self.cfg.dcfr_beta
+    return n ** a / (n ** a + 1.0), n ** b / (n ** b + 1.0)
 
   def _regret_epoch_factor(self, j: torch.Tensor) -> torch.Tensor:
     """_regret_sample_weight in float64 (with regret_discount=dcfr: 1 / draws)."""
@@ -639,10 +643,7 @@ class ARMAC:
     if rows is None or not len(rows["adv"]):
       return float("nan")
     n = self.epoch // self.n_players if cfg.alternating_updates else self.epoch
-    discount = None
-    if cfg.regret_discount == "dcfr" and n > 0:
-      discount = (n ** cfg.dcfr_alpha / (n ** cfg.dcfr_alpha + 1.0),
-                  n ** cfg.dcfr_beta / (n ** cfg.dcfr_beta + 1.0))
+    discount = self._dcfr_factors(n) if cfg.regret_discount == "dcfr" and n > 0 else None
     weight_t = (self.epoch + 1.0 if cfg.snapshot_weighting == "linear" and
                 cfg.regret_discount == "none" else 1.0)
     x, y, mask, ws = self.cumulative.epoch_targets(

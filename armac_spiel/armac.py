@@ -57,6 +57,7 @@ from armac_spiel.buffers import TensorBuffer
 from armac_spiel.config import ARMACConfig, ConfigError
 from armac_spiel.networks import (MLP, SnapshotBank, masked_log_softmax, masked_softmax,
                                   regret_matching, uniform_policy)
+from armac_spiel.optim import Adam
 from armac_spiel.state_stats import StateSums
 from games import StepBatch, Trajectories, infostate_table, load_game, make_sampler
 
@@ -67,21 +68,27 @@ class NonFiniteLossError(FloatingPointError):
   """A training loss became NaN or infinite; the message names the loss and epoch."""
 
 
-def unique_forward(net: torch.nn.Module, x: torch.Tensor, ids: torch.Tensor | None):
+def unique_forward(net: torch.nn.Module, x: torch.Tensor | None, ids: torch.Tensor | None,
+                   table: torch.Tensor | None = None):
   """net(x) for rows x (..., D), run once per distinct id and gathered back.
 
   Rows with equal ids must have equal x (ids are compiled-tree node or information-state
   ids). Autograd flows through the gather, so any loss of the result and its gradient are
   those of net(x); only the cost changes (a Kuhn minibatch of 4096 rows has at most 12
-  distinct information states). Without ids this is net(x).
+  distinct information states). Without ids this is net(x). With `table` (the encodings,
+  one row per id) x is not read and may be None: the distinct rows come from the table, the
+  same rows in the same order, so the same bits, without gathering an encoding per row.
   """
   if ids is None:
     return net(x)
   flat = ids.reshape(-1)
   uniq, inv = torch.unique(flat, return_inverse=True)
-  rep = torch.empty(len(uniq), dtype=torch.long, device=flat.device)
-  rep.scatter_(0, inv, torch.arange(len(flat), device=flat.device))  # one row per id
-  out = net(x.reshape(len(flat), -1)[rep])
+  if table is not None:
+    out = net(table[uniq])
+  else:
+    rep = torch.empty(len(uniq), dtype=torch.long, device=flat.device)
+    rep.scatter_(0, inv, torch.arange(len(flat), device=flat.device))  # one row per id
+    out = net(x.reshape(len(flat), -1)[rep])
   return out[inv].reshape(*ids.shape, out.shape[-1])
 
 
@@ -191,9 +198,9 @@ class ARMAC:
       net.to(self.device)
     # Fused Adam: one kernel for all parameters. These nets are small, so a step is bound by
     # per-parameter overhead: epochs 1.19x (Kuhn) and 1.06x (Leduc) faster on CPU
-    # (python -m experiments.bench_learner --compare=adam, docs/results.md).
-    self.opt = {name: torch.optim.Adam(net.parameters(), lr=getattr(cfg, f"{name}_lr"),
-                                       fused=True)
+    # (python -m experiments.bench_learner --compare=adam, docs/results.md). armac_spiel's
+    # Adam runs that kernel without importing torch._dynamo (71 MB; armac_spiel/optim.py).
+    self.opt = {name: Adam(net.parameters(), lr=getattr(cfg, f"{name}_lr"))
                 for name, net in (("critic", self.critic), ("regret", self.regret),
                                   ("actor", self.actor))}
     self.bank = SnapshotBank({"regret": self.regret, "critic": self.critic},
@@ -224,6 +231,9 @@ class ARMAC:
         "mask": tree._legal_ext.to(self.device),
         "state_info": tree.info_tensors.to(self.device),
         "state_mask": tree.info_legal.to(self.device)}
+    if tree is not None:  # state encodings with a zero row at index -1, the padding's id
+      info = self._tables["state_info"]
+      self._tables["state_info_ext"] = torch.cat([info, info.new_zeros(1, info.shape[1])])
     self._node_sid = None if tree is None else torch.cat(
         [tree.infostate, torch.tensor([-1])]).to(self.device)  # index -1: padding -> -1
     # regret_fit / actor_fit = states keep per-information-state sums of the targets in
@@ -301,11 +311,14 @@ class ARMAC:
       ids = content_ids(x)
     return unique_forward(net, x, ids)
 
-  def _group_forward(self, name: str, slots: torch.Tensor, x: torch.Tensor,
-                     ids: torch.Tensor | None = None, by_content: bool = False) -> torch.Tensor:
-    """x: (G, R, in); group g through snapshot slots[g], or the live net where CURRENT.
+  def _group_forward(self, name: str, slots: torch.Tensor, x, ids: torch.Tensor | None = None,
+                     by_content: bool = False, table: torch.Tensor | None = None):
+    """x: (G, R, in), or a zero-argument callable that returns it; group g through snapshot
+    slots[g], or the live net where CURRENT.
     With `ids` (G, R) (tree ids: equal ids, equal rows) and every group on the live net,
-    the net runs once per distinct id (unique_forward); without, by content if `by_content`.
+    the net runs once per distinct id (unique_forward), on the distinct rows of `table` when
+    given (then x is never built: on Leduc the encodings of 16,384 episodes are 47 MB);
+    without ids, by content if `by_content`.
     The sampling policy does not go by content: float32 products depend in their last bits
     on the batch's shape, and a replay verifier (armac_spiel/recording) that recomputes a
     fraction of the episodes must get the same bits from the full-batch shape."""
@@ -313,9 +326,13 @@ class ARMAC:
     cur = slots == CURRENT
     if self.bank.size == 0 or cur.all():
       with torch.no_grad():
+        if ids is not None and table is not None:
+          return unique_forward(live, None, ids, table)
+        x = x() if callable(x) else x
         if by_content:
           return self._forward(live, x, ids)
         return unique_forward(live, x, ids)
+    x = x() if callable(x) else x
     out = self.bank.forward(name, slots.clamp_min(0), x)
     if cur.any():
       with torch.no_grad():
@@ -723,17 +740,20 @@ class ARMAC:
     b, t = traj.action.shape
     g = cfg.groups_per_epoch
     dev = self.device
-    info, mask = traj.info_state.to(dev), traj.legal_mask.to(dev)
+    mask = traj.legal_mask.to(dev)
+    info = lambda: traj.info_state.to(dev)  # gathered (and kept by traj) only where needed
+    tab = self._tables
     sid = None if traj.node is None or self._node_sid is None else (
         self._node_sid[traj.node.to(dev)])
     node = None if sid is None else traj.node.to(dev).view(g, -1)
-    w_j = self._group_forward("regret", slots, info.view(g, -1, info.shape[-1]),
-                              None if sid is None else sid.view(g, -1), by_content=True)
+    w_j = self._group_forward("regret", slots, lambda: info().view(g, -1, info().shape[-1]),
+                              None if sid is None else sid.view(g, -1), by_content=True,
+                              table=None if sid is None else tab["state_info_ext"])
     pi_j = regret_matching(w_j.view(b, t, -1), mask)
     if self.target_critic is None:
-      hist = traj.history.to(dev)
-      q_j = self._group_forward("critic", slots, hist.view(g, -1, hist.shape[-1]), node,
-                                by_content=True)
+      hist = lambda: traj.history.to(dev).view(g, -1, traj.history.shape[-1])
+      q_j = self._group_forward("critic", slots, hist, node, by_content=True,
+                                table=None if node is None else tab["history"])
     else:
       q_j = self.target_critic.values(self, traj, self._slot_epochs(slots)).to(dev)
     q_i = self._values(q_j.view(b, t, -1), traj.player.to(dev))
@@ -749,13 +769,13 @@ class ARMAC:
 
     def ids(rows):  # information-state ids of the rows (tree sampler), else encodings
       if sid is None:
-        return {"info": info[rows].cpu(), "mask": mask[rows].cpu()}
+        return {"info": info()[rows].cpu(), "mask": mask[rows].cpu()}
       return {"sid": sid[rows].cpu()}
 
     if self.regret_sums is not None:
       self.regret_sums.add(sid[sel].cpu(), adv[sel].cpu(), weight[sel].cpu(), j_epoch[sel.cpu()])
     elif self.cumulative is not None:
-      self._pending = {"info": info[sel], "mask": mask[sel], "adv": adv[sel],
+      self._pending = {"info": info()[sel], "mask": mask[sel], "adv": adv[sel],
                        "weight": weight[sel], "player": traj.player.to(dev)[sel]}
     else:
       self.regret_replay.add({**ids(sel), "target": adv[sel].cpu(),

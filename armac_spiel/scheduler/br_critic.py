@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from armac_spiel.networks import MLP
+from armac_spiel.optim import Adam
 from armac_spiel.scheduler.config import UtilityConfig
 from games import StepBatch, TablePolicy, load_game, make_sampler
 
@@ -49,7 +50,7 @@ class BRCritic:
     with torch.random.fork_rng(devices=[]):
       torch.manual_seed(seed + 17)
       self.net = MLP(sg.info_state_size, cfg.br_hidden, sg.num_actions).to(self.device)
-    self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.br_lr)
+    self.opt = Adam(self.net.parameters(), lr=cfg.br_lr)
     self.gen = torch.Generator().manual_seed(seed + 31)
     self.replay: collections.deque = collections.deque(maxlen=cfg.br_replay)
     self.last_loss = float("nan")

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from armac_spiel.optim import Adam
 from armac_spiel.scheduler.config import SchedulerSuiteConfig
 from armac_spiel.scheduler.meta_regret import MetaRegretManager
 from armac_spiel.scheduler.mixer import mixing_stats, sched_lambda
@@ -42,7 +43,7 @@ class SchedulerTrainer:
     self.device = torch.device(device)
     self.bins = cfg.policy_mixer.lambda_bins
     self.net = SchedulerNet(input_size, cfg.scheduler, self.mode).to(self.device)
-    self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.scheduler.scheduler_lr)
+    self.optimizer = Adam(self.net.parameters(), lr=cfg.scheduler.scheduler_lr)
     self.manager = MetaRegretManager(cfg.meta_regret, self.device)
     self.utility = UtilityComputer(cfg.utility_computation, self.device)
     self.keyer = None

@@ -317,7 +317,7 @@ class ARMAC:
     slots[g], or the live net where CURRENT.
     With `ids` (G, R) (tree ids: equal ids, equal rows) and every group on the live net,
     the net runs once per distinct id (unique_forward), on the distinct rows of `table` when
-    given (then x is never built: on Leduc the encodings of 16,384 episodes are 47 MB);
+    given (then x, the encodings of every row, is never built; docs/results.md, Memory);
     without ids, by content if `by_content`.
     The sampling policy does not go by content: float32 products depend in their last bits
     on the batch's shape, and a replay verifier (armac_spiel/recording) that recomputes a

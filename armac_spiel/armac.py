@@ -746,7 +746,7 @@ class ARMAC:
     sid = None if traj.node is None or self._node_sid is None else (
         self._node_sid[traj.node.to(dev)])
     node = None if sid is None else traj.node.to(dev).view(g, -1)
-    w_j = self._group_forward("regret", slots, lambda: info().view(g, -1, info().shape[-1]),
+    w_j = self._group_forward("regret", slots, lambda: info().view(g, b * t // g, -1),
                               None if sid is None else sid.view(g, -1), by_content=True,
                               table=None if sid is None else tab["state_info_ext"])
     pi_j = regret_matching(w_j.view(b, t, -1), mask)

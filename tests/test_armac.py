@@ -66,6 +66,19 @@ def test_unique_forward_gives_the_same_outputs_and_gradients():
     torch.testing.assert_close(a, b)
 
 
+def test_unique_forward_from_a_table_gives_the_same_bits():
+  """table= reads the distinct rows from the encodings table instead of gathering one row
+  per id: the same rows in the same order, so bit-identical outputs (and x is not read)."""
+  torch.manual_seed(0)
+  net = MLP(5, (8,), 3)
+  table = torch.randn(7, 5)
+  ids = torch.tensor([[6, 1, 6, 0], [2, 1, 5, 6], [3, 3, 0, 2]])
+  assert torch.equal(unique_forward(net, None, ids, table), unique_forward(net, table[ids], ids))
+  # a table whose rows are not the inputs' gives other outputs: the table is what is read
+  assert not torch.equal(unique_forward(net, None, ids, table.flip(0)),
+                         unique_forward(net, table[ids], ids))
+
+
 def test_content_ids_group_equal_rows_exactly(monkeypatch):
   base = torch.tensor([[0., 1., 0.], [1., 0., 0.], [1., 1., 0.], [0., 0., 1.]])
   ids = torch.tensor([[3, 1, 3], [0, 2, 1]])

@@ -199,7 +199,7 @@ class ARMAC:
     # Fused Adam: one kernel for all parameters. These nets are small, so a step is bound by
     # per-parameter overhead: epochs 1.19x (Kuhn) and 1.06x (Leduc) faster on CPU
     # (python -m experiments.bench_learner --compare=adam, docs/results.md). armac_spiel's
-    # Adam runs that kernel without importing torch._dynamo (71 MB; armac_spiel/optim.py).
+    # Adam runs that kernel without importing torch._dynamo (armac_spiel/optim.py).
     self.opt = {name: Adam(net.parameters(), lr=getattr(cfg, f"{name}_lr"))
                 for name, net in (("critic", self.critic), ("regret", self.regret),
                                   ("actor", self.actor))}
@@ -230,10 +230,8 @@ class ARMAC:
         "info": tree._node_info_ext.to(self.device),
         "mask": tree._legal_ext.to(self.device),
         "state_info": tree.info_tensors.to(self.device),
-        "state_mask": tree.info_legal.to(self.device)}
-    if tree is not None:  # state encodings with a zero row at index -1, the padding's id
-      info = self._tables["state_info"]
-      self._tables["state_info_ext"] = torch.cat([info, info.new_zeros(1, info.shape[1])])
+        "state_mask": tree.info_legal.to(self.device),
+        "state_info_ext": tree._info_ext.to(self.device)}  # zero row at -1: padding's id
     self._node_sid = None if tree is None else torch.cat(
         [tree.infostate, torch.tensor([-1])]).to(self.device)  # index -1: padding -> -1
     # regret_fit / actor_fit = states keep per-information-state sums of the targets in
@@ -751,7 +749,7 @@ class ARMAC:
                               table=None if sid is None else tab["state_info_ext"])
     pi_j = regret_matching(w_j.view(b, t, -1), mask)
     if self.target_critic is None:
-      hist = lambda: traj.history.to(dev).view(g, -1, traj.history.shape[-1])
+      hist = lambda: traj.history.to(dev).view(g, b * t // g, -1)
       q_j = self._group_forward("critic", slots, hist, node, by_content=True,
                                 table=None if node is None else tab["history"])
     else:

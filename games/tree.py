@@ -598,7 +598,7 @@ class TreeSampler(Sampler):
     self._infostate = np.append(np.where(t.infostate.numpy() >= 0, t.infostate.numpy(), s), s)
     self._player = np.append(t.player.numpy(), -1)
     self._returns = t.returns.numpy().astype(np.float32)
-    self._info = torch.cat([t.info_tensors, torch.zeros(1, t.info_tensors.shape[1])])
+    self._info = t._info_ext
     self._legal = torch.cat([t.info_legal, torch.zeros(1, t.num_actions, dtype=torch.bool)])
     self._history = t._history_ext
     # Most decision steps and chance outcomes on any root-to-leaf path.

@@ -146,6 +146,32 @@ def test_lru_eviction_under_load():
   assert len(m) <= 10 and 24 in m
 
 
+def test_repeated_full_lookups_keep_the_lru_order_and_rows():
+  """The shortcut for a lookup of every tracked key in the last order gives the rows and the
+  LRU order of the dict walk, through inserts, partial lookups, evictions and a reload."""
+  cfg = MetaRegretConfig(max_states=6, lru_evict_batch=2)
+  fast, slow = MetaRegretManager(cfg), MetaRegretManager(cfg)
+  gen = torch.Generator().manual_seed(0)
+  hits = 0
+  for step in range(60):
+    n = int(torch.randint(1, 7, (1,), generator=gen))
+    if step % 3 == 0 and len(fast):
+      keys = fast.keys()                    # every tracked key, in LRU order
+    else:
+      keys = torch.randint(0, 9, (n,), generator=gen).tolist()
+    insert = step % 4 != 1
+    for _ in range(2 if step % 3 == 0 else 1):  # the second full lookup takes the shortcut
+      hit = fast._same is not None and fast._same[0] == list(dict.fromkeys(keys))
+      hits += hit
+      rows_f = fast._rows_for(list(dict.fromkeys(keys)), insert=insert)
+      slow._same = None                       # the reference always walks the dict
+      rows_s = slow._rows_for(list(dict.fromkeys(keys)), insert=insert)
+      assert rows_f.tolist() == rows_s.tolist() and fast.keys() == slow.keys()
+    if step == 30:
+      fast.load_state_dict(slow.state_dict())
+  assert fast.evictions == slow.evictions > 0 and hits >= 10
+
+
 def test_ema_regret_clip_arithmetic():
   cfg = MetaRegretConfig(K=3, decay=0.5, util_clip=5.0, regret_clip=10.0, max_states=4)
   m = MetaRegretManager(cfg)

@@ -196,3 +196,14 @@ def test_a_run_is_compared_with_its_reference_at_equal_epochs():
                                           "steps_ratio": 40 / 60}
   assert not against_reference(other, off)["equal_at_shared_steps"]
   assert against_reference(same, None) == {}
+
+
+def test_leduc_scheduler_config_runs_armac_as_the_tuned_leduc_config():
+  """The scheduler benchmark's YAML keeps the tuned Leduc config's ARMAC keys, value for
+  value, so that its off arm is the tuned ARMAC and its arms differ only by the scheduler."""
+  from armac_spiel.scheduler_glue import split_config
+  configs = os.path.join(REPO, "experiments", "configs")
+  armac, suite = split_config(config_lib.load_yaml(
+      os.path.join(configs, "leduc_scheduler_discrete.yaml")))
+  assert suite is not None
+  assert armac == config_lib.load_yaml(os.path.join(configs, "leduc_poker.yaml"))

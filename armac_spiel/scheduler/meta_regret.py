@@ -50,6 +50,7 @@ class MetaRegretManager:
     self.reach = torch.zeros(n, dtype=torch.float64, device=self.device)
     self._rows: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
     self._free = list(range(n - 1, -1, -1))
+    self._same = None  # (keys, rows) of the last lookup when it held every key, in LRU order
     self.evictions = 0
     self.updates = 0
 
@@ -73,7 +74,13 @@ class MetaRegretManager:
     self.reach[idx] = 0.0
 
   def _rows_for(self, uniq: Sequence, insert: bool) -> torch.Tensor:
-    """Rows of distinct keys (len <= max_states), -1 for absent keys when not inserting."""
+    """Rows of distinct keys (len <= max_states), -1 for absent keys when not inserting.
+
+    A lookup of every tracked key in the LRU order that the last lookup left leaves the
+    order as it is: it returns that lookup's rows without touching the dict (the exact
+    best-response strategy looks up all information states several times per update)."""
+    if self._same is not None and self._same[0] == uniq:
+      return self._same[1].clone()
     out = []
     for touched, key in enumerate(uniq):
       row = self._rows.get(key)
@@ -89,7 +96,10 @@ class MetaRegretManager:
         row = self._free.pop()
         self._rows[key] = row
       out.append(-1 if row is None else row)
-    return torch.tensor(out, dtype=torch.long, device=self.device)
+    rows = torch.tensor(out, dtype=torch.long, device=self.device)
+    full = len(uniq) == len(self._rows) and -1 not in out
+    self._same = (list(uniq), rows.clone()) if full else None
+    return rows
 
   def _rm(self, regrets: torch.Tensor) -> torch.Tensor:
     pos = regrets.clamp_min(0.0)
@@ -229,6 +239,7 @@ class MetaRegretManager:
     for k in ("avg_num", "avg_den", "reach"):
       getattr(self, k).copy_(sd[k])
     self._rows = collections.OrderedDict(zip(sd["keys"], sd["rows"]))
+    self._same = None
     used = set(self._rows.values())
     self._free = [r for r in range(self.cfg.max_states - 1, -1, -1) if r not in used]
     self.evictions = int(sd["evictions"])

@@ -355,7 +355,13 @@ class SchedulerAdapter:
                        "information-state table; use state_keying.level=2") from None
 
   def train_step(self, learner, traj, learner_ids: torch.Tensor) -> dict:
-    """One scheduler update (see the module docstring); returns the trainer's stats."""
+    """One scheduler update (see the module docstring); returns the trainer's stats. With
+    scheduler.update_every = N > 1 it updates only when the epoch's count (learner.epoch + 1)
+    is a multiple of N, so that evaluations every multiple of N epochs see a fresh update;
+    in between, the deployed lambda is the last update's."""
+    if (learner.epoch + 1) % self.suite.scheduler.update_every:
+      self.cost["epochs"] += 1
+      return self.trainer.stats()
     t0 = time.perf_counter()
     self.trainer.set_iteration(learner.epoch)
     if self.strategy == "best_response":
@@ -507,6 +513,7 @@ class SchedulerAdapter:
     out["scheduler.mode"] = self.mode
     out["scheduler.strategy"] = self.strategy
     out["scheduler.cost_ms_per_epoch"] = self.cost_ms_per_epoch()
+    out["scheduler.epochs_since_update"] = learner.epoch % self.suite.scheduler.update_every
     out["scheduler.behaviour_s"] = self.cost["behaviour_s"]
     out["scheduler.train_s"] = self.cost["train_s"]
     out["nash_conv_mixed"] = nc

@@ -207,3 +207,27 @@ def test_leduc_scheduler_config_runs_armac_as_the_tuned_leduc_config():
       os.path.join(configs, "leduc_scheduler_discrete.yaml")))
   assert suite is not None
   assert armac == config_lib.load_yaml(os.path.join(configs, "leduc_poker.yaml"))
+
+
+def test_update_every_updates_at_its_multiples_and_deploys_the_last_update(tmp_path):
+  """scheduler.update_every = 3: the manager updates at epochs 3 and 6 only (each a full
+  update of cfr_br_iterations CFR-BR iterations); between them the deployed lambda stands;
+  evaluations say how stale it is; 0 is refused with the key's name."""
+  cfg = _tiny_yaml(tmp_path, "scheduler:\n  scheduler_warmup_iters: 1\n  update_every: 3\n"
+                             "utility_computation:\n  cfr_br_iterations: 2\n")
+  spec = runs.resolve_spec("armac", "kuhn_poker", 0, str(tmp_path / "run"), config_path=cfg,
+                           max_steps=7, eval_every=1, scheduler="discrete", device="cpu",
+                           plot=False)
+  learner = runs.build_learner(spec)
+  ad = learner.scheduler
+  updates, deployed = [], []
+  for _ in range(7):
+    learner.step()
+    updates.append(ad.trainer.manager.updates)
+    deployed.append(ad.deployed_lambda(learner).clone())
+  per = updates[2]
+  assert per > 0 and updates == [0, 0, per, per, per, 2 * per, 2 * per]
+  assert torch.equal(deployed[5], deployed[6]) and torch.equal(deployed[2], deployed[3])
+  assert ad.metrics(learner)["scheduler.epochs_since_update"] == 1
+  with pytest.raises(config_lib.ConfigError, match="scheduler.update_every"):
+    from_dict({"scheduler": {"update_every": 0}})

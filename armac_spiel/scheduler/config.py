@@ -48,6 +48,8 @@ class SchedulerConfig:
   lam_clamp_eps: float = 1e-3
   regularization: RegularizationConfig = RegularizationConfig()
   distill_steps: int = 2         # warm-started Adam steps per epoch on the manager's average
+  update_every: int = 1          # epochs between scheduler updates (updates run at epochs
+                                 # whose count is a multiple of it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +269,8 @@ def validate(c: SchedulerSuiteConfig) -> None:
   _check(0.0 <= s.lam_clamp_eps < 0.5, "scheduler.lam_clamp_eps", "in [0, 0.5)",
          s.lam_clamp_eps)
   _check(s.distill_steps >= 1, "scheduler.distill_steps", ">= 1", s.distill_steps)
+  _check(isinstance(s.update_every, int) and s.update_every >= 1, "scheduler.update_every",
+         "an integer >= 1", s.update_every)
   _check(s.regularization.beta_l2 >= 0, "scheduler.regularization.beta_l2", ">= 0",
          s.regularization.beta_l2)
   _check(s.regularization.beta_ent >= 0, "scheduler.regularization.beta_ent", ">= 0",

@@ -4,7 +4,8 @@ The scheduler chooses lambda(s) for pi_mix = lambda pi_rm + (1 - lambda) pibar, 
 RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either part.
 `SchedulerAdapter` is the object ARMAC holds (`ARMAC(..., scheduler=adapter)`):
 - `train_step(learner, traj, learner_ids)`, once per epoch (its cost counts as training
-  time): one scheduler update with the configured utility (utility_computation.strategy):
+  time; with scheduler.update_every = N, every N-th epoch only): one scheduler update with
+  the configured utility (utility_computation.strategy):
   - best_response (compiled tree): pi_rm and pibar are tabulated over every information
     state; the manager's current sigma gives lambda(s) = sigma . bins; the exact best
     response to pi_mix and p's counterfactual values against it give the bin utilities at

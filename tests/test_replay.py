@@ -278,6 +278,25 @@ def test_pyspiel_sampler_record_verifies_bit_for_bit(tmp_path):
   assert res.max_abs_deviation == 0.0
 
 
+def test_verifier_gives_the_net_the_learners_batch_shapes(tmp_path, monkeypatch):
+  """Float32 products can differ in their last bits with the number of rows in the batch
+  (seen on AVX-512 machines: 1e-7 between the learner's and the verifier's pi_j). A net whose
+  output moves with its row count makes that visible on any machine: the record still
+  verifies bit for bit only if the verifier runs every forward on the learner's shapes
+  (with the tree sampler: once per distinct information-state id)."""
+  from armac_spiel.networks import MLP
+  plain = MLP.forward
+  monkeypatch.setattr(MLP, "forward", lambda self, x: plain(self, x) + 1e-4 * x.shape[-2])
+  rec = recording.RecorderConfig(str(tmp_path / "rep"))
+  spec = runs.resolve_spec("armac", GAME, SEED, str(tmp_path / "run"),
+                           config_path=_config(tmp_path), sets={**TINY, "max_epochs": 3},
+                           device="cpu", plot=False, record=dataclasses.asdict(rec))
+  runs.run(spec)
+  res = recording.verify(rec.out_dir)
+  assert res.first_mismatch is None and res.episodes_checked == 120
+  assert res.max_abs_deviation == 0.0
+
+
 def _swap_probs(rec):
   s = rec["steps"]
   for t, p in enumerate(s["regret_policy"]):

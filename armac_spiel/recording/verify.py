@@ -130,6 +130,11 @@ class _Policy:
     self.eps = float(ck["explore_eps"])
     self.per = self.cfg.episodes_per_epoch // self.cfg.groups_per_epoch
     self.net, self.alive = _rebuild(ck), None
+    # The learner's sampling forward goes by information-state id where it has a tree
+    # (ARMAC._sample: once per distinct id, so the net sees a batch of that many rows); the
+    # ids come from pyspiel's information-state strings, as the tree compiled them.
+    tree = self.net._tree
+    self.sid_of = None if tree is None else {k: s for s, k in enumerate(tree.info_keys)}
     self._learners = None
 
   def learner(self, batch_index: int) -> int:
@@ -292,6 +297,7 @@ class _Replayed:
   chk: _EpisodeCheck
   x: list = dataclasses.field(default_factory=list)     # (D,) information-state tensors
   mask: list = dataclasses.field(default_factory=list)  # legal action ids
+  sid: list = dataclasses.field(default_factory=list)   # information-state ids (tree), or -1
   chance_step: list = dataclasses.field(default_factory=list)
   t: int = 0          # decision steps replayed
   usable: bool = True  # batch index and group fit the policy file
@@ -342,6 +348,8 @@ def _replay(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> _Replayed:
       ok = False
       break
     out.x.append(state.information_state_tensor(p))
+    if pol.sid_of is not None:
+      out.sid.append(pol.sid_of.get(state.information_state_string(p), -1))
     out.mask.append(legal)
     a = steps["action"][t]
     if not isinstance(a, int) or a not in legal:
@@ -383,7 +391,12 @@ def _recompute(pol: _Policy, eps_: list[_Replayed]) -> None:
     x = torch.zeros(b, d)
     m = torch.ones(b, a_dim, dtype=torch.bool)
     x[idx], m[idx] = xs, ms
-    w = net._group_forward("regret", slots, x.view(g, pol.per, -1)).view(b, -1)
+    ids = None
+    if pol.sid_of is not None:  # as the learner: -1 for the rows of finished episodes
+      ids = torch.full((b,), -1, dtype=torch.long)
+      ids[idx] = torch.tensor([r.sid[t] for r in rows], dtype=torch.long)
+      ids = ids.view(g, pol.per)
+    w = net._group_forward("regret", slots, x.view(g, pol.per, -1), ids).view(b, -1)
     pi_j = regret_matching(w, m)[idx]
     for k, r in enumerate(rows):
       r.chk.close(t, "regret_policy", r.rec["steps"]["regret_policy"][t], pi_j[k].numpy())

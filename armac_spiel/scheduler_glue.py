@@ -22,7 +22,9 @@ RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either par
   `current` (the manager's current sigma) or `best_measured` (default: of this update's
   CFR-BR iterates, the final one, the average and the actor alone (lambda = 0), the one
   whose pi_mix was least exploitable on the parts of the last update, measured exactly on
-  the compiled tree; strategies without exact utilities deploy the average). The parts move
+  the compiled tree; br_critic, which has no exact measure, deploys the average or the actor
+  alone, whichever its two sampled best-response critics, one trained against each, exploit
+  less (`_measure_gate`); the other strategies deploy the average). The parts move
   every epoch, and a lambda averaged over past parts lags them; the current iterate tracks
   them but oscillates, so the choice is measured, never assumed. `mixed_table` / `mixed_policy`
   give pi_mix.
@@ -114,6 +116,10 @@ def read_replay_tolerance(replay_dir: str, default: float = 1e-6) -> float:
     raise ConfigError(f"{path}: unreadable replay tolerance file: {e}") from None
 
 
+# br_critic's deployment candidates under deploy best_measured (_choose_deployment).
+GATE_CANDIDATES = ("average", "actor")
+
+
 def _tabulate(learner, x: torch.Tensor, mask: torch.Tensor):
   with torch.no_grad():
     return (regret_matching(learner.regret(x), mask), masked_softmax(learner.actor(x), mask))
@@ -157,9 +163,16 @@ class SchedulerAdapter:
     if self.trainer.keyer is not None:
       self.trainer.keyer.seed = seed
     self.br_critic = None
+    self.br_gate: dict = {}  # br_critic with deploy best_measured: candidate -> its critic
+    self.gate_value: dict = {}  # candidate -> (EMA of its responder's return, EMA weight)
     if self.strategy == "br_critic":
       from armac_spiel.scheduler.br_critic import BRCritic
-      self.br_critic = BRCritic(suite.utility_computation, game_string, seed, self.device)
+      uc = suite.utility_computation
+      self.br_critic = BRCritic(uc, game_string, seed, self.device)
+      if suite.policy_mixer.deploy == "best_measured":
+        self.br_gate = {name: BRCritic(uc, game_string, seed + 1009 * (k + 1), self.device)
+                        for k, name in enumerate(GATE_CANDIDATES)}
+        self.gate_value = {name: (0.0, 0.0) for name in GATE_CANDIDATES}
     self.gen = torch.Generator().manual_seed(seed + 7919)
     self._chosen: dict[int, tuple] = {}  # step -> (episode, bin, bin probabilities)
     self._row_keys = None   # (S,) key of each infostate_table row (levels 0, 1, 3)
@@ -245,7 +258,16 @@ class SchedulerAdapter:
       return self.current_lambda(learner)
     if rule == "best_measured" and self._deployed is not None:
       return self._deployed.clone()
+    if self.br_gate and self._gate_choice() == "actor":
+      return torch.zeros(len(self._table()), 1, dtype=torch.float64)
     return self.average_lambda(learner)
+
+  def _gate_choice(self) -> str:
+    """br_critic's deployment (deploy best_measured): the candidate whose sampled best
+    responder has the lower bias-corrected EMA return; the actor until both are measured."""
+    if any(w <= 0 for _, w in self.gate_value.values()):
+      return "actor"
+    return min(GATE_CANDIDATES, key=lambda c: self.gate_value[c][0] / self.gate_value[c][1])
 
   def _choose_deployment(self, learner) -> None:
     """policy_mixer.deploy = best_measured, with exact utilities (strategy best_response):
@@ -255,9 +277,13 @@ class SchedulerAdapter:
     compiled tree). The choice stands until the next update (the parts change only in
     training). Other strategies have no exact measure and deploy the average."""
     from armac_spiel import evaluation
-    if (self.suite.policy_mixer.deploy != "best_measured" or self.trainer.net.in_warmup()
-        or self.strategy != "best_response"):
-      self._deployed = None
+    self._deployed = None
+    if self.suite.policy_mixer.deploy != "best_measured" or self.trainer.net.in_warmup():
+      return
+    if self.br_gate:
+      self._measure_gate(learner)
+      return
+    if self.strategy != "best_response":
       return
     n = len(self._table())
     cands = [("iterate", nc, lam) for nc, lam in self._measured]
@@ -273,6 +299,22 @@ class SchedulerAdapter:
                       nash_conv_deployed_at_update=nc,
                       nash_conv_average_at_update=next(c[1] for c in cands if c[0] == "average"),
                       nash_conv_current_at_update=next(c[1] for c in cands if c[0] == "current"))
+
+  def _measure_gate(self, learner) -> None:
+    """br_critic, deploy best_measured: one update of each candidate's best-response
+    critic (GATE_CANDIDATES: the manager's average lambda, the actor alone), each against
+    its own candidate, and an EMA (utility_computation.br_gate_decay) of what its
+    epsilon-greedy responder earned in the sampled episodes. No exact evaluator is used:
+    the measure is model-free, a sampled lower bound on each candidate's exploitability."""
+    decay = self.suite.utility_computation.br_gate_decay
+    for name, critic in self.br_gate.items():
+      v = critic.update(self._mix_fn(learner, name))["responder_value"]
+      m, w = self.gate_value[name]
+      self.gate_value[name] = (decay * m + (1 - decay) * v, decay * w + (1 - decay))
+    choice = self._gate_choice()
+    self._last.update(deployed_actor=float(choice == "actor"),
+                      **{f"br_gate_value_{c}": self.gate_value[c][0] / self.gate_value[c][1]
+                         for c in GATE_CANDIDATES})
 
   def current_lambda(self, learner) -> torch.Tensor:
     """(S, 1) float64 lambda of the manager's current sigma (the CFR-BR iterate; the
@@ -397,21 +439,33 @@ class SchedulerAdapter:
     self._last = {"br_exploitability_current_iterate": self._measured[-1][0] / 2}
     return stats
 
-  def _train_br_critic(self, learner) -> dict:
+  def _mix_fn(self, learner, which: str):
+    """A br_critic MixFn: pi_mix under the manager's current sigma (`current`), under its
+    average with the network's inference lambda elsewhere (`average`, what deploy average
+    deploys), or the actor alone (`actor`)."""
     from armac_spiel.scheduler.mixer import normalise
-    from armac_spiel.scheduler.utilities import bin_utilities
 
     def mix_fn(x, mask, rows):
       x, mask = x.to(learner.device), mask.to(learner.device)
       pi_rm, pi_avg = _tabulate(learner, x, mask)
+      if which == "actor":
+        return normalise(pi_avg, mask)
       if self.level != 2 and rows is None:
         rows = self._table_rows(None, x.cpu())
       keys = self._keys_of(x, rows).cpu()
-      lam = self._manager_lambda(keys, average=False)[0].to(pi_rm.device, pi_rm.dtype)
+      lam, held = self._manager_lambda(keys, average=which == "average")
+      if which == "average":
+        lam = torch.where(held[:, None], lam, self._net_lambda(x).double().cpu())
+      lam = lam.to(pi_rm.device, pi_rm.dtype)
       return normalise(lam * normalise(pi_rm, mask) + (1 - lam) * normalise(pi_avg, mask),
                        mask)
 
-    d = self.br_critic.update(mix_fn)
+    return mix_fn
+
+  def _train_br_critic(self, learner) -> dict:
+    from armac_spiel.scheduler.utilities import bin_utilities
+
+    d = self.br_critic.update(self._mix_fn(learner, "current"))
     if d["info"].shape[0] == 0:
       return {}
     x, mask = d["info"].to(learner.device), d["legal"].to(learner.device)
@@ -571,7 +625,9 @@ class SchedulerAdapter:
     return {"mode": self.mode, "trainer": self.trainer.state_dict(),
             "gen": self.gen.get_state(), "cost": dict(self.cost), "last": dict(self._last),
             "deployed": self._deployed,
-            "br_critic": None if self.br_critic is None else self.br_critic.state_dict()}
+            "br_critic": None if self.br_critic is None else self.br_critic.state_dict(),
+            "br_gate": {k: c.state_dict() for k, c in self.br_gate.items()},
+            "gate_value": {k: list(v) for k, v in self.gate_value.items()}}
 
   def load_state_dict(self, d: dict) -> None:
     if d["mode"] != self.mode:
@@ -583,6 +639,9 @@ class SchedulerAdapter:
     self._deployed = d.get("deployed")
     if self.br_critic is not None:
       self.br_critic.load_state_dict(d["br_critic"])
+    for k, c in self.br_gate.items():
+      c.load_state_dict(d["br_gate"][k])
+      self.gate_value[k] = tuple(float(v) for v in d["gate_value"][k])
     self._chosen.clear()
 
 

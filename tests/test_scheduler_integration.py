@@ -214,3 +214,43 @@ def test_cli_writes_scheduler_metrics(tmp_path):
   cfg = json.loads((out / "config.json").read_text())
   assert cfg["hparams"]["scheduler_mode"] == "discrete"
   assert cfg["scheduler"]["policy_mixer"]["discrete"] is True
+
+
+def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch):
+  """br_critic with deploy best_measured: one critic per candidate (the manager's average,
+  the actor alone), each trained against its own candidate; the EMA of its responder's
+  returns (bias-corrected) picks the deployment; the actor until both are measured."""
+  learner, ad = _learner("discrete", strategy="br_critic")
+  assert set(ad.br_gate) == {"average", "actor"} and ad._gate_choice() == "actor"
+  for _ in range(3):
+    learner.step()
+  lam_avg = ad.average_lambda(learner)
+  assert lam_avg.abs().sum() > 0  # the average mixes somewhere: the choice is visible
+  d = ad.suite.utility_computation.br_gate_decay
+  returns = {"average": [0.3, -0.5], "actor": [0.1, 0.0]}
+  seen = {k: [] for k in returns}
+  for name, critic in ad.br_gate.items():
+    def update(mix_fn, name=name):
+      seen[name].append(mix_fn)
+      return {"responder_value": returns[name][len(seen[name]) - 1]}
+    monkeypatch.setattr(critic, "update", update)
+  ad.gate_value = {k: (0.0, 0.0) for k in returns}
+  ad._measure_gate(learner)  # 0.3 against 0.1: the actor
+  assert ad._gate_choice() == "actor" and ad._last["deployed_actor"] == 1.0
+  assert torch.equal(ad.deployed_lambda(learner), torch.zeros_like(lam_avg))
+  ad._measure_gate(learner)
+  ema = {k: (d * (1 - d) * r[0] + (1 - d) * r[1]) / (1 - d * d) for k, r in returns.items()}
+  for k in returns:
+    assert ad._last[f"br_gate_value_{k}"] == pytest.approx(ema[k], abs=1e-12)
+  assert ema["average"] < ema["actor"] and ad._gate_choice() == "average"
+  assert ad._last["deployed_actor"] == 0.0
+  assert torch.equal(ad.deployed_lambda(learner), lam_avg)
+  # Each critic was trained against its own candidate.
+  t = infostate_table(GAME)
+  x, mask = t.tensors, t.legal_mask
+  rows = torch.arange(len(t))
+  pi_mix, _ = ad.mixed_table(learner, lam_avg)
+  assert torch.allclose(seen["average"][0](x, mask, rows).double(), pi_mix, atol=1e-6)
+  pi_actor, _ = ad.mixed_table(learner, torch.zeros_like(lam_avg))
+  assert torch.allclose(seen["actor"][0](x, mask, rows).double(), pi_actor, atol=1e-6)
+  assert not torch.allclose(pi_mix, pi_actor, atol=1e-3)

@@ -104,6 +104,8 @@ class UtilityConfig:
   br_hidden: tuple[int, ...] = (128, 128)
   br_explore: float = 0.1        # br_critic: epsilon-uniform exploration of both players
   br_replay: int = 8             # br_critic: updates whose episodes the critic fits (FIFO)
+  br_gate_decay: float = 0.98    # br_critic with deploy best_measured: EMA decay of the
+                                 # sampled responders' returns that choose the deployment
 
   @property
   def kind(self) -> str:
@@ -321,6 +323,8 @@ def validate(c: SchedulerSuiteConfig) -> None:
   _check(0.0 <= u.br_explore <= 1.0, "utility_computation.br_explore", "in [0, 1]",
          u.br_explore)
   _check(u.br_replay >= 1, "utility_computation.br_replay", ">= 1", u.br_replay)
+  _check(0.0 <= u.br_gate_decay < 1.0, "utility_computation.br_gate_decay", "in [0, 1)",
+         u.br_gate_decay)
   _check(0.0 <= u.gamma <= 1.0, "utility_computation.gamma", "in [0, 1]", u.gamma)
   _check(u.baseline_window >= 1, "utility_computation.baseline_window", ">= 1",
          u.baseline_window)

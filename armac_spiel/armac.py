@@ -46,6 +46,7 @@ With explore_eps = 1 the learner plays uniformly and w = 1.
 
 from __future__ import annotations
 
+import copy
 from typing import Protocol
 
 import numpy as np
@@ -196,6 +197,11 @@ class ARMAC:
       self.actor = MLP(sg.info_state_size, cfg.actor_hidden, sg.num_actions)
     for net in (self.critic, self.regret, self.actor):
       net.to(self.device)
+    # The critic's Polyak target network (critic_target_tau < 1), or None: the trace
+    # targets then bootstrap from the live critic.
+    self.polyak_critic = None
+    if cfg.critic_target_tau < 1.0:
+      self.polyak_critic = copy.deepcopy(self.critic).requires_grad_(False)
     # Fused Adam: one kernel for all parameters. These nets are small, so a step is bound by
     # per-parameter overhead: epochs 1.19x (Kuhn) and 1.06x (Leduc) faster on CPU
     # (python -m experiments.bench_learner --compare=adam, docs/results.md). armac_spiel's
@@ -484,6 +490,8 @@ class ARMAC:
       self.opt[name].zero_grad(set_to_none=True)
       loss.backward()
       self.opt[name].step()
+      if name == "critic" and self.polyak_critic is not None:
+        self._polyak()
       losses.append(self._check(name, loss))
     return float(np.mean(losses)) if losses else float("nan")
 
@@ -499,6 +507,13 @@ class ARMAC:
     return self._fit("critic", self.critic_replay, self.cfg.critic_steps,
                      self.cfg.critic_batch_episodes, self._critic_loss)
 
+  @torch.no_grad()
+  def _polyak(self) -> None:
+    """theta' <- (1 - tau) theta' + tau theta for the critic's target network."""
+    tau = self.cfg.critic_target_tau
+    for p_t, p in zip(self.polyak_critic.parameters(), self.critic.parameters()):
+      p_t.lerp_(p, tau)
+
   def _critic_loss(self, d: dict) -> torch.Tensor:
     """Regression of q(h_t, a_t) towards the current policy's return: Tree Backup (trace
     c = tb_lambda * pi(a)) or, with critic_trace=retrace, Retrace (c = tb_lambda *
@@ -513,7 +528,12 @@ class ARMAC:
     with torch.no_grad():
       sid = None if node is None else self._node_sid[node]
       pi = regret_matching(self._forward(self.regret, d["info"], sid), d["mask"])  # (E, T, A)
-      v = (out.detach() * pi.unsqueeze(2)).sum(-1)  # (E, T, H)
+      boot_q, boot_out = q_a.detach(), out.detach()
+      if self.polyak_critic is not None:  # bootstrap from the Polyak target network
+        boot_out = self._forward(self.polyak_critic, d["history"], node).unflatten(
+            -1, (self.heads, -1))
+        boot_q = boot_out.gather(-1, a_idx).squeeze(-1)
+      v = (boot_out * pi.unsqueeze(2)).sum(-1)  # (E, T, H)
       c = pi.gather(-1, d["action"].unsqueeze(-1))  # (E, T, 1)
       if "mu" in d:
         c = (c / d["mu"].unsqueeze(-1).clamp_min(1e-12)).clamp_max(1.0)
@@ -522,7 +542,7 @@ class ARMAC:
       for t in range(self.t_max - 1, -1, -1):
         if t + 1 < self.t_max:
           boot = v[:, t + 1] + self.cfg.tb_lambda * c[:, t + 1] * (
-              g_next - q_a[:, t + 1].detach())
+              g_next - boot_q[:, t + 1])
           g_t = torch.where(valid[:, t + 1, None], boot, ret)
         else:
           g_t = ret
@@ -855,7 +875,9 @@ class ARMAC:
         "game": self.game_string, "seed": self.seed, "config": self.cfg.to_dict(),
         "epoch": self.epoch, "episodes": self.episodes,
         "nets": {"critic": self.critic.state_dict(), "regret": self.regret.state_dict(),
-                 "actor": self.actor.state_dict()},
+                 "actor": self.actor.state_dict(),
+                 **({} if self.polyak_critic is None else
+                    {"polyak_critic": self.polyak_critic.state_dict()})},
         "opt": {k: o.state_dict() for k, o in self.opt.items()},
         "bank": self.bank.state_dict(),
         "critic_replay": self.critic_replay.state_dict(),
@@ -879,6 +901,11 @@ class ARMAC:
     self.critic.load_state_dict(d["nets"]["critic"])
     self.regret.load_state_dict(d["nets"]["regret"])
     self.actor.load_state_dict(d["nets"]["actor"])
+    if self.polyak_critic is not None:
+      if "polyak_critic" not in d["nets"]:
+        raise ValueError("checkpoint has no critic target network (written with "
+                         "critic_target_tau = 1); start a new run")
+      self.polyak_critic.load_state_dict(d["nets"]["polyak_critic"])
     for k, o in self.opt.items():
       o.load_state_dict(d["opt"][k])
     self.bank.load_state_dict(d["bank"])

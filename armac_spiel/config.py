@@ -57,6 +57,10 @@ class ARMACConfig:
   # Critic: Tree Backup (or Retrace) towards the current policy.
   tb_lambda: float = 1.0
   critic_trace: str = "tree_backup"  # trace c = lambda * pi(a) | retrace: lambda * min(1, pi/mu)
+  critic_target_tau: float = 1.0     # Polyak rate of the critic's target network, whose
+                                     # values bootstrap the trace targets: after each critic
+                                     # step theta' <- (1 - tau) theta' + tau theta; 1: no
+                                     # target network (the live critic's values)
   critic_replay_episodes: int = 16384
   critic_steps: int = 8
   critic_batch_episodes: int = 512
@@ -128,6 +132,7 @@ def validate(c: ARMACConfig) -> None:
   need(isinstance(c.alternating_updates, bool), "alternating_updates", "true or false")
   need(0.0 <= c.tb_lambda <= 1.0, "tb_lambda", "in [0, 1]")
   need(c.critic_trace in CRITIC_TRACES, "critic_trace", f"one of {CRITIC_TRACES}")
+  need(0.0 < c.critic_target_tau <= 1.0, "critic_target_tau", "in (0, 1]")
   need(c.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")
   need(c.lr_decay_epochs > 0, "lr_decay_epochs", "> 0")
   need(c.min_lr >= 0, "min_lr", ">= 0")

@@ -1,5 +1,6 @@
 """ARMAC: smoke runs over games, correctness on Kuhn, checkpoints, resume, bad input."""
 
+import io
 import json
 import os
 import signal
@@ -458,3 +459,42 @@ def test_dcfr_regret_discount_matches_the_recursion_on_each_epochs_sums():
     assert torch.allclose(dcfr.regret_sums.num, want, atol=1e-9), e
   with pytest.raises(config_lib.ConfigError, match="regret_discount"):
     config_lib.ARMACConfig(**TINY, regret_discount="dcfr")
+
+
+def test_polyak_target_network_lags_the_critic_bootstraps_its_targets_and_resumes():
+  """critic_target_tau < 1: a target copy of the critic moves by theta' <- (1 - tau) theta'
+  + tau theta after each critic step, the trace targets bootstrap from it, and a checkpoint
+  carries it (the next epoch is the same after a reload)."""
+  cfg = config_lib.ARMACConfig(**TINY, critic_target_tau=0.25)
+  a = ARMAC("kuhn_poker", cfg, seed=3)
+  assert ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY), seed=3).polyak_critic is None
+  init = [p.clone() for p in a.polyak_critic.parameters()]
+  a.step()
+  live, tgt = list(a.critic.parameters()), list(a.polyak_critic.parameters())
+  assert not any(torch.equal(p, q) for p, q in zip(live, tgt))
+  assert not any(torch.equal(p, q) for p, q in zip(init, tgt))
+  before = [q.clone() for q in tgt]
+  a._polyak()
+  for p, q0, q in zip(live, before, tgt):
+    assert torch.allclose(q, 0.75 * q0 + 0.25 * p, atol=1e-7)
+  # The targets read the target network: the loss changes when only it changes.
+  d = a.critic_replay.sample(16, torch.Generator().manual_seed(0))
+  with torch.no_grad():
+    l1 = float(a._critic_loss(d))
+    for q, p in zip(tgt, live):
+      q.copy_(p)
+    l2 = float(a._critic_loss(d))
+  assert l1 != l2
+  buf = io.BytesIO()
+  torch.save(a.state_dict(), buf)
+  buf.seek(0)
+  b = ARMAC("kuhn_poker", cfg, seed=3)
+  b.load_state_dict(torch.load(buf, weights_only=True))
+  a.step()
+  b.step()
+  for p, q in zip(a.polyak_critic.parameters(), b.polyak_critic.parameters()):
+    assert torch.equal(p, q)
+  for p, q in zip(a.critic.parameters(), b.critic.parameters()):
+    assert torch.equal(p, q)
+  with pytest.raises(config_lib.ConfigError, match="critic_target_tau"):
+    config_lib.ARMACConfig(**TINY, critic_target_tau=0.0)

@@ -54,6 +54,7 @@ the adapter for the resolved suite (None when its mode is off).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -164,7 +165,9 @@ class SchedulerAdapter:
       self.trainer.keyer.seed = seed
     self.br_critic = None
     self.br_gate: dict = {}  # br_critic with deploy best_measured: candidate -> its critic
-    self.gate_value: dict = {}  # candidate -> (EMA of its responder's return, EMA weight)
+    # candidate -> (EMA sum of its responder's mean returns, of their weights, and of the
+    # squared weights times their sampling variances)
+    self.gate_value: dict = {}
     if self.strategy == "br_critic":
       from armac_spiel.scheduler.br_critic import BRCritic
       uc = suite.utility_computation
@@ -172,7 +175,7 @@ class SchedulerAdapter:
       if suite.policy_mixer.deploy == "best_measured":
         self.br_gate = {name: BRCritic(uc, game_string, seed + 1009 * (k + 1), self.device)
                         for k, name in enumerate(GATE_CANDIDATES)}
-        self.gate_value = {name: (0.0, 0.0) for name in GATE_CANDIDATES}
+        self.gate_value = {name: (0.0, 0.0, 0.0) for name in GATE_CANDIDATES}
     self.gen = torch.Generator().manual_seed(seed + 7919)
     self._chosen: dict[int, tuple] = {}  # step -> (episode, bin, bin probabilities)
     self._row_keys = None   # (S,) key of each infostate_table row (levels 0, 1, 3)
@@ -262,12 +265,21 @@ class SchedulerAdapter:
       return torch.zeros(len(self._table()), 1, dtype=torch.float64)
     return self.average_lambda(learner)
 
+  def _gate_estimate(self, name: str) -> tuple[float, float]:
+    """(bias-corrected EMA of a candidate's responder returns, its standard error)."""
+    m, w, q = self.gate_value[name]
+    return m / w, math.sqrt(q) / w
+
   def _gate_choice(self) -> str:
-    """br_critic's deployment (deploy best_measured): the candidate whose sampled best
-    responder has the lower bias-corrected EMA return; the actor until both are measured."""
-    if any(w <= 0 for _, w in self.gate_value.values()):
+    """br_critic's deployment (deploy best_measured): the average's mix when its sampled
+    best responder's EMA return is below the actor's by more than
+    utility_computation.br_gate_z standard errors of the difference, else the actor alone
+    (also until both are measured): the mix must earn its deployment."""
+    if any(w <= 0 for _, w, _ in self.gate_value.values()):
       return "actor"
-    return min(GATE_CANDIDATES, key=lambda c: self.gate_value[c][0] / self.gate_value[c][1])
+    (v_mix, se_mix), (v_act, se_act) = (self._gate_estimate(c) for c in GATE_CANDIDATES)
+    z = self.suite.utility_computation.br_gate_z
+    return "average" if v_mix + z * math.hypot(se_mix, se_act) < v_act else "actor"
 
   def _choose_deployment(self, learner) -> None:
     """policy_mixer.deploy = best_measured, with exact utilities (strategy best_response):
@@ -304,17 +316,20 @@ class SchedulerAdapter:
     """br_critic, deploy best_measured: one update of each candidate's best-response
     critic (GATE_CANDIDATES: the manager's average lambda, the actor alone), each against
     its own candidate, and an EMA (utility_computation.br_gate_decay) of what its
-    epsilon-greedy responder earned in the sampled episodes. No exact evaluator is used:
-    the measure is model-free, a sampled lower bound on each candidate's exploitability."""
-    decay = self.suite.utility_computation.br_gate_decay
+    epsilon-greedy responder earned in the sampled episodes, with the EMA's sampling
+    variance. No exact evaluator is used: the measure is model-free, a sampled lower bound
+    on each candidate's exploitability; _gate_choice decides."""
+    d = self.suite.utility_computation.br_gate_decay
     for name, critic in self.br_gate.items():
-      v = critic.update(self._mix_fn(learner, name))["responder_value"]
-      m, w = self.gate_value[name]
-      self.gate_value[name] = (decay * m + (1 - decay) * v, decay * w + (1 - decay))
+      out = critic.update(self._mix_fn(learner, name))
+      m, w, q = self.gate_value[name]
+      self.gate_value[name] = (d * m + (1 - d) * out["responder_value"], d * w + (1 - d),
+                               d * d * q + (1 - d) ** 2 * out["responder_value_var"])
     choice = self._gate_choice()
-    self._last.update(deployed_actor=float(choice == "actor"),
-                      **{f"br_gate_value_{c}": self.gate_value[c][0] / self.gate_value[c][1]
-                         for c in GATE_CANDIDATES})
+    self._last.update(deployed_actor=float(choice == "actor"))
+    for c in GATE_CANDIDATES:
+      v, se = self._gate_estimate(c)
+      self._last.update({f"br_gate_value_{c}": v, f"br_gate_se_{c}": se})
 
   def current_lambda(self, learner) -> torch.Tensor:
     """(S, 1) float64 lambda of the manager's current sigma (the CFR-BR iterate; the

@@ -218,32 +218,51 @@ def test_cli_writes_scheduler_metrics(tmp_path):
 
 def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch):
   """br_critic with deploy best_measured: one critic per candidate (the manager's average,
-  the actor alone), each trained against its own candidate; the EMA of its responder's
-  returns (bias-corrected) picks the deployment; the actor until both are measured."""
+  the actor alone), each trained against its own candidate; the bias-corrected EMA of its
+  responder's returns, with its standard error, picks the deployment: the average only when
+  its EMA is below the actor's by more than br_gate_z standard errors of the difference."""
   learner, ad = _learner("discrete", strategy="br_critic")
   assert set(ad.br_gate) == {"average", "actor"} and ad._gate_choice() == "actor"
   for _ in range(3):
     learner.step()
   lam_avg = ad.average_lambda(learner)
   assert lam_avg.abs().sum() > 0  # the average mixes somewhere: the choice is visible
-  d = ad.suite.utility_computation.br_gate_decay
-  returns = {"average": [0.3, -0.5], "actor": [0.1, 0.0]}
+  uc = ad.suite.utility_computation
+  d, z = uc.br_gate_decay, uc.br_gate_z
+  # (mean return, sampling variance of the mean) per update and candidate
+  returns = {"average": [(0.3, 0.01), (-0.5, 0.01), (-0.5, 0.0)],
+             "actor": [(0.1, 0.01), (0.0, 0.01), (0.0, 0.0)]}
   seen = {k: [] for k in returns}
   for name, critic in ad.br_gate.items():
     def update(mix_fn, name=name):
       seen[name].append(mix_fn)
-      return {"responder_value": returns[name][len(seen[name]) - 1]}
+      v, var = returns[name][len(seen[name]) - 1]
+      return {"responder_value": v, "responder_value_var": var}
     monkeypatch.setattr(critic, "update", update)
-  ad.gate_value = {k: (0.0, 0.0) for k in returns}
-  ad._measure_gate(learner)  # 0.3 against 0.1: the actor
-  assert ad._gate_choice() == "actor" and ad._last["deployed_actor"] == 1.0
-  assert torch.equal(ad.deployed_lambda(learner), torch.zeros_like(lam_avg))
-  ad._measure_gate(learner)
-  ema = {k: (d * (1 - d) * r[0] + (1 - d) * r[1]) / (1 - d * d) for k, r in returns.items()}
-  for k in returns:
-    assert ad._last[f"br_gate_value_{k}"] == pytest.approx(ema[k], abs=1e-12)
-  assert ema["average"] < ema["actor"] and ad._gate_choice() == "average"
-  assert ad._last["deployed_actor"] == 0.0
+  ad.gate_value = {k: (0.0, 0.0, 0.0) for k in returns}
+
+  def ema(k, n):
+    w = [(1 - d) * d ** (n - 1 - i) for i in range(n)]
+    r = returns[k][:n]
+    mean = sum(wi * v for wi, (v, _) in zip(w, r)) / sum(w)
+    se = math.sqrt(sum(wi * wi * var for wi, (_, var) in zip(w, r))) / sum(w)
+    return mean, se
+
+  for n in (1, 2, 3):
+    ad._measure_gate(learner)
+    est = {k: ema(k, n) for k in returns}
+    for k in returns:
+      assert ad._last[f"br_gate_value_{k}"] == pytest.approx(est[k][0], abs=1e-12)
+      assert ad._last[f"br_gate_se_{k}"] == pytest.approx(est[k][1], abs=1e-12)
+    margin = z * math.hypot(est["average"][1], est["actor"][1])
+    want = "average" if est["average"][0] + margin < est["actor"][0] else "actor"
+    assert ad._gate_choice() == want and ad._last["deployed_actor"] == float(want == "actor")
+    if n == 1:  # 0.3 against 0.1: the actor
+      assert want == "actor"
+      assert torch.equal(ad.deployed_lambda(learner), torch.zeros_like(lam_avg))
+    if n == 2:  # lower (-0.104 against 0.049), but within the noise: still the actor
+      assert est["average"][0] < est["actor"][0] and want == "actor"
+  assert want == "average"  # the third, noiseless update settles it
   assert torch.equal(ad.deployed_lambda(learner), lam_avg)
   # Each critic was trained against its own candidate.
   t = infostate_table(GAME)

@@ -105,7 +105,8 @@ class BRCritic:
     """Samples, fits Q; returns the mixer's sampled states: info (N, D), legal (N, A),
     q (N, A), reach (N,) own reach under pi_mix, cf_weight (N,) (summed over a state's
     rows: an estimate of its counterfactual reach), node (N,) tree ids or None; and
-    responder_value, the responder's mean return over the sampled episodes."""
+    responder_value, the responder's mean return over the sampled episodes, and
+    responder_value_var, the sampling variance of that mean."""
     parts, rows, resp_ret = self._sample(mix_fn), [], []
     for traj, mixer_player, step_mix in parts:
       b = traj.action.shape[0]
@@ -139,7 +140,9 @@ class BRCritic:
       d["q"] = self.net(d["info"].to(self.device))
     # The mean return of the (epsilon-greedy) responder over the episodes: a sampled lower
     # bound on pi_mix's exploitability, up to the exploration of both players.
-    d["responder_value"] = float(torch.cat(resp_ret).mean())
+    ret = torch.cat(resp_ret)
+    d["responder_value"] = float(ret.mean())
+    d["responder_value_var"] = float(ret.var()) / len(ret) if len(ret) > 1 else 0.0
     return d
 
   def _fit(self) -> None:

@@ -106,6 +106,9 @@ class UtilityConfig:
   br_replay: int = 8             # br_critic: updates whose episodes the critic fits (FIFO)
   br_gate_decay: float = 0.98    # br_critic with deploy best_measured: EMA decay of the
                                  # sampled responders' returns that choose the deployment
+  br_gate_z: float = 2.0         # br_critic: the average's mix is deployed only when its
+                                 # responder's EMA return is below the actor's by more than
+                                 # br_gate_z standard errors of the difference
 
   @property
   def kind(self) -> str:
@@ -325,6 +328,7 @@ def validate(c: SchedulerSuiteConfig) -> None:
   _check(u.br_replay >= 1, "utility_computation.br_replay", ">= 1", u.br_replay)
   _check(0.0 <= u.br_gate_decay < 1.0, "utility_computation.br_gate_decay", "in [0, 1)",
          u.br_gate_decay)
+  _check(u.br_gate_z >= 0.0, "utility_computation.br_gate_z", ">= 0", u.br_gate_z)
   _check(0.0 <= u.gamma <= 1.0, "utility_computation.gamma", "in [0, 1]", u.gamma)
   _check(u.baseline_window >= 1, "utility_computation.baseline_window", ">= 1",
          u.baseline_window)

@@ -163,6 +163,7 @@ def plot(runs: dict, path: str, game: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
   fig, ax = plt.subplots(figsize=(6, 4))
   for arm, by_seed in runs.items():
     for key, style in (("exploitability", "-"), ("exploitability_mixed", "--")):
@@ -180,6 +181,7 @@ def plot(runs: dict, path: str, game: str) -> None:
                 label=f"{arm} {'pi_avg' if key == 'exploitability' else 'pi_mix'}")
   ax.set_xscale("log")
   ax.set_yscale("log")
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
   ax.set_xlabel("training seconds")
   ax.set_ylabel("exploitability")
   ax.set_title(f"ARMAC scheduler arms, {game}")

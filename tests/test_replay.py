@@ -287,13 +287,14 @@ def test_verifier_gives_the_net_the_learners_batch_shapes(tmp_path, monkeypatch)
   from armac_spiel.networks import MLP
   plain = MLP.forward
   monkeypatch.setattr(MLP, "forward", lambda self, x: plain(self, x) + 1e-4 * x.shape[-2])
-  rec = recording.RecorderConfig(str(tmp_path / "rep"))
+  # A fraction of the episodes: the learner's batch still holds them all.
+  rec = recording.RecorderConfig(str(tmp_path / "rep"), fraction=0.3)
   spec = runs.resolve_spec("armac", GAME, SEED, str(tmp_path / "run"),
                            config_path=_config(tmp_path), sets={**TINY, "max_epochs": 3},
                            device="cpu", plot=False, record=dataclasses.asdict(rec))
   runs.run(spec)
   res = recording.verify(rec.out_dir)
-  assert res.first_mismatch is None and res.episodes_checked == 120
+  assert res.first_mismatch is None and 0 < res.episodes_checked < 120
   assert res.max_abs_deviation == 0.0
 
 

@@ -11,9 +11,10 @@ Bit for bit. A float32 matrix product sums in an order that depends on the batch
 row run alone can differ from the same row inside a batch in the last bits, and the
 difference grows with the weights (past 1e-6 in pi_j within the first epoch of a 30 s Leduc
 run). So every recomputation runs on a batch of the learner's shape with each row at the
-learner's place (`ARMAC._sample`: the (B, D) batch through the groups' snapshots; the
-scheduler: the (R, D) rows of the step); the other rows are zeros, which does not change a
-row's result. A record verified on the machine that wrote it matches exactly
+learner's place (`ARMAC._sample`: the (B, D) batch through the groups' snapshots, or, on
+the compiled tree with every group on the live net, one row per distinct information-state
+id of the whole batch, in id order; the scheduler: the (R, D) rows of the step); the other
+rows are zeros, which does not change a row's result. A record verified on the machine that wrote it matches exactly
 (`max_abs_deviation` 0). Verification runs on the CPU: a run recorded on a GPU can differ in
 the last bits, which `tolerance` (default 1e-6) admits, and an action whose uniform falls
 within ~1e-7 of a CDF boundary could in principle be drawn differently.
@@ -129,10 +130,12 @@ class _Policy:
     self.slots = ck["slots"]
     self.eps = float(ck["explore_eps"])
     self.per = self.cfg.episodes_per_epoch // self.cfg.groups_per_epoch
-    self.net, self.alive = _rebuild(ck), None
-    # The learner's sampling forward goes by information-state id where it has a tree
-    # (ARMAC._sample: once per distinct id, so the net sees a batch of that many rows); the
-    # ids come from pyspiel's information-state strings, as the tree compiled them.
+    self.net, self.alive, self.sids = _rebuild(ck), None, {}
+    # With a tree, the learner's sampling forward on the live net goes by information-state
+    # id (ARMAC._sample -> unique_forward: one row per distinct id of the whole batch, in id
+    # order). A recorded row's id comes from pyspiel's information-state string, as the tree
+    # compiled it; the batch's other ids (`sids`, from the regenerated batch) only set the
+    # shape and the row's place.
     tree = self.net._tree
     self.sid_of = None if tree is None else {k: s for s, k in enumerate(tree.info_keys)}
     self._learners = None
@@ -153,7 +156,7 @@ class _Policy:
     and network states; `alive[t]` becomes the batch indices at decision step t, in the
     order the sampler passed them to the policy."""
     b = self.cfg.episodes_per_epoch
-    cap, alive = Capture(sorted(set(chosen)), b), {}
+    cap, alive, sids = Capture(sorted(set(chosen)), b), {}, {}
     net = self.net
 
     class _Rec:
@@ -162,6 +165,8 @@ class _Policy:
 
       def on_step(self, learner, batch, outputs):
         alive[int(batch.step)] = batch.episode.tolist()
+        if batch.infostate is not None:
+          sids[int(batch.step)] = set(batch.infostate.tolist())
         cap.on_step(batch, outputs)
 
       def after_sample(self, learner, traj, *a):
@@ -175,7 +180,7 @@ class _Policy:
       net._sample(torch.tensor(self.slots, dtype=torch.long))
     finally:
       net.recorder = None
-    self.alive = alive
+    self.alive, self.sids = alive, sids
     return {i: cap.episode(cap.traj, i) for i in cap.chosen}
 
 
@@ -375,6 +380,7 @@ def _recompute(pol: _Policy, eps_: list[_Replayed]) -> None:
   batches of the shapes the learner used (`ARMAC._sample`), each row at its own place:
   float32 matrix products sum in an order that depends on the batch shape, so a row run
   alone can differ from the learner's value in the last bits. Fills `r.checks`."""
+  from armac_spiel.armac import CURRENT
   from armac_spiel.networks import masked_softmax, regret_matching, uniform_policy
   net, cfg, sg = pol.net, pol.cfg, pol.sgame
   b, g, d, a_dim = cfg.episodes_per_epoch, cfg.groups_per_epoch, sg.info_state_size, sg.num_actions
@@ -391,13 +397,21 @@ def _recompute(pol: _Policy, eps_: list[_Replayed]) -> None:
     x = torch.zeros(b, d)
     m = torch.ones(b, a_dim, dtype=torch.bool)
     x[idx], m[idx] = xs, ms
-    ids = None
-    if pol.sid_of is not None:  # as the learner: -1 for the rows of finished episodes
-      ids = torch.full((b,), -1, dtype=torch.long)
-      ids[idx] = torch.tensor([r.sid[t] for r in rows], dtype=torch.long)
-      ids = ids.view(g, pol.per)
-    w = net._group_forward("regret", slots, x.view(g, pol.per, -1), ids).view(b, -1)
-    pi_j = regret_matching(w, m)[idx]
+    if pol.sid_of is not None and (net.bank.size == 0 or bool((slots == CURRENT).all())):
+      # unique_forward's batch: the distinct ids of the step (-1: the zero rows of finished
+      # episodes) in order, each recorded row at its id's place, zeros elsewhere.
+      mine = [r.sid[t] for r in rows]
+      present = pol.sids.get(t, set()) | set(mine)
+      if pol.alive is None or len(pol.alive.get(t, ())) < b:
+        present.add(-1)
+      place = {s: k for k, s in enumerate(sorted(present))}
+      pos = torch.tensor([place[s] for s in mine], dtype=torch.long)
+      xu = torch.zeros(len(place), d)
+      xu[pos] = xs
+      pi_j = regret_matching(net.regret(xu)[pos], ms)
+    else:
+      w = net._group_forward("regret", slots, x.view(g, pol.per, -1)).view(b, -1)
+      pi_j = regret_matching(w, m)[idx]
     for k, r in enumerate(rows):
       r.chk.close(t, "regret_policy", r.rec["steps"]["regret_policy"][t], pi_j[k].numpy())
     # The scheduler's inputs: live RM(W) and the actor on the step's (R, D) rows.

@@ -14,7 +14,12 @@ run). So every recomputation runs on a batch of the learner's shape with each ro
 learner's place (`ARMAC._sample`: the (B, D) batch through the groups' snapshots, or, on
 the compiled tree with every group on the live net, one row per distinct information-state
 id of the whole batch, in id order; the scheduler: the (R, D) rows of the step); the other
-rows are zeros, which does not change a row's result. A record verified on the machine that wrote it matches exactly
+rows are zeros, which does not change a row's result. Whether a row's bits depend on the
+batch's row count depends on the BLAS kernel: on an AMD EPYC (AVX2) they did not for these
+shapes, under `MKL_CBWR=COMPATIBLE` they do (a verifier that used the (B, D) batch where the
+learner ran the distinct ids failed tests/test_replay.py there, as on the CI machine), and
+tests/test_replay.py checks the shapes on any machine with a net whose output moves with
+its row count. A record verified on the machine that wrote it matches exactly
 (`max_abs_deviation` 0). Verification runs on the CPU: a run recorded on a GPU can differ in
 the last bits, which `tolerance` (default 1e-6) admits, and an action whose uniform falls
 within ~1e-7 of a CDF boundary could in principle be drawn differently.

@@ -647,6 +647,11 @@ class SchedulerAdapter:
   def load_state_dict(self, d: dict) -> None:
     if d["mode"] != self.mode:
       raise ValueError(f"scheduler checkpoint is for mode {d['mode']!r}, not {self.mode!r}")
+    if self.br_gate and set(d.get("br_gate") or {}) != set(self.br_gate):
+      raise ValueError("the checkpoint's scheduler state has no br_critic deployment critics "
+                       "(written by an armac-spiel version without them, or with another "
+                       "policy_mixer.deploy); start a new run, or resume with "
+                       "policy_mixer.deploy: average")
     self.trainer.load_state_dict(d["trainer"])
     self.gen.set_state(d["gen"])
     self.cost = dict(d["cost"])

@@ -273,3 +273,13 @@ def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch)
   pi_actor, _ = ad.mixed_table(learner, torch.zeros_like(lam_avg))
   assert torch.allclose(seen["actor"][0](x, mask, rows).double(), pi_actor, atol=1e-6)
   assert not torch.allclose(pi_mix, pi_actor, atol=1e-3)
+
+
+def test_a_checkpoint_without_br_critics_deployment_critics_is_named():
+  """A br_critic checkpoint written without the deployment critics cannot resume silently."""
+  learner, ad = _learner("discrete", strategy="br_critic")
+  learner.step()
+  state = ad.state_dict()
+  state.pop("br_gate")
+  with pytest.raises(ValueError, match="deployment critics.*policy_mixer.deploy: average"):
+    ad.load_state_dict(state)

@@ -235,13 +235,22 @@ def test_update_every_updates_at_its_multiples_and_deploys_the_last_update(tmp_p
 
 def test_br_critic_target_counts_a_deployed_actor_as_equal_to_pi_avg():
   """bench_scheduler's br_critic target (mix at or below pi_avg at the end): the actor alone
-  deployed is pi_avg renormalised in float64, a few 1e-10 away; a real excess still fails."""
-  from experiments.bench_scheduler import EQUAL_TOL, targets
-  def run(excess):
-    return [{"epoch": 0, "exploitability": 1.0, "exploitability_mixed": 1.0},
-            {"epoch": 20, "exploitability": 0.05, "exploitability_mixed": 0.05 + excess}]
-  out = targets({"br_critic": {0: run(1.1e-8), 1: run(-0.01), 2: run(0.001)}}, warmup=0)
-  seeds = out["br_critic"]["per_seed"]
-  assert [seeds[s]["mixed_le_avg_at_end"] for s in (0, 1, 2)] == [True, True, False]
-  assert seeds[2]["mixed_minus_avg_at_end"] == pytest.approx(0.001)
-  assert 1.1e-8 < EQUAL_TOL < 0.001
+  deployed is pi_avg renormalised in float64, a few 1e-10 away; a real excess still fails.
+  (In a subprocess: bench_scheduler's absl flags clash with other experiments' in-process.)"""
+  code = """
+import json
+from experiments.bench_scheduler import EQUAL_TOL, targets
+def run(excess):
+  return [{"epoch": 0, "exploitability": 1.0, "exploitability_mixed": 1.0},
+          {"epoch": 20, "exploitability": 0.05, "exploitability_mixed": 0.05 + excess}]
+out = targets({"br_critic": {0: run(1.1e-8), 1: run(-0.01), 2: run(0.001)}}, warmup=0)
+print(json.dumps({"tol": EQUAL_TOL, "seeds": out["br_critic"]["per_seed"]}))
+"""
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                     env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  seeds = out["seeds"]
+  assert [seeds[s]["mixed_le_avg_at_end"] for s in ("0", "1", "2")] == [True, True, False]
+  assert seeds["2"]["mixed_minus_avg_at_end"] == pytest.approx(0.001)
+  assert 1.1e-8 < out["tol"] < 0.001

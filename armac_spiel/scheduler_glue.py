@@ -22,9 +22,10 @@ RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either par
   `current` (the manager's current sigma) or `best_measured` (default: of this update's
   CFR-BR iterates, the final one, the average and the actor alone (lambda = 0), the one
   whose pi_mix was least exploitable on the parts of the last update, measured exactly on
-  the compiled tree; br_critic, which has no exact measure, deploys the average or the actor
-  alone, whichever its two sampled best-response critics, one trained against each, exploit
-  less (`_measure_gate`); the other strategies deploy the average). The parts move
+  the compiled tree; br_critic, which has no exact measure, deploys the actor alone unless
+  its two sampled best-response critics, one trained against each, find the average's mix
+  less exploitable by utility_computation.br_gate_z standard errors (`_measure_gate`); the
+  other strategies deploy the average). The parts move
   every epoch, and a lambda averaged over past parts lags them; the current iterate tracks
   them but oscillates, so the choice is measured, never assumed. `mixed_table` / `mixed_policy`
   give pi_mix.
@@ -287,7 +288,8 @@ class SchedulerAdapter:
     final iterate, the manager's average and the actor alone (lambda = 0), deploys the
     lambda table whose pi_mix has the lowest NashConv on the current parts (exact, on the
     compiled tree). The choice stands until the next update (the parts change only in
-    training). Other strategies have no exact measure and deploy the average."""
+    training). br_critic has no exact measure: its sampled one decides (_measure_gate,
+    _gate_choice). The other strategies deploy the average."""
     from armac_spiel import evaluation
     self._deployed = None
     if self.suite.policy_mixer.deploy != "best_measured" or self.trainer.net.in_warmup():

@@ -280,7 +280,7 @@ def test_pyspiel_sampler_record_verifies_bit_for_bit(tmp_path):
 
 def test_verifier_gives_the_net_the_learners_batch_shapes(tmp_path, monkeypatch):
   """Float32 products can differ in their last bits with the number of rows in the batch
-  (seen on AVX-512 machines: 1e-7 between the learner's and the verifier's pi_j). A net whose
+  (seen on the CI machine: 1e-7 between the learner's and the verifier's pi_j). A net whose
   output moves with its row count makes that visible on any machine: the record still
   verifies bit for bit only if the verifier runs every forward on the learner's shapes
   (with the tree sampler: once per distinct information-state id)."""

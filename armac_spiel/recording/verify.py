@@ -141,8 +141,10 @@ class _Policy:
     # order). A recorded row's id comes from pyspiel's information-state string, as the tree
     # compiled it; the batch's other ids (`sids`, from the regenerated batch) only set the
     # shape and the row's place.
-    tree = self.net._tree
-    self.sid_of = None if tree is None else {k: s for s, k in enumerate(tree.info_keys)}
+    self.sid_of = None
+    if self.net._tree is not None:
+      from games import infostate_table
+      self.sid_of = infostate_table(ck["game"]).index  # the tree's information-state ids
     self._learners = None
 
   def learner(self, batch_index: int) -> int:
@@ -398,10 +400,6 @@ def _recompute(pol: _Policy, eps_: list[_Replayed]) -> None:
     ms = torch.zeros(len(rows), a_dim, dtype=torch.bool)
     for k, r in enumerate(rows):
       ms[k, r.mask[t]] = True
-    # policy_fn of ARMAC._sample: the whole (B, D) batch through _group_forward.
-    x = torch.zeros(b, d)
-    m = torch.ones(b, a_dim, dtype=torch.bool)
-    x[idx], m[idx] = xs, ms
     if pol.sid_of is not None and (net.bank.size == 0 or bool((slots == CURRENT).all())):
       # unique_forward's batch: the distinct ids of the step (-1: the zero rows of finished
       # episodes) in order, each recorded row at its id's place, zeros elsewhere.
@@ -414,7 +412,10 @@ def _recompute(pol: _Policy, eps_: list[_Replayed]) -> None:
       xu = torch.zeros(len(place), d)
       xu[pos] = xs
       pi_j = regret_matching(net.regret(xu)[pos], ms)
-    else:
+    else:  # policy_fn of ARMAC._sample: the whole (B, D) batch through _group_forward
+      x = torch.zeros(b, d)
+      m = torch.ones(b, a_dim, dtype=torch.bool)
+      x[idx], m[idx] = xs, ms
       w = net._group_forward("regret", slots, x.view(g, pol.per, -1)).view(b, -1)
       pi_j = regret_matching(w, m)[idx]
     for k, r in enumerate(rows):

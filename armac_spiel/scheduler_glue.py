@@ -122,6 +122,11 @@ def read_replay_tolerance(replay_dir: str, default: float = 1e-6) -> float:
 GATE_CANDIDATES = ("average", "actor")
 
 
+def _pair(responder: str, candidate: str) -> str:
+  """gate_value's key: the critic trained against `responder`, measured against `candidate`."""
+  return f"{responder}>{candidate}"
+
+
 def _tabulate(learner, x: torch.Tensor, mask: torch.Tensor):
   with torch.no_grad():
     return (regret_matching(learner.regret(x), mask), masked_softmax(learner.actor(x), mask))
@@ -166,8 +171,8 @@ class SchedulerAdapter:
       self.trainer.keyer.seed = seed
     self.br_critic = None
     self.br_gate: dict = {}  # br_critic with deploy best_measured: candidate -> its critic
-    # candidate -> (EMA sum of its responder's mean returns, of their weights, and of the
-    # squared weights times their sampling variances)
+    # "responder>candidate" -> (EMA sum of the greedy responder's mean returns against the
+    # candidate, of their weights, and of the squared weights times their sampling variances)
     self.gate_value: dict = {}
     if self.strategy == "br_critic":
       from armac_spiel.scheduler.br_critic import BRCritic
@@ -176,7 +181,8 @@ class SchedulerAdapter:
       if suite.policy_mixer.deploy == "best_measured":
         self.br_gate = {name: BRCritic(uc, game_string, seed + 1009 * (k + 1), self.device)
                         for k, name in enumerate(GATE_CANDIDATES)}
-        self.gate_value = {name: (0.0, 0.0, 0.0) for name in GATE_CANDIDATES}
+        self.gate_value = {_pair(r, c): (0.0, 0.0, 0.0)
+                           for r in GATE_CANDIDATES for c in GATE_CANDIDATES}
     self.gen = torch.Generator().manual_seed(seed + 7919)
     self._chosen: dict[int, tuple] = {}  # step -> (episode, bin, bin probabilities)
     self._row_keys = None   # (S,) key of each infostate_table row (levels 0, 1, 3)
@@ -267,15 +273,23 @@ class SchedulerAdapter:
     return self.average_lambda(learner)
 
   def _gate_estimate(self, name: str) -> tuple[float, float]:
-    """(bias-corrected EMA of a candidate's responder returns, its standard error)."""
-    m, w, q = self.gate_value[name]
-    return m / w, math.sqrt(q) / w
+    """(the largest bias-corrected EMA of what a deployment critic's greedy responder
+    earned against candidate `name`, at least 0; its standard error): the tightest sampled
+    lower bound on the candidate's exploitability that the critics give. Exploitability
+    is never negative, so a responder that loses on average bounds nothing: 0 stands."""
+    est = []
+    for r in GATE_CANDIDATES:
+      m, w, q = self.gate_value[_pair(r, name)]
+      est.append((m / w, math.sqrt(q) / w))
+    v, se = max(est)
+    return max(v, 0.0), se
 
   def _gate_choice(self) -> str:
-    """br_critic's deployment (deploy best_measured): the average's mix when its sampled
-    best responder's EMA return is below the actor's by more than
-    utility_computation.br_gate_z standard errors of the difference, else the actor alone
-    (also until both are measured): the mix must earn its deployment."""
+    """br_critic's deployment (deploy best_measured): the average's mix when its lower
+    bound (_gate_estimate) is below the actor's by more than utility_computation.br_gate_z
+    standard errors of the difference, else the actor alone (also until both are
+    measured): the mix must earn its deployment, and it cannot while the responders find
+    nothing to exploit in the actor (its bound 0)."""
     if any(w <= 0 for _, w, _ in self.gate_value.values()):
       return "actor"
     (v_mix, se_mix), (v_act, se_act) = (self._gate_estimate(c) for c in GATE_CANDIDATES)
@@ -316,17 +330,25 @@ class SchedulerAdapter:
 
   def _measure_gate(self, learner) -> None:
     """br_critic, deploy best_measured: one update of each candidate's best-response
-    critic (GATE_CANDIDATES: the manager's average lambda, the actor alone), each against
-    its own candidate, and an EMA (utility_computation.br_gate_decay) of what its
-    epsilon-greedy responder earned in the sampled episodes, with the EMA's sampling
-    variance. No exact evaluator is used: the measure is model-free, a sampled lower bound
-    on each candidate's exploitability; _gate_choice decides."""
+    critic (GATE_CANDIDATES: the manager's average lambda, the actor alone), each trained
+    against its own candidate; then every critic's greedy responder plays br_episodes
+    episodes against every candidate played exactly (BRCritic.evaluate), and each pair's
+    mean return enters an EMA (utility_computation.br_gate_decay) with its sampling
+    variance. No exact evaluator is used: each pair is a sampled lower bound on the
+    candidate's exploitability, and a responder trained against one candidate bounds the
+    other's too, so a critic that lags its own (moving) candidate cannot by itself make
+    that candidate look safe; _gate_choice decides."""
     d = self.suite.utility_computation.br_gate_decay
+    fns = {name: self._mix_fn(learner, name) for name in GATE_CANDIDATES}
     for name, critic in self.br_gate.items():
-      out = critic.update(self._mix_fn(learner, name))
-      m, w, q = self.gate_value[name]
-      self.gate_value[name] = (d * m + (1 - d) * out["responder_value"], d * w + (1 - d),
-                               d * d * q + (1 - d) ** 2 * out["responder_value_var"])
+      critic.update(fns[name])
+    for r, critic in self.br_gate.items():
+      for c in GATE_CANDIDATES:
+        mean, var = critic.evaluate(fns[c])
+        m, w, q = self.gate_value[_pair(r, c)]
+        self.gate_value[_pair(r, c)] = (d * m + (1 - d) * mean, d * w + (1 - d),
+                                        d * d * q + (1 - d) ** 2 * var)
+        self._last[f"br_gate_value_{r}_vs_{c}"] = (d * m + (1 - d) * mean) / (d * w + (1 - d))
     choice = self._gate_choice()
     self._last.update(deployed_actor=float(choice == "actor"))
     for c in GATE_CANDIDATES:
@@ -649,9 +671,11 @@ class SchedulerAdapter:
   def load_state_dict(self, d: dict) -> None:
     if d["mode"] != self.mode:
       raise ValueError(f"scheduler checkpoint is for mode {d['mode']!r}, not {self.mode!r}")
-    if self.br_gate and set(d.get("br_gate") or {}) != set(self.br_gate):
-      raise ValueError("the checkpoint's scheduler state has no br_critic deployment critics "
-                       "(written by an armac-spiel version without them, or with another "
+    if self.br_gate and (set(d.get("br_gate") or {}) != set(self.br_gate)
+                         or set(d.get("gate_value") or {}) != set(self.gate_value)):
+      raise ValueError("the checkpoint's scheduler state has no br_critic deployment critics, "
+                       "or not their measures in this version's form (written by an "
+                       "armac-spiel version without them, or with another "
                        "policy_mixer.deploy); start a new run, or resume with "
                        "policy_mixer.deploy: average")
     self.trainer.load_state_dict(d["trainer"])
@@ -663,6 +687,7 @@ class SchedulerAdapter:
       self.br_critic.load_state_dict(d["br_critic"])
     for k, c in self.br_gate.items():
       c.load_state_dict(d["br_gate"][k])
+    for k in self.gate_value:
       self.gate_value[k] = tuple(float(v) for v in d["gate_value"][k])
     self._chosen.clear()
 

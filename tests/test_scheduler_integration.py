@@ -1,5 +1,6 @@
 """ARMAC with the scheduler adapter: invariants, metrics, resume, config and CLI."""
 
+import dataclasses
 import io
 import json
 import math
@@ -218,9 +219,10 @@ def test_cli_writes_scheduler_metrics(tmp_path):
 
 def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch):
   """br_critic with deploy best_measured: one critic per candidate (the manager's average,
-  the actor alone), each trained against its own candidate; the bias-corrected EMA of its
-  responder's returns, with its standard error, picks the deployment: the average only when
-  its EMA is below the actor's by more than br_gate_z standard errors of the difference."""
+  the actor alone), each trained against its own candidate; every critic's greedy responder
+  is measured against every candidate, each pair in a bias-corrected EMA with its standard
+  error; a candidate's bound is its largest pair, and the average is deployed only when its
+  bound is below the actor's by more than br_gate_z standard errors of the difference."""
   learner, ad = _learner("discrete", strategy="br_critic")
   assert set(ad.br_gate) == {"average", "actor"} and ad._gate_choice() == "actor"
   for _ in range(3):
@@ -229,17 +231,25 @@ def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch)
   assert lam_avg.abs().sum() > 0  # the average mixes somewhere: the choice is visible
   uc = ad.suite.utility_computation
   d, z = uc.br_gate_decay, uc.br_gate_z
-  # (mean return, sampling variance of the mean) per update and candidate
-  returns = {"average": [(0.3, 0.01), (-0.5, 0.01), (-0.5, 0.0)],
-             "actor": [(0.1, 0.01), (0.0, 0.01), (0.0, 0.0)]}
+  # (mean return, sampling variance of the mean) per update, responder and candidate
+  returns = {("average", "average"): [(-0.5, 0.0)] * 4,
+             ("actor", "average"): [(-0.6, 0.0)] * 3 + [(5.0, 0.0)],
+             ("actor", "actor"): [(-0.1, 0.0), (0.9, 0.2), (0.9, 0.0), (0.9, 0.0)],
+             ("average", "actor"): [(-0.2, 0.0)] * 4}
+  trained = {k: [] for k in ad.br_gate}
   seen = {k: [] for k in returns}
   for name, critic in ad.br_gate.items():
     def update(mix_fn, name=name):
-      seen[name].append(mix_fn)
-      v, var = returns[name][len(seen[name]) - 1]
-      return {"responder_value": v, "responder_value_var": var}
+      trained[name].append(mix_fn)
+      return {}
+
+    def evaluate(mix_fn, name=name):
+      c = "average" if len(seen[(name, "average")]) == len(seen[(name, "actor")]) else "actor"
+      seen[(name, c)].append(mix_fn)
+      return returns[(name, c)][len(seen[(name, c)]) - 1]
     monkeypatch.setattr(critic, "update", update)
-  ad.gate_value = {k: (0.0, 0.0, 0.0) for k in returns}
+    monkeypatch.setattr(critic, "evaluate", evaluate)
+  ad.gate_value = {k: (0.0, 0.0, 0.0) for k in ad.gate_value}
 
   def ema(k, n):
     w = [(1 - d) * d ** (n - 1 - i) for i in range(n)]
@@ -248,31 +258,76 @@ def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch)
     se = math.sqrt(sum(wi * wi * var for wi, (_, var) in zip(w, r))) / sum(w)
     return mean, se
 
-  for n in (1, 2, 3):
+  choices = []
+  for n in (1, 2, 3, 4):
     ad._measure_gate(learner)
-    est = {k: ema(k, n) for k in returns}
-    for k in returns:
-      assert ad._last[f"br_gate_value_{k}"] == pytest.approx(est[k][0], abs=1e-12)
-      assert ad._last[f"br_gate_se_{k}"] == pytest.approx(est[k][1], abs=1e-12)
+    raw = {c: max(ema((r, c), n) for r in ad.br_gate) for c in ad.br_gate}
+    est = {c: (max(v, 0.0), se) for c, (v, se) in raw.items()}
+    for c in est:
+      assert ad._last[f"br_gate_value_{c}"] == pytest.approx(est[c][0], abs=1e-12)
+      assert ad._last[f"br_gate_se_{c}"] == pytest.approx(est[c][1], abs=1e-12)
+      for r in ad.br_gate:
+        assert ad._last[f"br_gate_value_{r}_vs_{c}"] == pytest.approx(ema((r, c), n)[0],
+                                                                      abs=1e-12)
     margin = z * math.hypot(est["average"][1], est["actor"][1])
     want = "average" if est["average"][0] + margin < est["actor"][0] else "actor"
     assert ad._gate_choice() == want and ad._last["deployed_actor"] == float(want == "actor")
-    if n == 1:  # 0.3 against 0.1: the actor
-      assert want == "actor"
+    choices.append(want)
+    if n == 1:  # lower (-0.5 against -0.1) without noise, but a losing responder bounds
+      # nothing: both bounds are 0 and the actor stays
+      assert raw["average"][0] < raw["actor"][0] < 0
       assert torch.equal(ad.deployed_lambda(learner), torch.zeros_like(lam_avg))
-    if n == 2:  # lower (-0.104 against 0.049), but within the noise: still the actor
-      assert est["average"][0] < est["actor"][0] and want == "actor"
-  assert want == "average"  # the third, noiseless update settles it
-  assert torch.equal(ad.deployed_lambda(learner), lam_avg)
-  # Each critic was trained against its own candidate.
+    if n == 2:  # 0 against 0.405, within the noise (se 0.226)
+      assert est["actor"][0] > 0 and est["actor"][1] > 0.2
+    if n == 3:  # the noise decays: the average's mix is deployed
+      assert torch.equal(ad.deployed_lambda(learner), lam_avg)
+  # The actor's responder then finds the average's mix exploitable (5.0, EMA 0.84), its own
+  # critic does not (-0.5): the larger bound counts, and the actor is deployed again.
+  assert ema(("average", "average"), 4)[0] < 0 < est["actor"][0] < est["average"][0]
+  assert choices == ["actor", "actor", "average", "actor"]
+  # Each critic was trained against its own candidate, and measured against both.
   t = infostate_table(GAME)
   x, mask = t.tensors, t.legal_mask
   rows = torch.arange(len(t))
   pi_mix, _ = ad.mixed_table(learner, lam_avg)
-  assert torch.allclose(seen["average"][0](x, mask, rows).double(), pi_mix, atol=1e-6)
   pi_actor, _ = ad.mixed_table(learner, torch.zeros_like(lam_avg))
-  assert torch.allclose(seen["actor"][0](x, mask, rows).double(), pi_actor, atol=1e-6)
+  want_pi = {"average": pi_mix, "actor": pi_actor}
+  for name in ad.br_gate:
+    assert len(trained[name]) == 4
+    assert torch.allclose(trained[name][0](x, mask, rows).double(), want_pi[name], atol=1e-6)
+    for c in ad.br_gate:
+      assert torch.allclose(seen[(name, c)][0](x, mask, rows).double(), want_pi[c], atol=1e-6)
   assert not torch.allclose(pi_mix, pi_actor, atol=1e-3)
+
+
+def test_br_critics_evaluation_is_the_greedy_responders_exact_play():
+  """BRCritic.evaluate: the responder greedy on Q, the candidate played exactly; its mean
+  return over many episodes approaches the exact value of that pure strategy against pi_mix
+  (OpenSpiel's expected_game_score), below the best response's value."""
+  import pyspiel
+  from open_spiel.python.algorithms.expected_game_score import policy_value
+  learner, ad = _learner("discrete", strategy="br_critic")
+  for _ in range(2):
+    learner.step()
+  critic = ad.br_gate["actor"]
+  critic.cfg = dataclasses.replace(critic.cfg, br_episodes=200_000)
+  t = infostate_table(GAME)
+  pi_actor, _ = ad.mixed_table(learner, torch.zeros(len(t), 1, dtype=torch.float64))
+  mean, var = critic.evaluate(ad._mix_fn(learner, "actor"))
+  game = pyspiel.load_game(GAME)
+  with torch.no_grad():
+    q = critic.net(t.tensors).masked_fill(~t.legal_mask, -torch.inf)
+  greedy = torch.nn.functional.one_hot(q.argmax(-1), t.legal_mask.shape[1]).double()
+  mixer, responder = os_policy.TabularPolicy(game), os_policy.TabularPolicy(game)
+  for i, key in enumerate(t.keys):
+    for pol, src in ((mixer, pi_actor), (responder, greedy)):
+      pol.policy_for_key(key)[:] = src[i].numpy()
+  want = 0.0
+  for m in (0, 1):  # the mixer in seat m, the responder in seat 1 - m
+    seats = [mixer, responder] if m == 0 else [responder, mixer]
+    want += 0.5 * policy_value(game.new_initial_state(), seats)[1 - m]
+  assert abs(mean - want) < 4 * math.sqrt(var), (mean, want, math.sqrt(var))
+  assert want <= os_exploitability.exploitability(game, mixer) + 1e-9
 
 
 def test_a_checkpoint_without_br_critics_deployment_critics_is_named():

@@ -56,9 +56,10 @@ class BRCritic:
     self.last_loss = float("nan")
 
   def _mixes(self, mix: torch.Tensor, q: torch.Tensor, mask: torch.Tensor,
-             mixer: torch.Tensor) -> torch.Tensor:
-    """Rows where `mixer`: pi_mix with exploration; elsewhere epsilon-greedy on Q."""
-    eps = self.cfg.br_explore
+             mixer: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+    """Rows where `mixer`: pi_mix with exploration eps (default br_explore); elsewhere
+    eps-greedy on Q."""
+    eps = self.cfg.br_explore if eps is None else eps
     m = mask.float()
     uni = m / m.sum(-1, keepdim=True).clamp_min(1.0)
     greedy = torch.nn.functional.one_hot(q.masked_fill(~mask, -torch.inf).argmax(-1),
@@ -67,9 +68,10 @@ class BRCritic:
                        (1 - eps) * greedy + eps * uni)
 
   @torch.no_grad()
-  def _sample(self, mix_fn: MixFn):
-    """[(trajectories, mixer player (B,), (B, T, A) pi_mix at each step)] per sample call.
-    On the compiled tree, one table per mixer player (each step a table look-up)."""
+  def _sample(self, mix_fn: MixFn, eps: float | None = None):
+    """[(trajectories, mixer player (B,), (B, T, A) pi_mix at each step)] per sample call,
+    both players exploring with eps (default br_explore). On the compiled tree, one table
+    per mixer player (each step a table look-up)."""
     n = self.cfg.br_episodes
     tree = getattr(self.sampler, "tree", None)
     out = []
@@ -80,7 +82,7 @@ class BRCritic:
       ext = torch.cat([mix, torch.zeros(1, mix.shape[1])])
       sid = torch.cat([tree.infostate, torch.tensor([-1])])
       for m, b in ((0, n // 2), (1, n - n // 2)):
-        table = self._mixes(mix, q, tree.info_legal, tree.info_player == m)
+        table = self._mixes(mix, q, tree.info_legal, tree.info_player == m, eps)
         traj = self.sampler.sample(TablePolicy(lambda _x, _l, tb=table: tb), b)
         step_mix = ext[sid[traj.node]]
         out.append((traj, torch.full((b,), m), step_mix))
@@ -92,7 +94,7 @@ class BRCritic:
       mix = mix_fn(x, mask, batch.infostate).float()
       store[batch.step] = (batch.episode.cpu(), mix.cpu())
       mixer = (batch.episode % 2 == batch.player).to(self.device)
-      return self._mixes(mix, self.net(x), mask, mixer)
+      return self._mixes(mix, self.net(x), mask, mixer, eps)
 
     traj = self.sampler.sample(fn, n)
     b, t = traj.action.shape
@@ -144,6 +146,17 @@ class BRCritic:
     d["responder_value"] = float(ret.mean())
     d["responder_value_var"] = float(ret.var()) / len(ret) if len(ret) > 1 else 0.0
     return d
+
+  @torch.no_grad()
+  def evaluate(self, mix_fn: MixFn) -> tuple[float, float]:
+    """(mean, sampling variance of the mean) of the greedy responder's return over
+    br_episodes episodes against pi_mix played exactly (no exploration on either side, no
+    fit, nothing stored): each episode is an unbiased sample of what one fixed strategy
+    earns against pi_mix, so the mean is a sampled lower bound on pi_mix's exploitability
+    (the mean of the two seats' best-response values), whatever the critic learned from."""
+    ret = torch.cat([traj.returns[torch.arange(traj.action.shape[0]), 1 - m].double()
+                     for traj, m, _ in self._sample(mix_fn, eps=0.0)])
+    return float(ret.mean()), (float(ret.var()) / len(ret) if len(ret) > 1 else 0.0)
 
   def _fit(self) -> None:
     """br_steps Adam steps of MSE(Q(s, a), G) over the replay. With state ids the rows are

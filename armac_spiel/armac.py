@@ -56,8 +56,8 @@ from open_spiel.python import policy as os_policy
 from armac_spiel.bootstrap import CumulativeRegrets
 from armac_spiel.buffers import TensorBuffer
 from armac_spiel.config import ARMACConfig, ConfigError
-from armac_spiel.networks import (MLP, SnapshotBank, masked_log_softmax, masked_softmax,
-                                  regret_matching, uniform_policy)
+from armac_spiel.networks import (MLP, SnapshotBank, fit_last_layer, masked_log_softmax,
+                                  masked_softmax, regret_matching, uniform_policy)
 from armac_spiel.optim import Adam
 from armac_spiel.state_stats import StateSums
 from games import StepBatch, Trajectories, infostate_table, load_game, make_sampler
@@ -668,7 +668,13 @@ class ARMAC:
       idx = self._state_rows(len(seen), self.cfg.regret_batch)
       return ((self.regret(x[idx]) - y[idx]) ** 2 * mask[idx]).sum(-1).mean()
 
-    return self._adam_steps("regret", self.cfg.regret_steps, loss)
+    lstsq = self.cfg.regret_lstsq
+    out = self._adam_steps("regret", lstsq or self.cfg.regret_steps, loss)
+    if lstsq:  # the features stay Adam's; the last layer becomes exact
+      fit_last_layer(self.regret, x, y, mask)
+      with torch.no_grad():
+        out = self._check("regret", ((self.regret(x) - y) ** 2 * mask).sum(-1).mean())
+    return out
 
   def _train_regret_bootstrap(self) -> float:
     """regret_fit=bootstrap: W regresses on d_t * C_t + c_t * S_t over the remembered

@@ -73,6 +73,10 @@ class ARMACConfig:
                                      # replay's per-information-state means (see ARMAC) |
                                      # bootstrap: W carries the cumulative regret sums
                                      # (armac_spiel/bootstrap.py)
+  regret_lstsq: int = 0              # states: 0 off; N > 0: N Adam steps (instead of
+                                     # regret_steps), then W's last layer is solved exactly
+                                     # (ridge least squares on the hidden features of the
+                                     # seen states; ARMAC._train_regret_states)
   bootstrap_memory: int = 200_000    # distinct encodings W is re-fitted on (bootstrap)
   regret_discount: str = "none"      # none: CFR weights (snapshot_weighting) | dcfr: DCFR's
                                      # discounted sums (needs regret_fit=states, policy_draw=
@@ -150,6 +154,11 @@ def validate(c: ARMACConfig) -> None:
   need(isinstance(c.regret_plus, bool), "regret_plus", "true or false")
   need(not c.regret_plus or c.regret_fit == "bootstrap", "regret_plus",
        "false unless regret_fit is 'bootstrap' (the other fits keep no running sums to clip)")
+  need(isinstance(c.regret_lstsq, int) and not isinstance(c.regret_lstsq, bool)
+       and c.regret_lstsq >= 0, "regret_lstsq", "an int >= 0")
+  need(c.regret_lstsq == 0 or c.regret_fit == "states", "regret_lstsq",
+       "0 unless regret_fit is 'states' (the exact last layer needs the full batch of "
+       "per-state targets)")
   need(c.regret_discount in REGRET_DISCOUNTS, "regret_discount", f"one of {REGRET_DISCOUNTS}")
   need(c.regret_discount == "none" or (c.regret_fit in ("states", "bootstrap") and
                                        c.policy_draw == "current"),

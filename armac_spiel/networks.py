@@ -37,6 +37,30 @@ class MLP(nn.Sequential):
     return [m for m in self if isinstance(m, nn.Linear)]
 
 
+@torch.no_grad()
+def fit_last_layer(net: MLP, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                   ridge: float = 1e-6) -> None:
+  """Sets `net`'s last layer to the ridge least-squares fit of y on its hidden features:
+  for each output a, min_w sum_s mask[s, a] (phi(x_s) . w + b - y[s, a])^2 + r |(w, b)|^2,
+  with r = ridge times the mean diagonal of the Gram matrix; solved in float64 for every
+  output at once. With no more rows than hidden units the fit interpolates the targets;
+  otherwise it is the best last layer for the features the earlier layers learned."""
+  *body, last = list(net)
+  phi = x
+  for layer in body:
+    phi = layer(phi)
+  phi = phi.double()
+  phi = torch.cat([phi, torch.ones(len(phi), 1, dtype=phi.dtype, device=phi.device)], 1)
+  m = mask.double()
+  gram = torch.einsum("sh,sa,sk->ahk", phi, m, phi)  # (A, H+1, H+1)
+  rhs = torch.einsum("sh,sa->ah", phi, m * y.double())
+  eye = torch.eye(phi.shape[1], dtype=phi.dtype, device=phi.device)
+  r = ridge * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
+  sol = torch.linalg.solve(gram + r[:, None, None] * eye, rhs)  # (A, H+1)
+  last.weight.copy_(sol[:, :-1].to(last.weight.dtype))
+  last.bias.copy_(sol[:, -1].to(last.bias.dtype))
+
+
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
   return torch.softmax(logits.masked_fill(~mask, NEG), -1)
 

@@ -25,10 +25,9 @@ import numpy as np
 import torch
 from absl import app, flags
 
-from armac_spiel import config as config_lib
-from armac_spiel.runs import rundir, spec as spec_lib
 from armac_spiel.armac import ARMAC
 from armac_spiel.atomic import atomic_write_text
+from armac_spiel.runs import rundir, spec as spec_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench_learner.json", "Output JSON path.")
@@ -89,7 +88,8 @@ def main(argv):
          "sampler": FLAGS.sampler,
          "provenance": rundir.provenance()}
   for game in FLAGS.games:
-    cfg = config_lib.from_dict(config_lib.load_yaml(spec_lib.default_config_path(game)))
+    cfg = spec_lib.resolve_spec("armac", game, FLAGS.seed, "/dev/null",
+                                 max_steps=FLAGS.epochs).config
     makers, cfg = variants(game, cfg)
     learners, per_epoch, phases = {}, defaultdict(list), {}
     for variant, make in makers.items():

@@ -193,7 +193,10 @@ def test_existing_run_needs_resume(tmp_path, base_yaml):
     ({"policy_draw": "newest"}, "policy_draw"), ({"regret_fit": "tabular"}, "regret_fit"),
     ({"regret_fit": "states", "sampler": "pyspiel"}, "regret_fit"),
     ({"actor_fit": "table"}, "actor_fit"), ({"actor_fit": "states", "sampler": "pyspiel"},
-                                           "actor_fit")])
+                                           "actor_fit"),
+    ({"regret_lstsq": 8}, "regret_lstsq"), ({"regret_lstsq": -1, "regret_fit": "states"},
+                                            "regret_lstsq"),
+    ({"regret_lstsq": True, "regret_fit": "states"}, "regret_lstsq")])
 def test_config_errors_name_the_field(bad, field):
   with pytest.raises(config_lib.ConfigError, match=f"'{field}'"):
     config_lib.from_dict(bad)
@@ -360,6 +363,46 @@ def test_regret_fit_states_fits_w_to_the_state_means():
   a._train_regret()
   after = err()
   assert after < 0.01 * before and after < 1e-2, (before, after)
+
+
+def test_regret_lstsq_solves_ws_last_layer_exactly():
+  """regret_lstsq = N: N Adam steps, then W's last layer is the least-squares fit on its
+  hidden features. Kuhn's 12 states are fewer than W's 64 hidden units: W interpolates the
+  per-state targets. Without the solve (regret_lstsq 0, the same N steps) it does not."""
+  errs = {}
+  for lstsq in (0, 2):
+    cfg = config_lib.ARMACConfig(**{**TINY, "regret_steps": 2, "regret_hidden": (64, 64)},
+                                 regret_fit="states", regret_lstsq=lstsq)
+    a = ARMAC("kuhn_poker", cfg, seed=0)
+    steps = []
+    a._adam_steps = lambda name, n, f, orig=a._adam_steps: steps.append((name, n)) or orig(
+        name, n, f)
+    for _ in range(3):
+      a.step()
+    assert ("regret", 2) in steps
+    seen, y, mask = a.state_regret_targets()
+    with torch.no_grad():
+      errs[lstsq] = float(((a.regret(a.tree.info_tensors[seen]) - y).abs() * mask).max())
+  assert errs[2] < 1e-4 < 0.1 < errs[0], errs
+
+
+def test_fit_last_layer_is_the_masked_least_squares_solution():
+  """More rows than hidden units: each output's weights and bias minimise its masked squared
+  error (torch.linalg.lstsq on that output's rows, the ridge negligible)."""
+  from armac_spiel.networks import MLP, fit_last_layer
+  torch.manual_seed(0)
+  net = MLP(5, (8,), 3)
+  x, y = torch.randn(40, 5), torch.randn(40, 3)
+  mask = torch.rand(40, 3) > 0.3
+  fit_last_layer(net, x, y, mask, ridge=1e-12)
+  with torch.no_grad():
+    phi = torch.relu(net[0](x)).double()
+    out = net(x).double()
+  phi1 = torch.cat([phi, torch.ones(40, 1, dtype=phi.dtype)], 1)
+  for a in range(3):
+    rows = mask[:, a]
+    sol = torch.linalg.lstsq(phi1[rows], y[rows, a].double()[:, None]).solution
+    assert torch.allclose(out[rows, a], (phi1[rows] @ sol).squeeze(1), atol=1e-5)
 
 
 def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_them():

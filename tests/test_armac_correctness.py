@@ -4,21 +4,17 @@ CI-sized: 120 epochs (about a minute on one core) with the tuned Kuhn config and
 seed. Exploitability is exact (OpenSpiel's evaluator) and Kuhn's game value is -1/18.
 """
 
-import os
-
 import pytest
 import torch
 
 from armac_spiel import config as config_lib
 from armac_spiel import evaluation
 from armac_spiel.armac import ARMAC
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from armac_spiel.runs.spec import resolve_spec
 
 
 def test_kuhn_average_policy_converges():
-  cfg = config_lib.from_dict(
-      config_lib.load_yaml(os.path.join(REPO, "experiments/configs/kuhn_poker.yaml")))
+  cfg = resolve_spec("armac", "kuhn_poker", 0, "/dev/null", max_steps=120).config  # the tuned Kuhn YAML
   learner = ARMAC("kuhn_poker", cfg, seed=0)
   first = evaluation.exploitability("kuhn_poker", learner.average_policy().table())
   for _ in range(120):

@@ -203,3 +203,24 @@ def test_import_walk_sees_the_edges():
   assert "armac_spiel.runs.loop" in graph["armac_spiel.runs"]
   assert "games.tree" in graph["games"]
   assert any(d.startswith("armac_spiel") for d in graph["experiments.train"])
+
+
+def test_a_yaml_section_named_after_an_armac_variant_applies_to_that_variant_only(tmp_path):
+  """A YAML mapping named after an ARMAC algorithm (an alias, or armac) holds that
+  variant's values: over the top level, under the alias's fixed overrides and --set."""
+  path = tmp_path / "c.yaml"
+  path.write_text("episodes_per_epoch: 1024\ncritic_steps: 4\n"
+                  "armac_boot_tree: {episodes_per_epoch: 256, regret_fit: states}\n"
+                  "armac: {critic_steps: 6}\n")
+  plain = runs.resolve_spec("armac", "kuhn_poker", 0, str(tmp_path / "a"), config_path=str(path), max_steps=1)
+  assert (plain.config.episodes_per_epoch, plain.config.critic_steps) == (1024, 6)
+  boot = runs.resolve_spec("armac_boot_tree", "kuhn_poker", 0, str(tmp_path / "b"),
+                      config_path=str(path), max_steps=1)
+  assert (boot.config.episodes_per_epoch, boot.config.critic_steps) == (256, 4)
+  assert boot.config.regret_fit == "bootstrap"  # the alias's own override wins
+  states = runs.resolve_spec("armac_states", "kuhn_poker", 0, str(tmp_path / "c"),
+                        config_path=str(path), sets={"episodes_per_epoch": 512}, max_steps=1)
+  assert states.config.episodes_per_epoch == 512
+  tuned = {a: runs.resolve_spec(a, "kuhn_poker", 0, str(tmp_path / a), max_steps=1).config
+           for a in ("armac_states", "armac_boot_tree")}
+  assert tuned["armac_states"].regret_lstsq > 0 and tuned["armac_boot_tree"].regret_lstsq == 0

@@ -6,7 +6,9 @@ the dedicated flags (`--max_epochs`, `--eval_every`, `--scheduler`, `--sampler`)
 error is a `ConfigError` naming the flag or field and what is allowed.
 
 Algorithms are the names of armac_spiel.learner's registry, plus `ALIASES`: named ARMAC
-variants, each a fixed set of config overrides (applied after the YAML, before --set).
+variants, each a fixed set of config overrides (applied after the YAML, before --set). An
+ARMAC YAML may hold a mapping named after an ARMAC algorithm (`armac` or an alias): that
+variant's own values, applied over the file's top level and under the alias's overrides.
 The scheduler mode is decided here and nowhere else: `--scheduler`, an alias's or
 `--set`'s `scheduler_mode` wins; otherwise a YAML `scheduler_mode` other than off;
 otherwise the YAML's scheduler sections (`use_scheduler` and `policy_mixer.discrete`);
@@ -27,7 +29,8 @@ from armac_spiel.config import ConfigError
 from armac_spiel.learner import learner_entry
 
 BOOTSTRAP = {"regret_fit": "bootstrap", "actor_fit": "rows", "policy_draw": "current",
-             "max_snapshots": 1, "regret_discount": "dcfr", "regret_plus": True}
+             "max_snapshots": 1, "regret_discount": "dcfr", "regret_plus": True,
+             "regret_lstsq": 0}
 ALIASES = {
     "armac_sched_discrete": ("armac", {"scheduler_mode": "discrete"}),
     "armac_sched_continuous": ("armac", {"scheduler_mode": "continuous"}),
@@ -35,9 +38,11 @@ ALIASES = {
     # fit replay rows) on the tree sampler and on OpenSpiel's game API only.
     "armac_states": ("armac", {"sampler": "tree"}),
     "armac_rows_tree": ("armac", {"sampler": "tree", "regret_fit": "rows",
-                                  "actor_fit": "rows", "regret_discount": "none"}),
+                                  "actor_fit": "rows", "regret_discount": "none",
+                                  "regret_lstsq": 0}),
     "armac_rows_pyspiel": ("armac", {"sampler": "pyspiel", "regret_fit": "rows",
-                                     "actor_fit": "rows", "regret_discount": "none"}),
+                                     "actor_fit": "rows", "regret_discount": "none",
+                                     "regret_lstsq": 0}),
     # The general path with bootstrapped cumulative regrets (armac_spiel/bootstrap.py): W
     # carries DCFR+'s sums, re-fitted on a bounded memory of the distinct encodings seen.
     "armac_boot_tree": ("armac", dict(BOOTSTRAP, sampler="tree")),
@@ -176,9 +181,14 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
   if learner == "armac":
     from armac_spiel.scheduler_glue import split_config
     raw, suite = split_config(raw, where)
+    # Sections named after ARMAC's algorithm names hold one variant's own values, over the
+    # file's top level and under the variant's fixed overrides.
+    names = set(ALIASES) | {"armac"}
+    sections = {k: raw.pop(k) for k in list(raw) if k in names and isinstance(raw[k], dict)}
+    section = sections.get(algo, {})
     flag_fields = {"max_epochs": max_steps, "eval_every": eval_every,
                    "sampler": sampler}
-    merged = {**raw, **alias_sets, **sets,
+    merged = {**raw, **section, **alias_sets, **sets,
               **{k: v for k, v in flag_fields.items() if v is not None}}
     cfg = config_lib.from_dict(merged, where=where if not sets else f"{where} / --set")
     mode = scheduler or sets.get("scheduler_mode") or alias_sets.get("scheduler_mode")

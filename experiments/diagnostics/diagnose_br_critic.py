@@ -4,10 +4,11 @@
       [--set=br_steps=64,br_explore=0.05]
 
 RUN is a finished scheduler run on a game the tree holds (any strategy: only its final parts,
-pi_rm and pibar, and its deployed lambda are read). Two fresh best-response critics
-(armac_spiel.scheduler.br_critic.BRCritic, with the run's utility_computation settings) are
-trained side by side for --updates updates on the run's final parts: one against the
-deployed pi_mix, one against the actor alone (lambda = 0). After each update it prints, for
+pi_rm and pibar, and the manager's average lambda are read). Two fresh best-response
+critics (armac_spiel.scheduler.br_critic.BRCritic, with the run's utility_computation
+settings) are trained side by side for --updates updates on the run's final parts: one
+against the average's pi_mix (the mix br_critic's deployment weighs; what deploy: average
+deploys), one against the actor alone (lambda = 0). After each update it prints, for
 each target, the exact value (mean over both seats) that the greedy responder on the
 critic's Q gets against it, beside the exact best response's value: the target's
 exploitability. A learned responder far below the exact one cannot tell the two targets
@@ -58,7 +59,7 @@ def main(argv):
     raise app.UsageError(f"--run_dir: {g} is beyond the compiled tree; no exact measure")
   tree, table = compile_tree(g), infostate_table(g)
   n = len(table)
-  lams = {"mix": ad.deployed_lambda(learner), "actor": torch.zeros(n, 1, dtype=torch.float64)}
+  lams = {"mix": ad.average_lambda(learner), "actor": torch.zeros(n, 1, dtype=torch.float64)}
   targets = {k: ad.mixed_table(learner, lam)[0] for k, lam in lams.items()}
   exact = {k: float(tree.exploitability(t)) for k, t in targets.items()}
 

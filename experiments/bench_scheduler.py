@@ -15,7 +15,8 @@ inside the epoch, so its cost is training time) into D/<game>/<arm>/seed_<s>/; f
 runs are skipped and unfinished ones resumed. Writes D/results.json (per arm and seed: the
 last evaluation's exploitability of pi_avg, pi_rm, pi_mix and the best global lambda,
 interior reach, cost in ms per epoch; and the targets below, checked), D/table.md and
-D/curves.png (mean exploitability of pi_avg and pi_mix against training seconds).
+D/curves.png (mean exploitability of pi_avg and pi_mix against training seconds; for
+br_critic also the average lambda's pi_mix, the candidate its deployment rejects or takes).
 
 Targets: best_response arms, every seed: exploitability_mixed at least 5% below
 min(exploitability, exploitability_current) at every evaluation after warm-up; at the end
@@ -165,8 +166,13 @@ def plot(runs: dict, path: str, game: str) -> None:
   import matplotlib.pyplot as plt
   import matplotlib.ticker
   fig, ax = plt.subplots(figsize=(6, 4))
+  labels = {"exploitability": "pi_avg", "exploitability_mixed": "pi_mix",
+            "exploitability_mixed_average": "pi_mix of the average lambda (not deployed)"}
   for arm, by_seed in runs.items():
-    for key, style in (("exploitability", "-"), ("exploitability_mixed", "--")):
+    keys = [("exploitability", "-"), ("exploitability_mixed", "--")]
+    if ARMS.get(arm, (None, None))[1] == "br_critic":  # the candidate its gate weighs
+      keys.append(("exploitability_mixed_average", ":"))
+    for key, style in keys:
       curves = [(np.array([r["train_s"] for r in rows if key in r]),
                  np.array([r[key] for r in rows if key in r])) for rows in by_seed.values()]
       curves = [c for c in curves if len(c[0])]
@@ -177,8 +183,7 @@ def plot(runs: dict, path: str, game: str) -> None:
       ys = [y[np.clip(np.searchsorted(t, grid, side="right") - 1, 0, len(y) - 1)]
             for t, y in curves]
       if len(grid):
-        ax.plot(grid, np.mean(ys, axis=0), style,
-                label=f"{arm} {'pi_avg' if key == 'exploitability' else 'pi_mix'}")
+        ax.plot(grid, np.mean(ys, axis=0), style, label=f"{arm} {labels[key]}")
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels

@@ -190,6 +190,7 @@ class SchedulerAdapter:
     self.cost = {"behaviour_s": 0.0, "train_s": 0.0, "epochs": 0}
     self._last: dict = {}
     self._deployed: torch.Tensor | None = None  # (S, 1) lambda chosen by best_measured
+    self._deployed_at: int | None = None  # the learner epoch whose parts it was measured on
     self._measured: list = []  # (NashConv, (S, 1) lambda) of this update's CFR-BR iterates
 
   def config_entries(self) -> dict:
@@ -267,6 +268,8 @@ class SchedulerAdapter:
     if rule == "current":
       return self.current_lambda(learner)
     if rule == "best_measured" and self._deployed is not None:
+      if self.strategy == "best_response" and self._deployed_at != learner.epoch:
+        self._refresh_deployment(learner)
       return self._deployed.clone()
     if self.br_gate and self._gate_choice() == "actor":
       return torch.zeros(len(self._table()), 1, dtype=torch.float64)
@@ -301,10 +304,11 @@ class SchedulerAdapter:
     of the CFR-BR iterates of this update (each already measured by its best response), the
     final iterate, the manager's average and the actor alone (lambda = 0), deploys the
     lambda table whose pi_mix has the lowest NashConv on the current parts (exact, on the
-    compiled tree). The choice stands until the next update (the parts change only in
-    training). br_critic has no exact measure: its sampled one decides (_measure_gate,
-    _gate_choice). The other strategies deploy the average."""
-    from armac_spiel import evaluation
+    compiled tree). The parts move in every epoch's training, so an evaluation or export at
+    a later epoch (scheduler.update_every > 1, or a time budget that ends between updates)
+    measures the same candidates again on the parts it deploys (_refresh_deployment).
+    br_critic has no exact measure: its sampled one decides (_measure_gate, _gate_choice).
+    The other strategies deploy the average."""
     self._deployed = None
     if self.suite.policy_mixer.deploy != "best_measured" or self.trainer.net.in_warmup():
       return
@@ -313,20 +317,44 @@ class SchedulerAdapter:
       return
     if self.strategy != "best_response":
       return
+    cands = self._deploy_candidates(learner, self._measured)
+    self._deploy_best(cands, learner.epoch + 1)  # the parts of the epoch being finished
+    self._last.update(nash_conv_deployed_at_update=min(c[1] for c in cands),
+                      nash_conv_average_at_update=next(c[1] for c in cands if c[0] == "average"),
+                      nash_conv_current_at_update=next(c[1] for c in cands if c[0] == "current"))
+
+  def _deploy_candidates(self, learner, iterates: list) -> list:
+    """[(name, NashConv, (S, 1) lambda)]: the given CFR-BR iterates (NashConv, lambda), and
+    the manager's current sigma, its average and the actor alone, measured exactly on the
+    learner's current parts."""
     n = len(self._table())
-    cands = [("iterate", nc, lam) for nc, lam in self._measured]
+    cands = [("iterate", nc, lam) for nc, lam in iterates]
     for name, lam in (("current", self.current_lambda(learner)),
                       ("average", self.average_lambda(learner)),
                       ("actor", torch.zeros(n, 1, dtype=torch.float64))):
-      nc = evaluation.fast_exploitability(self.game_string, self.mixed_table(learner, lam)[0])[1]
-      cands.append((name, nc, lam))
-    name, nc, lam = min(cands, key=lambda c: c[1])
-    self._deployed = lam.clone()
+      cands.append((name, self._nash_conv(learner, lam), lam))
+    return cands
+
+  def _nash_conv(self, learner, lam: torch.Tensor) -> float:
+    from armac_spiel import evaluation
+    return evaluation.fast_exploitability(self.game_string, self.mixed_table(learner, lam)[0])[1]
+
+  def _deploy_best(self, cands: list, at_epoch: int) -> None:
+    name, _, lam = min(cands, key=lambda c: c[1])
+    self._deployed, self._deployed_at = lam.clone(), at_epoch
     self._last.update(deployed_current=float(name in ("iterate", "current")),
-                      deployed_actor=float(name == "actor"),
-                      nash_conv_deployed_at_update=nc,
-                      nash_conv_average_at_update=next(c[1] for c in cands if c[0] == "average"),
-                      nash_conv_current_at_update=next(c[1] for c in cands if c[0] == "current"))
+                      deployed_actor=float(name == "actor"))
+
+  def _refresh_deployment(self, learner) -> None:
+    """best_measured with exact utilities, at a learner epoch later than the choice: the
+    same candidates (this update's iterates, current, average, actor) measured again on
+    the parts being deployed. Evaluation, not training: nothing learned changes, only which
+    candidate is deployed, so a run trains the same whatever its evaluation schedule."""
+    t0 = time.perf_counter()
+    iterates = [(self._nash_conv(learner, lam), lam) for _, lam in self._measured]
+    self._deploy_best(self._deploy_candidates(learner, iterates), learner.epoch)
+    self.cost["deploy_refresh_s"] = self.cost.get("deploy_refresh_s", 0.0) + (
+        time.perf_counter() - t0)
 
   def _measure_gate(self, learner) -> None:
     """br_critic, deploy best_measured: one update of each candidate's best-response
@@ -663,7 +691,8 @@ class SchedulerAdapter:
   def state_dict(self) -> dict:
     return {"mode": self.mode, "trainer": self.trainer.state_dict(),
             "gen": self.gen.get_state(), "cost": dict(self.cost), "last": dict(self._last),
-            "deployed": self._deployed,
+            "deployed": self._deployed, "deployed_at": self._deployed_at,
+            "measured": [(float(nc), lam) for nc, lam in self._measured],
             "br_critic": None if self.br_critic is None else self.br_critic.state_dict(),
             "br_gate": {k: c.state_dict() for k, c in self.br_gate.items()},
             "gate_value": {k: list(v) for k, v in self.gate_value.items()}}
@@ -683,6 +712,8 @@ class SchedulerAdapter:
     self.cost = dict(d["cost"])
     self._last = dict(d.get("last", {}))
     self._deployed = d.get("deployed")
+    self._deployed_at = d.get("deployed_at")  # None (older checkpoints): measured again
+    self._measured = [(float(nc), lam) for nc, lam in d.get("measured", [])]
     if self.br_critic is not None:
       self.br_critic.load_state_dict(d["br_critic"])
     for k, c in self.br_gate.items():

@@ -338,3 +338,41 @@ def test_a_checkpoint_without_br_critics_deployment_critics_is_named():
   state.pop("br_gate")
   with pytest.raises(ValueError, match="deployment critics.*policy_mixer.deploy: average"):
     ad.load_state_dict(state)
+
+
+def test_best_measured_measures_its_candidates_again_on_the_parts_it_deploys():
+  """update_every = 3: at the epochs between updates the parts have moved, and the deployed
+  lambda is the least exploitable of the update's candidates on the parts deployed now
+  (exact NashConv); at the update's own epoch it is the update's choice. The training is
+  the same whether or not anything was deployed in between."""
+  from armac_spiel import evaluation
+
+  def make():
+    adapter = SchedulerAdapter(_suite(update_every=3), GAME, 0, "cpu", "discrete")
+    return ARMAC(GAME, config_lib.ARMACConfig(**TINY), seed=0, scheduler=adapter), adapter
+
+  learner, ad = make()
+  twin, _ = make()
+  refreshed = 0
+  for epoch in range(1, 13):
+    learner.step()
+    twin.step()
+    if ad._deployed is None:
+      continue
+    at_update = ad._deployed_at == learner.epoch
+    lam = ad.deployed_lambda(learner)
+    names = [("iterate", lam_i) for _, lam_i in ad._measured] + [
+        ("current", ad.current_lambda(learner)), ("average", ad.average_lambda(learner)),
+        ("actor", torch.zeros_like(lam))]
+    ncs = [evaluation.fast_exploitability(GAME, ad.mixed_table(learner, c)[0])[1]
+           for _, c in names]
+    got = evaluation.fast_exploitability(GAME, ad.mixed_table(learner, lam)[0])[1]
+    if not at_update:
+      refreshed += 1
+      assert got == pytest.approx(min(ncs), abs=1e-12)
+    assert ad._deployed_at == learner.epoch
+  assert refreshed >= 4
+  for a, b in zip(learner.regret.parameters(), twin.regret.parameters()):
+    assert torch.equal(a, b)
+  for a, b in zip(learner.actor.parameters(), twin.actor.parameters()):
+    assert torch.equal(a, b)

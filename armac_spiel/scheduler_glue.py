@@ -21,10 +21,11 @@ RM(W(s)) and pibar the actor, so that pi_mix is less exploitable than either par
   it holds, the network's inference lambda, discrete: the argmax bin, elsewhere),
   `current` (the manager's current sigma) or `best_measured` (default: of this update's
   CFR-BR iterates, the final one, the average and the actor alone (lambda = 0), the one
-  whose pi_mix was least exploitable on the parts of the last update, measured exactly on
-  the compiled tree; br_critic, which has no exact measure, deploys the actor alone unless
-  its two sampled best-response critics, one trained against each, find the average's mix
-  less exploitable by utility_computation.br_gate_z standard errors (`_measure_gate`); the
+  whose pi_mix is least exploitable on the parts deployed, measured exactly on the
+  compiled tree (again at an epoch later than the update: _refresh_deployment); br_critic,
+  which has no exact measure, deploys the actor alone unless its two sampled best-response
+  critics' greedy responders, measured against both candidates, bound the average's mix
+  below the actor by utility_computation.br_gate_z standard errors (`_measure_gate`); the
   other strategies deploy the average). The parts move
   every epoch, and a lambda averaged over past parts lags them; the current iterate tracks
   them but oscillates, so the choice is measured, never assumed. `mixed_table` / `mixed_policy`

@@ -639,6 +639,7 @@ class SchedulerAdapter:
     out["scheduler.epochs_since_update"] = learner.epoch % self.suite.scheduler.update_every
     out["scheduler.behaviour_s"] = self.cost["behaviour_s"]
     out["scheduler.train_s"] = self.cost["train_s"]
+    out["scheduler.deploy_refresh_s"] = self.cost.get("deploy_refresh_s", 0.0)
     out["nash_conv_mixed"] = nc
     out["nash_conv_mixed_net"] = nc_net
     out["nash_conv_mixed_current"] = nc_cur

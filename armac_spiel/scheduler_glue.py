@@ -375,9 +375,9 @@ class SchedulerAdapter:
       for c in GATE_CANDIDATES:
         mean, var = critic.evaluate(fns[c])
         m, w, q = self.gate_value[_pair(r, c)]
-        self.gate_value[_pair(r, c)] = (d * m + (1 - d) * mean, d * w + (1 - d),
-                                        d * d * q + (1 - d) ** 2 * var)
-        self._last[f"br_gate_value_{r}_vs_{c}"] = (d * m + (1 - d) * mean) / (d * w + (1 - d))
+        m, w, q = d * m + (1 - d) * mean, d * w + (1 - d), d * d * q + (1 - d) ** 2 * var
+        self.gate_value[_pair(r, c)] = (m, w, q)
+        self._last[f"br_gate_value_{r}_vs_{c}"] = m / w
     choice = self._gate_choice()
     self._last.update(deployed_actor=float(choice == "actor"))
     for c in GATE_CANDIDATES:

@@ -106,10 +106,8 @@ class BRCritic:
   def update(self, mix_fn: MixFn) -> dict:
     """Samples, fits Q; returns the mixer's sampled states: info (N, D), legal (N, A),
     q (N, A), reach (N,) own reach under pi_mix, cf_weight (N,) (summed over a state's
-    rows: an estimate of its counterfactual reach), node (N,) tree ids or None; and
-    responder_value, the responder's mean return over the sampled episodes, and
-    responder_value_var, the sampling variance of that mean."""
-    parts, rows, resp_ret = self._sample(mix_fn), [], []
+    rows: an estimate of its counterfactual reach), node (N,) tree ids or None."""
+    parts, rows = self._sample(mix_fn), []
     for traj, mixer_player, step_mix in parts:
       b = traj.action.shape[0]
       valid, player, act = traj.valid, traj.player, traj.action
@@ -131,8 +129,6 @@ class BRCritic:
       b_reach = torch.cumprod(b_ratio, 1) / b_ratio.clamp_min(1e-300)
       n_mixer = float((mixer_player == mixer_player[0]).sum()) if len(parts) > 1 else b / 2
       cf_w = 1.0 / (n_mixer * b_reach.clamp_min(1e-12))
-      responder = 1 - mixer_player
-      resp_ret.append(traj.returns[torch.arange(b), responder].double())
       rows.append({"info": x[mixer], "legal": mask[mixer], "reach": reach[mixer],
                    "cf_weight": cf_w[mixer],
                    "node": None if traj.node is None else traj.node[mixer]})
@@ -140,11 +136,6 @@ class BRCritic:
     d = {k: (None if rows[0][k] is None else torch.cat([r[k] for r in rows])) for k in rows[0]}
     with torch.no_grad():
       d["q"] = self.net(d["info"].to(self.device))
-    # The mean return of the (epsilon-greedy) responder over the episodes: a sampled lower
-    # bound on pi_mix's exploitability, up to the exploration of both players.
-    ret = torch.cat(resp_ret)
-    d["responder_value"] = float(ret.mean())
-    d["responder_value_var"] = float(ret.var()) / len(ret) if len(ret) > 1 else 0.0
     return d
 
   @torch.no_grad()

@@ -193,6 +193,7 @@ class SchedulerAdapter:
     self._deployed: torch.Tensor | None = None  # (S, 1) lambda chosen by best_measured
     self._deployed_at: int | None = None  # the learner epoch whose parts it was measured on
     self._measured: list = []  # (NashConv, (S, 1) lambda) of this update's CFR-BR iterates
+    self._parts = None  # the update's (pi_rm, pibar) tables, for its deployment choice
 
   def config_entries(self) -> dict:
     """What the run directory's config.json records about the scheduler."""
@@ -318,27 +319,30 @@ class SchedulerAdapter:
       return
     if self.strategy != "best_response":
       return
-    cands = self._deploy_candidates(learner, self._measured)
+    cands = self._deploy_candidates(learner, self._measured, self._parts)
+    self._parts = None
     self._deploy_best(cands, learner.epoch + 1)  # the parts of the epoch being finished
     self._last.update(nash_conv_deployed_at_update=min(c[1] for c in cands),
                       nash_conv_average_at_update=next(c[1] for c in cands if c[0] == "average"),
                       nash_conv_current_at_update=next(c[1] for c in cands if c[0] == "current"))
 
-  def _deploy_candidates(self, learner, iterates: list) -> list:
+  def _deploy_candidates(self, learner, iterates: list, parts=None) -> list:
     """[(name, NashConv, (S, 1) lambda)]: the given CFR-BR iterates (NashConv, lambda), and
     the manager's current sigma, its average and the actor alone, measured exactly on the
-    learner's current parts."""
+    learner's current parts (`parts`: their tables when already tabulated)."""
     n = len(self._table())
+    parts = parts if parts is not None else self._parts_of(learner)
     cands = [("iterate", nc, lam) for nc, lam in iterates]
     for name, lam in (("current", self.current_lambda(learner)),
                       ("average", self.average_lambda(learner)),
                       ("actor", torch.zeros(n, 1, dtype=torch.float64))):
-      cands.append((name, self._nash_conv(learner, lam), lam))
+      cands.append((name, self._nash_conv(learner, lam, parts), lam))
     return cands
 
-  def _nash_conv(self, learner, lam: torch.Tensor) -> float:
+  def _nash_conv(self, learner, lam: torch.Tensor, parts=None) -> float:
     from armac_spiel import evaluation
-    return evaluation.fast_exploitability(self.game_string, self.mixed_table(learner, lam)[0])[1]
+    mixed = self.mixed_table(learner, lam, parts)[0]
+    return evaluation.fast_exploitability(self.game_string, mixed)[1]
 
   def _deploy_best(self, cands: list, at_epoch: int) -> None:
     name, _, lam = min(cands, key=lambda c: c[1])
@@ -352,8 +356,9 @@ class SchedulerAdapter:
     the parts being deployed. Evaluation, not training: nothing learned changes, only which
     candidate is deployed, so a run trains the same whatever its evaluation schedule."""
     t0 = time.perf_counter()
-    iterates = [(self._nash_conv(learner, lam), lam) for _, lam in self._measured]
-    self._deploy_best(self._deploy_candidates(learner, iterates), learner.epoch)
+    parts = self._parts_of(learner)
+    iterates = [(self._nash_conv(learner, lam, parts), lam) for _, lam in self._measured]
+    self._deploy_best(self._deploy_candidates(learner, iterates, parts), learner.epoch)
     self.cost["deploy_refresh_s"] = self.cost.get("deploy_refresh_s", 0.0) + (
         time.perf_counter() - t0)
 
@@ -397,16 +402,23 @@ class SchedulerAdapter:
     lam = self._manager_lambda(keys, average=False)[0]
     return torch.where((rows >= 0)[:, None], lam, self._net_lambda(x).double().cpu())
 
-  def mixed_table(self, learner, lam: torch.Tensor | None = None):
-    """((S, A) float64 pi_mix, (S, 1) lambda) over every information state."""
+  def _parts_of(self, learner) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pi_rm, pibar) tables (S, A) over every information state, legal-masked and
+    normalised, float64 on the CPU."""
     from armac_spiel.scheduler.mixer import normalise
     t = self._table()
     pi_rm, pi_avg = _tabulate(learner, t.tensors.to(learner.device),
                               t.legal_mask.to(learner.device))
-    lam = self.deployed_lambda(learner) if lam is None else lam
     mask = t.legal_mask
-    p_rm, p_avg = normalise(pi_rm.cpu().double(), mask), normalise(pi_avg.cpu().double(), mask)
-    return normalise(lam * p_rm + (1 - lam) * p_avg, mask), lam
+    return normalise(pi_rm.cpu().double(), mask), normalise(pi_avg.cpu().double(), mask)
+
+  def mixed_table(self, learner, lam: torch.Tensor | None = None, parts=None):
+    """((S, A) float64 pi_mix, (S, 1) lambda) over every information state; `parts`:
+    the learner's (pi_rm, pibar) from _parts_of when already tabulated."""
+    from armac_spiel.scheduler.mixer import normalise
+    p_rm, p_avg = parts if parts is not None else self._parts_of(learner)
+    lam = self.deployed_lambda(learner) if lam is None else lam
+    return normalise(lam * p_rm + (1 - lam) * p_avg, self._table().legal_mask), lam
 
   def mixed_policy(self, learner):
     """The deployed pi_mix as an OpenSpiel policy (a tabular one)."""
@@ -492,10 +504,13 @@ class SchedulerAdapter:
     """utility_computation.cfr_br_iterations CFR-BR iterations against the epoch's parts:
     each computes the exact best response to the current iterate's pi_mix (whose NashConv
     comes with it and is kept for the deployment choice) and updates the manager."""
+    from armac_spiel.scheduler.mixer import normalise
     from armac_spiel.scheduler.utilities import best_response_utilities
     t = self.tree
     x = t.info_tensors.to(learner.device)
     pi_rm, pi_avg = _tabulate(learner, x, t.info_legal.to(learner.device))
+    # The tree's information states are the table's rows, in its order.
+    self._parts = tuple(normalise(p.cpu().double(), t.info_legal) for p in (pi_rm, pi_avg))
     keys = self._keys_of(x, torch.arange(t.num_infostates), update=True).cpu()
     self._measured = []
     for _ in range(self.suite.utility_computation.cfr_br_iterations):
@@ -623,13 +638,14 @@ class SchedulerAdapter:
     out.update({f"scheduler.{k}": v for k, v in self._last.items()})
     if out["scheduler.states_tracked"] == 0:  # untracked keys get the uniform distribution
       out["scheduler.bin_entropy"] = float(np.log(len(self.bins)))
-    mixed, lam = self.mixed_table(learner)
+    parts = self._parts_of(learner)
+    mixed, lam = self.mixed_table(learner, self.deployed_lambda(learner), parts)
     expl, nc = evaluation.fast_exploitability(self.game_string, mixed)
-    net_mixed, _ = self.mixed_table(learner, self.deployed_lambda(learner, net_only=True))
+    net_mixed, _ = self.mixed_table(learner, self.deployed_lambda(learner, net_only=True), parts)
     expl_net, nc_net = evaluation.fast_exploitability(self.game_string, net_mixed)
-    cur_mixed, _ = self.mixed_table(learner, self.current_lambda(learner))
+    cur_mixed, _ = self.mixed_table(learner, self.current_lambda(learner), parts)
     expl_cur, nc_cur = evaluation.fast_exploitability(self.game_string, cur_mixed)
-    avg_mixed, _ = self.mixed_table(learner, self.average_lambda(learner))
+    avg_mixed, _ = self.mixed_table(learner, self.average_lambda(learner), parts)
     expl_avg, nc_avg = evaluation.fast_exploitability(self.game_string, avg_mixed)
     out.update({f"scheduler.{k}": v for k, v in mixing_stats(lam, self.bins).items()})
     out["scheduler.interior_reach"] = self.interior_reach(mixed, lam)
@@ -644,7 +660,7 @@ class SchedulerAdapter:
     out["nash_conv_mixed_net"] = nc_net
     out["nash_conv_mixed_current"] = nc_cur
     out["nash_conv_mixed_average"] = nc_avg
-    g_lam, g_nc = self.best_global_lambda(learner)
+    g_lam, g_nc = self.best_global_lambda(learner, parts)
     out["best_global_lambda"] = g_lam
     out["nash_conv_best_global_lambda"] = g_nc
     if expl is not None:
@@ -666,13 +682,15 @@ class SchedulerAdapter:
     total = float(reach.sum())
     return float((reach * inside).sum()) / total if total > 0 else 0.0
 
-  def best_global_lambda(self, learner) -> tuple[float, float]:
+  def best_global_lambda(self, learner, parts=None) -> tuple[float, float]:
     """(lambda, NashConv) of the best single lambda on a 21-point grid."""
     from armac_spiel import evaluation
     best = (float("nan"), float("inf"))
     n = len(self._table())
+    parts = parts if parts is not None else self._parts_of(learner)
     for lam in np.linspace(0.0, 1.0, GLOBAL_GRID):
-      mixed, _ = self.mixed_table(learner, torch.full((n, 1), float(lam), dtype=torch.float64))
+      mixed, _ = self.mixed_table(learner, torch.full((n, 1), float(lam), dtype=torch.float64),
+                                  parts)
       nc = evaluation.fast_exploitability(self.game_string, mixed)[1]
       if nc < best[1]:
         best = (float(lam), nc)

@@ -254,3 +254,34 @@ print(json.dumps({"tol": EQUAL_TOL, "seeds": out["br_critic"]["per_seed"]}))
   assert [seeds[s]["mixed_le_avg_at_end"] for s in ("0", "1", "2")] == [True, True, False]
   assert seeds["2"]["mixed_minus_avg_at_end"] == pytest.approx(0.001)
   assert 1.1e-8 < out["tol"] < 0.001
+
+
+def test_bench_arms_keep_the_base_cadence_except_br_critic(tmp_path):
+  """bench_scheduler's arm YAMLs: the exact arms update as often as the base YAML says (every
+  epoch in the benchmark's YAML); br_critic, whose sampled update costs half an epoch, once
+  per BR_CRITIC_UPDATE_EVERY epochs; everything else as in the base."""
+  code = f"""
+import json
+from armac_spiel import config as config_lib
+from experiments.bench_scheduler import BR_CRITIC_UPDATE_EVERY, arm_config
+base = "experiments/configs/leduc_scheduler_discrete.yaml"
+out = {{arm: config_lib.load_yaml(arm_config(arm, base, {str(tmp_path)!r}))
+        for arm in ("off", "br_discrete", "br_critic")}}
+print(json.dumps({{"every": BR_CRITIC_UPDATE_EVERY, "base": config_lib.load_yaml(base),
+                  "arms": out}}))
+"""
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                     env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  base, arms = out["base"], out["arms"]
+  assert base["scheduler"]["update_every"] == 1
+  assert arms["br_discrete"]["scheduler"] == base["scheduler"]
+  assert arms["br_critic"]["scheduler"] == {**base["scheduler"], "update_every": out["every"]}
+  assert arms["br_critic"]["utility_computation"]["strategy"] == "br_critic"
+  assert arms["off"]["use_scheduler"] is False
+  for arm in arms.values():
+    assert {k: v for k, v in arm.items() if k not in ("scheduler", "utility_computation",
+                                                      "use_scheduler")} == {
+        k: v for k, v in base.items() if k not in ("scheduler", "utility_computation",
+                                                   "use_scheduler")}

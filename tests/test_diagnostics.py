@@ -100,3 +100,38 @@ def test_diagnose_br_critic_never_reports_a_responder_above_the_exact_best_respo
   want = (last["exploitability"] if last["scheduler.deployed_actor"]
           else last["exploitability_mixed_average"])
   assert last["exploitability_mixed"] == pytest.approx(want, abs=1e-6)
+
+
+def test_scheduler_headroom_solves_the_frozen_parts_below_every_single_lambda(tmp_path):
+  """scheduler_headroom on a short Kuhn run: its first measures are the run's last
+  evaluation (same parts), and CFR-BR on the frozen parts brings its average below the
+  best single lambda and both parts (the solve's optimum is at most theirs)."""
+  cfg = tmp_path / "br.yaml"
+  cfg.write_text("episodes_per_epoch: 256\nuse_scheduler: true\nscheduler:\n"
+                 "  scheduler_warmup_iters: 1\nutility_computation:\n  strategy: best_response\n")
+  run = tmp_path / "run"
+  env = {**os.environ, "PYTHONPATH": REPO}
+  r = subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",
+                      f"--config={cfg}", "--max_epochs=4", "--eval_every=4", "--device=cpu",
+                      "--noprogress", f"--out_dir={run}"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  r = subprocess.run([sys.executable, "-m", "experiments.diagnostics.scheduler_headroom",
+                      f"--run_dir={run}", "--iterations=64", "--report_at=1,64"], cwd=REPO,
+                     env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+  assert out["deployed"] == pytest.approx(last["exploitability_mixed"], abs=1e-9)
+  assert out["pi_avg"] == pytest.approx(last["exploitability"], abs=1e-6)
+  assert out["best_global_lambda"] == pytest.approx(
+      last["exploitability_best_global_lambda"], abs=1e-6)
+  assert out["warm"][0]["current"] == pytest.approx(out["manager_current"], abs=1e-9)
+  bound = min(out["best_global_lambda"], out["pi_avg"], out["pi_rm"])
+  for name in ("warm", "cold"):
+    assert out[name][-1]["iteration"] == 64
+    assert 0.0 < out[name][-1]["average"] < bound - 1e-3
+  r = subprocess.run([sys.executable, "-m", "experiments.diagnostics.scheduler_headroom",
+                      f"--run_dir={tmp_path}"], cwd=REPO, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode != 0

@@ -71,19 +71,25 @@ def test_compare_configs_names_a_bad_arm_and_exits_2():
     assert r.returncode == 2 and needle in r.stderr, (r.returncode, r.stderr[-1000:])
 
 
-def test_diagnose_br_critic_never_reports_a_responder_above_the_exact_best_response(tmp_path):
-  """A greedy responder on a learned Q can at best tie the exact best response."""
-  cfg = tmp_path / "br.yaml"
+def _scheduler_run(tmp_path, utility: str, epochs: int):
+  """A short Kuhn scheduler run (experiments.train) with the given utility_computation
+  lines; returns (its directory, the environment to run diagnostics with)."""
+  cfg = tmp_path / "sched.yaml"
   cfg.write_text("episodes_per_epoch: 256\nuse_scheduler: true\nscheduler:\n"
-                 "  scheduler_warmup_iters: 1\nutility_computation:\n  strategy: br_critic\n"
-                 "  br_episodes: 256\n")
+                 "  scheduler_warmup_iters: 1\nutility_computation:\n" + utility)
   run = tmp_path / "run"
   env = {**os.environ, "PYTHONPATH": REPO}
   r = subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",
-                      f"--config={cfg}", "--max_epochs=3", "--eval_every=3", "--device=cpu",
-                      "--noprogress", f"--out_dir={run}"], cwd=REPO, env=env,
+                      f"--config={cfg}", f"--max_epochs={epochs}", f"--eval_every={epochs}",
+                      "--device=cpu", "--noprogress", f"--out_dir={run}"], cwd=REPO, env=env,
                      capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
+  return run, env
+
+
+def test_diagnose_br_critic_never_reports_a_responder_above_the_exact_best_response(tmp_path):
+  """A greedy responder on a learned Q can at best tie the exact best response."""
+  run, env = _scheduler_run(tmp_path, "  strategy: br_critic\n  br_episodes: 256\n", 3)
   r = subprocess.run([sys.executable, "-m", "experiments.diagnostics.diagnose_br_critic",
                       f"--run_dir={run}", "--updates=3", "--every=1"], cwd=REPO, env=env,
                      capture_output=True, text=True, timeout=300)
@@ -106,16 +112,7 @@ def test_scheduler_headroom_solves_the_frozen_parts_below_every_single_lambda(tm
   """scheduler_headroom on a short Kuhn run: its first measures are the run's last
   evaluation (same parts), and CFR-BR on the frozen parts brings its average below the
   best single lambda and both parts (the solve's optimum is at most theirs)."""
-  cfg = tmp_path / "br.yaml"
-  cfg.write_text("episodes_per_epoch: 256\nuse_scheduler: true\nscheduler:\n"
-                 "  scheduler_warmup_iters: 1\nutility_computation:\n  strategy: best_response\n")
-  run = tmp_path / "run"
-  env = {**os.environ, "PYTHONPATH": REPO}
-  r = subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",
-                      f"--config={cfg}", "--max_epochs=4", "--eval_every=4", "--device=cpu",
-                      "--noprogress", f"--out_dir={run}"], cwd=REPO, env=env,
-                     capture_output=True, text=True, timeout=300)
-  assert r.returncode == 0, r.stderr[-2000:]
+  run, env = _scheduler_run(tmp_path, "  strategy: best_response\n", 4)
   r = subprocess.run([sys.executable, "-m", "experiments.diagnostics.scheduler_headroom",
                       f"--run_dir={run}", "--iterations=64", "--report_at=1,64"], cwd=REPO,
                      env=env, capture_output=True, text=True, timeout=300)

@@ -167,7 +167,8 @@ class SchedulerAdapter:
                           "utility_computation.strategy: br_critic (model-free)")
       self.tree = compile_tree(game_string)
     keyer_game = game_string if self.level != 2 else None
-    self.trainer = SchedulerTrainer(suite, sg.info_state_size, keyer_game, self.device, mode)
+    self.trainer = SchedulerTrainer(suite, sg.info_state_size, keyer_game, self.device, mode,
+                                    seed=seed)
     if self.trainer.keyer is not None:
       self.trainer.keyer.seed = seed
     self.br_critic = None

@@ -35,14 +35,16 @@ class SchedulerTrainer:
 
   def __init__(self, cfg: SchedulerSuiteConfig, input_size: int,
                game_string: str | None = None, device="cpu", mode: str | None = None,
-               n_buckets: int | None = None, scale: str | None = None):
+               n_buckets: int | None = None, scale: str | None = None, seed: int = 0):
     self.cfg = cfg
     self.mode = cfg.mode if mode is None else mode
     if self.mode not in ("continuous", "discrete"):
       raise ValueError(f"SchedulerTrainer needs mode continuous|discrete, got {self.mode!r}")
     self.device = torch.device(device)
     self.bins = cfg.policy_mixer.lambda_bins
-    self.net = SchedulerNet(input_size, cfg.scheduler, self.mode).to(self.device)
+    with torch.random.fork_rng(devices=[]):  # seeded init, global RNG state untouched
+      torch.manual_seed(seed + 5)
+      self.net = SchedulerNet(input_size, cfg.scheduler, self.mode).to(self.device)
     self.optimizer = Adam(self.net.parameters(), lr=cfg.scheduler.scheduler_lr)
     self.manager = MetaRegretManager(cfg.meta_regret, self.device)
     self.utility = UtilityComputer(cfg.utility_computation, self.device)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from armac_spiel import atomic, runs
-from armac_spiel.config import ConfigError
+from armac_spiel.params import ConfigError
 from armac_spiel.runs import rundir, sweep
 from tests.conftest import REPO
 

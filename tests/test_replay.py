@@ -241,7 +241,7 @@ def test_scheduler_outputs_are_recorded_and_verified(tmp_path):
                            config_path=_config(tmp_path, suite),
                            sets={**TINY_REPLAY, "max_epochs": 3, "scheduler_mode": "discrete"},
                            device="cpu", plot=False, record=dataclasses.asdict(rec))
-  assert spec.scheduler_mode == "discrete"
+  assert spec.config.scheduler_mode == "discrete"
   assert spec.scheduler["scheduler"]["scheduler_warmup_iters"] == 1
   runs.run(spec)
   recs = [json.loads(l) for l in _lines(rec.out_dir)]

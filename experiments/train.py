@@ -113,8 +113,8 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return 2
   except NonFiniteLossError as e:  # a learning rate too large for the data, most often
-    print(f"error: {e}; the run directory keeps its last checkpoint: fix the config and "
-          "start again in a fresh --out_dir, or pass --resume", file=sys.stderr)
+    print(f"error: {e}; --out_dir={FLAGS.out_dir} keeps the run up to its last evaluation: "
+          "train again into a new --out_dir", file=sys.stderr)
     return 2
   except (AtomicWriteError, rundir.MetricsWriteError) as e:  # a full disk, an I/O error
     print(f"error: {e}; the last checkpoint is intact: fix the cause and pass --resume",

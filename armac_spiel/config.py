@@ -1,8 +1,8 @@
-"""ARMAC configuration: one frozen dataclass, validated in one place, loadable from YAML.
+"""ARMAC's hyper-parameters: `ARMACConfig`, a `Params` (armac_spiel.params), loadable from YAML.
 
 Per-game tuned defaults live in experiments/configs/<game>.yaml. Precedence: dataclass
-defaults < YAML file < command-line flags. The resolved config is written to each run
-directory as config.json.
+defaults < YAML file < command-line flags (resolved by armac_spiel.runs.resolve_spec). The
+resolved config is written to each run directory as config.json.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any
+from typing import Optional
 
 import yaml
 
-SAMPLERS = ("auto", "pyspiel", "tree")
+from armac_spiel.params import ConfigError, Params  # ConfigError: re-exported for callers
+from games import SAMPLER_BACKENDS
+
 WEIGHTINGS = ("uniform", "linear")
 LR_DECAYS = ("none", "sqrt", "linear")
 SCHEDULER_MODES = ("off", "continuous", "discrete")
@@ -25,12 +27,8 @@ CRITIC_TRACES = ("tree_backup", "retrace")
 REGRET_DISCOUNTS = ("none", "dcfr")
 
 
-class ConfigError(ValueError):
-  """A bad configuration value or key; the message names the field."""
-
-
 @dataclasses.dataclass(frozen=True)
-class ARMACConfig:
+class ARMACConfig(Params):
   """Hyper-parameters of one ARMAC run. The main fields: see README 'Configuration'."""
   # Networks.
   critic_hidden: tuple[int, ...] = (128, 128)
@@ -98,112 +96,67 @@ class ARMACConfig:
   eval_every: int = 50                # epochs between exact evaluations
   max_epochs: int = 0                 # 0 = until the time budget
 
-  def __post_init__(self):
-    validate(self)
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-  def replace(self, **kw) -> "ARMACConfig":
-    return dataclasses.replace(self, **kw)
-
-
-def validate(c: ARMACConfig) -> None:
-  def need(ok: bool, field: str, allowed: str):
-    if not ok:
-      raise ConfigError(f"config field '{field}' = {getattr(c, field)!r}: must be {allowed}")
-
-  for name in ("critic_hidden", "regret_hidden", "actor_hidden"):
-    v = getattr(c, name)
-    need(isinstance(v, tuple) and len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),
-         name, "a non-empty list of positive integers")
-  for name in ("critic_lr", "regret_lr", "actor_lr", "lr_decay_epochs", "min_lr"):
-    v = getattr(c, name)
-    need(isinstance(v, float) and math.isfinite(v) and v >= 0, name, "a finite float >= 0")
-  for name in ("episodes_per_epoch", "groups_per_epoch", "max_snapshots",
-               "critic_replay_episodes", "critic_batch_episodes", "regret_replay",
-               "regret_batch", "bootstrap_memory", "actor_replay", "actor_batch", "eval_every"):
-    v = getattr(c, name)
-    need(isinstance(v, int) and v > 0, name, "a positive integer")
-  for name in ("critic_steps", "regret_steps", "actor_steps", "max_epochs", "current_groups"):
-    v = getattr(c, name)
-    need(isinstance(v, int) and v >= 0, name, "an integer >= 0")
-  need(c.episodes_per_epoch % c.groups_per_epoch == 0, "episodes_per_epoch",
-       f"a multiple of groups_per_epoch ({c.groups_per_epoch})")
-  need(1 <= c.current_groups < c.groups_per_epoch, "current_groups",
-       f">= 1 and below groups_per_epoch ({c.groups_per_epoch}): the other groups feed W")
-  need(0.0 <= c.explore_eps <= 1.0, "explore_eps", "in [0, 1]")
-  need(isinstance(c.alternating_updates, bool), "alternating_updates", "true or false")
-  need(0.0 <= c.tb_lambda <= 1.0, "tb_lambda", "in [0, 1]")
-  need(c.critic_trace in CRITIC_TRACES, "critic_trace", f"one of {CRITIC_TRACES}")
-  need(0.0 < c.critic_target_tau <= 1.0, "critic_target_tau", "in (0, 1]")
-  need(c.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")
-  need(c.lr_decay_epochs > 0, "lr_decay_epochs", "> 0")
-  need(c.min_lr >= 0, "min_lr", ">= 0")
-  need(c.policy_draw in POLICY_DRAWS, "policy_draw", f"one of {POLICY_DRAWS}")
-  need(c.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
-  need(c.regret_fit in REGRET_FITS, "regret_fit", f"one of {REGRET_FITS}")
-  need(c.actor_fit in ACTOR_FITS, "actor_fit", f"one of {ACTOR_FITS}")
-  for name in ("regret_fit", "actor_fit"):
-    need(getattr(c, name) != "states" or c.sampler != "pyspiel", name,
-         "'rows' or 'bootstrap' with sampler 'pyspiel': 'states' needs information-state ids "
-         "(tree sampler)")
-  need(c.regret_fit != "bootstrap" or c.policy_draw == "current", "regret_fit",
-       "'rows' or 'states' unless policy_draw is 'current' ('bootstrap' adds each epoch's "
-       "regrets to W once, so they must all come from the current policy)")
-  need(isinstance(c.regret_plus, bool), "regret_plus", "true or false")
-  need(not c.regret_plus or c.regret_fit == "bootstrap", "regret_plus",
-       "false unless regret_fit is 'bootstrap' (the other fits keep no running sums to clip)")
-  need(isinstance(c.regret_lstsq, int) and not isinstance(c.regret_lstsq, bool)
-       and c.regret_lstsq >= 0, "regret_lstsq", "an int >= 0")
-  need(c.regret_lstsq == 0 or c.regret_fit == "states", "regret_lstsq",
-       "0 unless regret_fit is 'states' (the exact last layer needs the full batch of "
-       "per-state targets)")
-  need(c.regret_discount in REGRET_DISCOUNTS, "regret_discount", f"one of {REGRET_DISCOUNTS}")
-  need(c.regret_discount == "none" or (c.regret_fit in ("states", "bootstrap") and
-                                       c.policy_draw == "current"),
-       "regret_discount", "'none' unless regret_fit is 'states' or 'bootstrap' and policy_draw "
-       "is 'current' (discounting needs each epoch's regret sums to be final)")
-  for name in ("dcfr_alpha", "dcfr_beta"):
-    v = getattr(c, name)
-    need(isinstance(v, float) and math.isfinite(v), name, "a finite float")
-  need(c.snapshot_weighting in WEIGHTINGS, "snapshot_weighting", f"one of {WEIGHTINGS}")
-  need(c.average_weighting in WEIGHTINGS, "average_weighting", f"one of {WEIGHTINGS}")
-  need(c.scheduler_mode in SCHEDULER_MODES, "scheduler_mode", f"one of {SCHEDULER_MODES}")
+  def validate(self) -> None:
+    need = self.need
+    for name in ("critic_hidden", "regret_hidden", "actor_hidden"):
+      v = getattr(self, name)
+      need(len(v) > 0 and all(h > 0 for h in v), name, "a non-empty list of positive integers")
+    for name in ("critic_lr", "regret_lr", "actor_lr", "lr_decay_epochs", "min_lr"):
+      v = getattr(self, name)
+      need(math.isfinite(v) and v >= 0, name, "a finite float >= 0")
+    for name in ("episodes_per_epoch", "groups_per_epoch", "max_snapshots",
+                 "critic_replay_episodes", "critic_batch_episodes", "regret_replay",
+                 "regret_batch", "bootstrap_memory", "actor_replay", "actor_batch",
+                 "eval_every"):
+      need(getattr(self, name) > 0, name, "a positive integer")
+    for name in ("critic_steps", "regret_steps", "actor_steps", "max_epochs", "current_groups"):
+      need(getattr(self, name) >= 0, name, "an integer >= 0")
+    need(self.episodes_per_epoch % self.groups_per_epoch == 0, "episodes_per_epoch",
+         f"a multiple of groups_per_epoch ({self.groups_per_epoch})")
+    need(1 <= self.current_groups < self.groups_per_epoch, "current_groups",
+         f">= 1 and below groups_per_epoch ({self.groups_per_epoch}): the other groups feed W")
+    need(0.0 <= self.explore_eps <= 1.0, "explore_eps", "in [0, 1]")
+    need(0.0 <= self.tb_lambda <= 1.0, "tb_lambda", "in [0, 1]")
+    need(self.critic_trace in CRITIC_TRACES, "critic_trace", f"one of {CRITIC_TRACES}")
+    need(0.0 < self.critic_target_tau <= 1.0, "critic_target_tau", "in (0, 1]")
+    need(self.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")
+    need(self.lr_decay_epochs > 0, "lr_decay_epochs", "> 0")
+    need(self.policy_draw in POLICY_DRAWS, "policy_draw", f"one of {POLICY_DRAWS}")
+    need(self.sampler in SAMPLER_BACKENDS, "sampler", f"one of {SAMPLER_BACKENDS}")
+    need(self.regret_fit in REGRET_FITS, "regret_fit", f"one of {REGRET_FITS}")
+    need(self.actor_fit in ACTOR_FITS, "actor_fit", f"one of {ACTOR_FITS}")
+    for name in ("regret_fit", "actor_fit"):
+      need(getattr(self, name) != "states" or self.sampler != "pyspiel", name,
+           "'rows' or 'bootstrap' with sampler 'pyspiel': 'states' needs information-state "
+           "ids (tree sampler)")
+    need(self.regret_fit != "bootstrap" or self.policy_draw == "current", "regret_fit",
+         "'rows' or 'states' unless policy_draw is 'current' ('bootstrap' adds each epoch's "
+         "regrets to W once, so they must all come from the current policy)")
+    need(not self.regret_plus or self.regret_fit == "bootstrap", "regret_plus",
+         "false unless regret_fit is 'bootstrap' (the other fits keep no running sums to "
+         "clip)")
+    need(self.regret_lstsq >= 0, "regret_lstsq", "an int >= 0")
+    need(self.regret_lstsq == 0 or self.regret_fit == "states", "regret_lstsq",
+         "0 unless regret_fit is 'states' (the exact last layer needs the full batch of "
+         "per-state targets)")
+    need(self.regret_discount in REGRET_DISCOUNTS, "regret_discount",
+         f"one of {REGRET_DISCOUNTS}")
+    need(self.regret_discount == "none" or (self.regret_fit in ("states", "bootstrap") and
+                                            self.policy_draw == "current"),
+         "regret_discount", "'none' unless regret_fit is 'states' or 'bootstrap' and "
+         "policy_draw is 'current' (discounting needs each epoch's regret sums to be final)")
+    for name in ("dcfr_alpha", "dcfr_beta"):
+      need(math.isfinite(getattr(self, name)), name, "a finite float")
+    need(self.snapshot_weighting in WEIGHTINGS, "snapshot_weighting", f"one of {WEIGHTINGS}")
+    need(self.average_weighting in WEIGHTINGS, "average_weighting", f"one of {WEIGHTINGS}")
+    need(self.scheduler_mode in SCHEDULER_MODES, "scheduler_mode",
+         f"one of {SCHEDULER_MODES}")
 
 
-def coerce(default: Any, value: Any) -> Any:
-  """A YAML/flag value to the type of a field's default (lists -> tuples, ints -> floats)."""
-  if isinstance(default, tuple) and isinstance(value, (list, tuple)):
-    return tuple(value)
-  if isinstance(default, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
-    try:
-      return float(value)
-    except ValueError:
-      return value
-  return value
-
-
-def dataclass_from_dict(cls, d: dict, where: str = "config", base=None):
-  """`cls` (a frozen dataclass) from `d` over `base` (default: cls's defaults). Unknown keys
-  and values the dataclass rejects raise ConfigError naming them."""
-  fields = {f.name: f for f in dataclasses.fields(cls)}
-  unknown = sorted(set(d) - set(fields))
-  if unknown:
-    raise ConfigError(f"{where}: unknown config key(s) {unknown}; known keys: "
-                      f"{sorted(fields)}")
-  values = {k: coerce(fields[k].default, v) for k, v in d.items()}
-  try:
-    return dataclasses.replace(base, **values) if base is not None else cls(**values)
-  except ConfigError:
-    raise
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"{where}: {e}") from e
-
-
-def from_dict(d: dict, base: ARMACConfig | None = None, where: str = "config") -> ARMACConfig:
-  """Overrides `base` with `d`; unknown keys are an error naming the key."""
-  return dataclass_from_dict(ARMACConfig, d, where, base or ARMACConfig())
+def from_dict(d: dict, base: Optional[ARMACConfig] = None,
+              where: Optional[str] = None) -> ARMACConfig:
+  """`d` over `base` (default: the defaults); see Params.from_dict."""
+  return ARMACConfig.from_dict(d, base, where)
 
 
 def parse_sets(values: list[str], flag: str = "--set") -> dict:
@@ -223,13 +176,15 @@ def parse_sets(values: list[str], flag: str = "--set") -> dict:
   return out
 
 
-def load_yaml(path: str) -> dict:
+def load_yaml(path: str, source: Optional[str] = None) -> dict:
+  """The mapping of YAML file `path`. Errors name `source`, where the path came from
+  (default `--config=PATH`)."""
+  source = source or f"--config={path}"
   try:
     with open(path) as f:
       d = yaml.safe_load(f) or {}
   except (OSError, yaml.YAMLError) as e:
-    raise ConfigError(f"--config={path}: cannot read YAML: {e}") from e
+    raise ConfigError(f"{source}: cannot read YAML: {e}") from e
   if not isinstance(d, dict):
-    raise ConfigError(f"--config={path}: top level must be a mapping")
+    raise ConfigError(f"{source}: top level must be a mapping")
   return d
-

@@ -24,7 +24,7 @@ import pyspiel
 import torch
 from open_spiel.python import policy as os_policy
 
-from games import infostate_table, load_game
+from games import infostate_table, load_game, tree
 from games.infostates import one_state_per_infostate
 
 BatchedPolicyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -156,7 +156,6 @@ def cfr_plus_table(game_string: str, iterations: int) -> torch.Tensor:
 def fast_exploitability(game_string: str, probs: PolicyLike) -> tuple[Optional[float], float]:
   """(exploitability, nash_conv) of a policy; exploitability is None unless the game is
   two-player zero-sum. Uses the compiled tree when it fits, else pyspiel (C++)."""
-  from games import tree
   probs = tabularise(game_string, probs)
   two_zs = load_game(game_string).is_two_player_zero_sum
   if tree.tree_fits(game_string):

@@ -17,17 +17,27 @@ Optional: `counters()` (the fields that open each metrics line; default `step` a
 `eval_at_start` (evaluate once before the first step).
 
 Algorithms are looked up by name: `register_learner(name, cls_or_factory)`. A class is
-called as `cls(game_string, seed, device=device, **hparams)`; its `params_cls` (a frozen
-dataclass), if any, validates the hyper-parameters. A factory is called as
-`factory(spec, device)` with the resolved `armac_spiel.runs.RunSpec`.
+called as `cls(game_string, seed, device=device, **hparams)`; its `params_cls` (an
+`armac_spiel.params.Params`), if any, validates the hyper-parameters. A factory is called as
+`factory(spec, device)` with the resolved `armac_spiel.runs.RunSpec`. ARMAC and the
+baselines are registered here; `import_learner_modules` imports the user's modules that
+register more (`--learner_module`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+import importlib
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
+
+from armac_spiel.armac import ARMAC
+from armac_spiel.baselines import BASELINES
+from armac_spiel.config import ARMACConfig
+from armac_spiel.params import ConfigError, Params
+from armac_spiel.recording import ReplayRecorder
+from armac_spiel.scheduler_glue import make_scheduler
 
 
 @runtime_checkable
@@ -70,43 +80,48 @@ def register_learner(name: str, learner, params_cls: Optional[type] = None,
 
     def build(spec, device, cls=learner):
       return cls(spec.game, spec.seed, device=device, **dict(spec.hparams))
+  if params_cls is not None and not issubclass(params_cls, Params):
+    raise TypeError(f"register_learner({name!r}): params_cls {params_cls.__name__} must "
+                    "derive armac_spiel.params.Params (a frozen dataclass)")
   _REGISTRY[name] = LearnerEntry(name, build, params_cls)
 
 
 def learner_entry(name: str) -> LearnerEntry:
-  _register_builtins()
   if name not in _REGISTRY:
-    from armac_spiel.config import ConfigError
     raise ConfigError(f"--algo={name!r}: unknown algorithm; known: {algorithm_names()}")
   return _REGISTRY[name]
 
 
 def algorithm_names() -> list[str]:
-  _register_builtins()
   return sorted(_REGISTRY)
 
 
-def _register_builtins() -> None:
-  if "armac" in _REGISTRY:
-    return
-  # Imported here: armac and baselines import this module for the protocol.
-  from armac_spiel import baselines, config
-  register_learner("armac", _build_armac, config.ARMACConfig, factory=True)
-  for name, cls in baselines.BASELINES.items():
-    register_learner(name, cls)
+def import_learner_modules(modules: Sequence[str], flag: str = "--learner_module") -> None:
+  """Imports the user's modules that register learners; one that cannot be imported is a
+  ConfigError naming the flag and the module."""
+  for module in modules:
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      missing = getattr(e, "name", None)
+      if missing is not None and (module == missing or module.startswith(missing + ".")):
+        raise ConfigError(f"{flag}={module!r}: must be an importable Python module: {e} (run "
+                          "from the directory that holds it, or add that directory to "
+                          "PYTHONPATH)") from e
+      raise ConfigError(f"{flag}={module!r}: importing it failed: {e}") from e
 
 
 def _build_armac(spec, device: str):
   """ARMAC with the spec's scheduler (spec.scheduler) and episode recorder (spec.record)."""
-  from armac_spiel import config
-  from armac_spiel.armac import ARMAC
   scheduler = recorder = None
   if spec.scheduler is not None:
-    from armac_spiel.scheduler_glue import make_scheduler
     scheduler = make_scheduler(spec.scheduler, spec.game, spec.seed, device)
   if spec.record is not None:
-    from armac_spiel import recording
-    recorder = recording.ReplayRecorder(recording.RecorderConfig(**spec.record),
-                                        {"scheduler_suite": spec.scheduler})
-  return ARMAC(spec.game, config.from_dict(dict(spec.hparams)), spec.seed, device=device,
+    recorder = ReplayRecorder(spec.record, {"scheduler_suite": spec.scheduler})
+  return ARMAC(spec.game, ARMACConfig.from_dict(spec.hparams), spec.seed, device=device,
                scheduler=scheduler, recorder=recorder)
+
+
+register_learner("armac", _build_armac, ARMACConfig, factory=True)
+for _name, _cls in BASELINES.items():
+  register_learner(_name, _cls)

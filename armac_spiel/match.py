@@ -22,6 +22,8 @@ import torch
 
 from armac_spiel import evaluation
 from games import infostate_table, load_game
+from games import tree as tree_lib
+from games.tree import CHANCE, DECISION
 
 Z95 = 1.959963984540054
 
@@ -37,7 +39,6 @@ def seat_table(game_string: str, tables: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _tree(game_string: str):
-  from games import tree as tree_lib
   return tree_lib.compile_tree(game_string) if tree_lib.tree_fits(game_string) else None
 
 
@@ -75,7 +76,6 @@ def uniforms(game_string: str, hands: int, seed: int) -> tuple[np.ndarray, np.nd
 def play_tree(tree, joint: torch.Tensor, u_chance: np.ndarray,
               u_action: np.ndarray) -> np.ndarray:
   """(N, players) returns of N hands played in lockstep on the compiled tree."""
-  from games.tree import CHANCE, DECISION
   kind = tree.kind.numpy()
   children = tree.children.numpy()
   chance_cdf = np.cumsum(tree.chance_prob.numpy(), 1)

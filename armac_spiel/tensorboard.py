@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from armac_spiel.atomic import atomic_write_text
+from armac_spiel.runs import rundir
 
 ORIGIN_FILE = "tb_origin.json"
 LAMBDA_HIST = "scheduler.lambda_hist"
@@ -207,7 +208,6 @@ class TensorBoardWriter:
 def export_run(run_dir: str) -> int:
   """Writes a finished or running run's metrics.jsonl (and config.json as hyper-parameters)
   into fresh event files in `run_dir`; returns the number of records written."""
-  from armac_spiel.runs import rundir
   for name in os.listdir(run_dir):
     if name.startswith("events.out.tfevents."):
       os.unlink(os.path.join(run_dir, name))

@@ -21,7 +21,7 @@ Algorithms (ASSUMES below says what each needs from the game):
   os_mccfr, es_mccfr  OpenSpiel C++ outcome / external sampling MCCFR (simple averaging)
   deep_cfr, nfsp      OpenSpiel's PyTorch Deep CFR and NFSP
 Episodes are each algorithm's own unit (ARMAC, NFSP, OS-MCCFR: played episodes;
-ES-MCCFR, Deep CFR: sampled traversals; see armac_spiel/baselines.py).
+ES-MCCFR, Deep CFR: sampled traversals; see armac_spiel/baselines/).
 """
 
 import json

@@ -38,6 +38,8 @@ from absl import app, flags
 from armac_spiel import config as config_lib
 from armac_spiel.atomic import atomic_write_text
 from armac_spiel.runs import curves, rundir, sweep
+from armac_spiel.runs.spec import split_config
+from armac_spiel.scheduler.config import SchedulerSuiteConfig
 
 FLAGS = flags.FLAGS
 # Exploitabilities this close are equal: the actor alone deployed as pi_mix is pi_avg's
@@ -223,8 +225,8 @@ def main(argv):
   runs = {arm: {s: rundir.read_metrics(os.path.join(dirs[arm, s], rundir.METRICS))
                 for s in seeds} for arm in FLAGS.arms}
   runs = {arm: {s: rows for s, rows in by.items() if rows} for arm, by in runs.items()}
-  raw = config_lib.load_yaml(FLAGS.config)
-  warmup = int((raw.get("scheduler") or {}).get("scheduler_warmup_iters", 20))
+  suite = split_config(config_lib.load_yaml(FLAGS.config), FLAGS.config)[1]
+  warmup = (suite or SchedulerSuiteConfig()).scheduler.scheduler_warmup_iters
   results = summarise(runs)
   checked = targets(runs, warmup)
   rundir.write_json_atomic(os.path.join(root, "results.json"),

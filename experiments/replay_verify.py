@@ -29,9 +29,10 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   torch.set_num_threads(1)
   try:
-    from armac_spiel.scheduler_glue import read_replay_tolerance
-    tol = args.tolerance if args.tolerance is not None else read_replay_tolerance(args.dir)
-    res = recording.verify(args.dir, tol)
+    tol = args.tolerance
+    if tol is None:
+      tol = recording.read_replay_tolerance(args.dir)
+    res = recording.verify(args.dir) if tol is None else recording.verify(args.dir, tol)
   except (recording.ReplayError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     print(json.dumps({"episodes_checked": 0, "max_abs_deviation": None,

@@ -19,13 +19,13 @@ Exit status: 0 when every run is done (or was already); 2 for bad flags (no run 
 100 + N when N runs failed (N capped at 155).
 """
 
-import importlib
 import sys
 
 from absl import app, flags, logging
 
 from armac_spiel import progress
-from armac_spiel.config import ConfigError
+from armac_spiel.learner import import_learner_modules
+from armac_spiel.params import ConfigError
 from armac_spiel.runs import sweep
 
 FLAGS = flags.FLAGS
@@ -70,8 +70,7 @@ def main(argv):
     print("error: --out_dir is required", file=sys.stderr)
     return 2
   try:
-    for module in FLAGS.learner_module:
-      importlib.import_module(module)
+    import_learner_modules(FLAGS.learner_module)
     seeds = sweep.parse_seeds(FLAGS.seeds)
     bad = [a for a in FLAGS.algos if a not in sweep.known_algorithms()]
     if bad:

@@ -14,18 +14,21 @@ metrics.jsonl, checkpoint.pt, policy.json, curve.png and DONE into --out_dir
 lines when stdout is not a terminal); absl logs go to <out_dir>/train.INFO.
 """
 
-import importlib
 import sys
 
 import torch
 from absl import app, flags, logging
 
-from armac_spiel import config as config_lib
 from armac_spiel import progress, runs
+from armac_spiel import tensorboard as tb
+from armac_spiel.armac import NonFiniteLossError
 from armac_spiel.atomic import AtomicWriteError
+from armac_spiel.config import SCHEDULER_MODES, parse_sets
+from armac_spiel.learner import import_learner_modules
+from armac_spiel.params import ConfigError
 from armac_spiel.runs import rundir
 from armac_spiel.runs.lock import RunLock, RunLockedError
-from games import GameError
+from games import SAMPLER_BACKENDS, GameError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "armac", "Algorithm: a registered learner or an alias.")
@@ -43,9 +46,9 @@ flags.DEFINE_string("device", "auto", "auto | cpu | cuda.")
 flags.DEFINE_integer("eval_every", None, "Steps (ARMAC: epochs) between exact evaluations.")
 flags.DEFINE_float("eval_every_s", None, "Training seconds between exact evaluations.")
 flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its checkpoint.")
-flags.DEFINE_enum("scheduler", None, list(config_lib.SCHEDULER_MODES),
+flags.DEFINE_enum("scheduler", None, list(SCHEDULER_MODES),
                   "Per-state scheduler between actor and regret policies (ARMAC).")
-flags.DEFINE_enum("sampler", None, list(config_lib.SAMPLERS), "Sampler backend (ARMAC).")
+flags.DEFINE_enum("sampler", None, list(SAMPLER_BACKENDS), "Sampler backend (ARMAC).")
 flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...] (or repeat "
                           "the flag); e.g. --set=critic_lr=0.001,critic_hidden=[64,64].")
 flags.DEFINE_bool("plot", True, "Write curve.png at the end.")
@@ -62,29 +65,15 @@ flags.DEFINE_integer("replay_episodes_per_file", 1000, "Recorded episodes per re
 flags.DEFINE_bool("replay_gzip", False, "gzip the replay files.")
 
 
-def _replay_dir():
-  """--record_replay, else the YAML's deterministic_replay section (record: true ->
-  replay_dir; its tolerance is written there for experiments.replay_verify)."""
-  from armac_spiel import scheduler_glue
-  path = FLAGS.config or (runs.spec.default_config_path(FLAGS.game_name)
-                          if FLAGS.algo == "armac" else None)
-  suite = scheduler_glue.split_config(config_lib.load_yaml(path), path)[1] if path else None
-  out_dir, tolerance = scheduler_glue.replay_settings(suite, FLAGS.record_replay)
-  if out_dir:
-    scheduler_glue.write_replay_tolerance(out_dir, tolerance)
-  return out_dir
-
-
 def spec_from_flags() -> runs.RunSpec:
-  record = None
-  replay_dir = _replay_dir()
-  if replay_dir:
-    record = {"out_dir": replay_dir, "fraction": FLAGS.replay_fraction,
-              "episodes_per_file": FLAGS.replay_episodes_per_file, "gzip": FLAGS.replay_gzip}
+  """The run the flags ask for (recording: --record_replay, else the YAML's
+  deterministic_replay section; resolved by runs.resolve_spec)."""
+  record = {"out_dir": FLAGS.record_replay, "fraction": FLAGS.replay_fraction,
+            "episodes_per_file": FLAGS.replay_episodes_per_file, "gzip": FLAGS.replay_gzip}
   max_steps = FLAGS.max_epochs if FLAGS.max_epochs is not None else FLAGS.max_steps
   return runs.resolve_spec(
       FLAGS.algo, FLAGS.game_name, FLAGS.seed, FLAGS.out_dir, config_path=FLAGS.config,
-      sets=config_lib.parse_sets(FLAGS.set), time_budget_s=FLAGS.time_budget_s,
+      sets=parse_sets(FLAGS.set), time_budget_s=FLAGS.time_budget_s,
       max_steps=max_steps, eval_every=FLAGS.eval_every, eval_every_s=FLAGS.eval_every_s,
       scheduler=FLAGS.scheduler, sampler=FLAGS.sampler, device=FLAGS.device,
       resume=FLAGS.resume, plot=FLAGS.plot, record=record)
@@ -97,7 +86,6 @@ def make_loggers(spec: runs.RunSpec, show_progress: bool, tensorboard: bool) -> 
     progress.log_to_file(spec.out_dir, "train")
     out.append(progress.for_run(spec))
   if tensorboard:
-    from armac_spiel import tensorboard as tb
     out.append(tb.for_run(spec))
   return out
 
@@ -111,8 +99,7 @@ def main(argv):
     print("error: --out_dir is required", file=sys.stderr)
     return 2
   try:
-    for module in FLAGS.learner_module:
-      importlib.import_module(module)
+    import_learner_modules(FLAGS.learner_module)
     spec = spec_from_flags()
     with RunLock(spec.out_dir):  # one writer per run directory
       loggers = make_loggers(spec, FLAGS.progress, FLAGS.tensorboard)
@@ -121,9 +108,13 @@ def main(argv):
       finally:
         for lg in loggers:  # closing twice is harmless; a failed run keeps its events
           lg.close()
-  except (GameError, config_lib.ConfigError, rundir.CheckpointError, ValueError,
-          ImportError, RunLockedError) as e:
+  except (GameError, ConfigError, rundir.CheckpointError, ValueError, ImportError,
+          RunLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  except NonFiniteLossError as e:  # a learning rate too large for the data, most often
+    print(f"error: {e}; --out_dir={FLAGS.out_dir} keeps the run up to its last evaluation: "
+          "train again into a new --out_dir", file=sys.stderr)
     return 2
   except (AtomicWriteError, rundir.MetricsWriteError) as e:  # a full disk, an I/O error
     print(f"error: {e}; the last checkpoint is intact: fix the cause and pass --resume",

@@ -16,7 +16,7 @@ from games import infostate_table
 KUHN, LEDUC = "kuhn_poker", "leduc_poker"
 UNIFORM_KUHN_EXPL = 0.4583
 
-TINY = {
+TINY_HPARAMS = {
     "cfr_plus": {},
     "es_mccfr": {"iterations_per_step": 20},
     "os_mccfr": {"iterations_per_step": 200},
@@ -98,7 +98,7 @@ def test_os_mccfr_exploitability_decreases_and_bad_epsilon_is_named(tmp_path):
 @pytest.mark.parametrize("algo,game,steps", [("deep_cfr", KUHN, 3), ("nfsp", KUHN, 3),
                                              ("deep_cfr", LEDUC, 1)])
 def test_neural_baselines_smoke(tmp_path, algo, game, steps):
-  hp = dict(TINY[algo])
+  hp = dict(TINY_HPARAMS[algo])
   if game == LEDUC:
     hp["num_traversals"] = 5
   recs = _run_baseline(algo, game, 0, str(tmp_path), max_steps=steps, hparams=hp)
@@ -114,7 +114,7 @@ def test_neural_baselines_smoke(tmp_path, algo, game, steps):
 
 @pytest.mark.parametrize("algo", sorted(baselines.BASELINES))
 def test_same_seed_same_metrics(tmp_path, algo):
-  hp = TINY[algo]
+  hp = TINY_HPARAMS[algo]
   out = [_run_baseline(algo, KUHN, 3, str(tmp_path / str(i)), max_steps=4,
                        eval_every_steps=e, hparams=hp)
          for i, e in enumerate((2, 2, 1))]
@@ -124,12 +124,12 @@ def test_same_seed_same_metrics(tmp_path, algo):
 
 
 SMALL_MEMORIES = {  # full buffers: reservoir replacement and FIFO wrap-around
-    "deep_cfr": dict(TINY["deep_cfr"], memory_capacity=50),
-    "nfsp": dict(TINY["nfsp"], replay_buffer_capacity=40, reservoir_buffer_capacity=60),
+    "deep_cfr": dict(TINY_HPARAMS["deep_cfr"], memory_capacity=50),
+    "nfsp": dict(TINY_HPARAMS["nfsp"], replay_buffer_capacity=40, reservoir_buffer_capacity=60),
 }
 
 
-@pytest.mark.parametrize("algo, hp", [(a, TINY[a]) for a in TINY] +
+@pytest.mark.parametrize("algo, hp", [(a, TINY_HPARAMS[a]) for a in TINY_HPARAMS] +
                          [(a, hp) for a, hp in SMALL_MEMORIES.items()])
 def test_state_dict_resumes(algo, hp):
   """k steps, a checkpoint through a plain-data torch file (weights_only=True), a fresh
@@ -149,7 +149,7 @@ def test_state_dict_resumes(algo, hp):
 def test_different_seeds_differ():
   tables = []
   for seed in (0, 1):
-    bl = baselines.make_baseline("nfsp", KUHN, seed, **TINY["nfsp"])
+    bl = baselines.make_baseline("nfsp", KUHN, seed, **TINY_HPARAMS["nfsp"])
     bl.step()
     tables.append(bl.average_table())
   assert not torch.equal(*tables)

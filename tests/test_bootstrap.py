@@ -7,12 +7,9 @@ from armac_spiel import config as config_lib
 from armac_spiel.armac import ARMAC
 from armac_spiel.bootstrap import CumulativeRegrets
 from armac_spiel.networks import regret_matching
+from tests.conftest import TINY
 
-TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
-            episodes_per_epoch=64, groups_per_epoch=4, current_groups=1, critic_steps=2,
-            regret_steps=2, actor_steps=2, critic_batch_episodes=32, regret_batch=64,
-            actor_batch=64, max_snapshots=1, eval_every=2, policy_draw="current",
-            regret_fit="bootstrap")
+TINY_BOOT = dict(TINY, max_snapshots=1, policy_draw="current", regret_fit="bootstrap")
 
 
 class TableNet:
@@ -103,7 +100,7 @@ def test_bootstrap_config_needs_current_draws_and_plus_needs_bootstrap():
 
 @pytest.mark.parametrize("game, sampler", [("kuhn_poker", "tree"), ("leduc_poker", "pyspiel")])
 def test_armac_bootstrap_runs_fits_and_round_trips(tmp_path, game, sampler):
-  cfg = config_lib.ARMACConfig(**{**TINY, "regret_steps": 50, "regret_hidden": (64,)},
+  cfg = config_lib.ARMACConfig(**{**TINY_BOOT, "regret_steps": 50, "regret_hidden": (64,)},
                                sampler=sampler, regret_plus=True)
   a = ARMAC(game, cfg, seed=0)
   for _ in range(3):

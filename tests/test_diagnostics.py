@@ -12,16 +12,13 @@ from armac_spiel import config as config_lib
 from armac_spiel.armac import ARMAC
 from experiments.diagnostics.diagnose_regret import ExactCritic
 from games.tree import exact_q
+from tests.conftest import REPO, TINY
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
-            episodes_per_epoch=64, groups_per_epoch=4, current_groups=1, critic_steps=2,
-            regret_steps=2, actor_steps=2, critic_batch_episodes=32, regret_batch=64,
-            actor_batch=64, max_snapshots=4, eval_every=2, regret_fit="rows")
+TINY_ROWS = dict(TINY, regret_fit="rows")
 
 
 def test_exact_target_critic_reads_each_policys_exact_q_and_leaves_the_critic_untrained():
-  cfg = config_lib.ARMACConfig(**TINY, sampler="tree")
+  cfg = config_lib.ARMACConfig(**TINY_ROWS, sampler="tree")
   exact = ExactCritic()
   a = ARMAC("kuhn_poker", cfg, seed=0, target_critic=exact)
   before = [p.clone() for p in a.critic.parameters()]
@@ -41,7 +38,7 @@ def test_exact_target_critic_reads_each_policys_exact_q_and_leaves_the_critic_un
 
 
 def test_state_targets_need_information_state_ids():
-  a = ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY, sampler="pyspiel"), seed=0)
+  a = ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY_ROWS, sampler="pyspiel"), seed=0)
   try:
     a.state_regret_targets()
   except ValueError as e:

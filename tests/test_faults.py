@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from armac_spiel import atomic, runs
-from armac_spiel.config import ConfigError
+from armac_spiel.params import ConfigError
 from armac_spiel.runs import rundir, sweep
+from tests.conftest import REPO
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAULT_MODULE = '''
 import os, signal
 import torch
@@ -67,7 +67,7 @@ register_learner("killer", Killer)
 
 
 def _cli(*args, env=None):
-  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
                         text=True, env=env, timeout=600)
 
 
@@ -95,7 +95,7 @@ def test_second_writer_of_a_run_directory_is_refused(tmp_path):
   out = tmp_path / "run"
   first = subprocess.Popen([sys.executable, "-m", "experiments.train", "--algo=cfr_plus",
                             "--game_name=kuhn_poker", "--time_budget_s=120",
-                            "--eval_every=1000000", f"--out_dir={out}"], cwd=ROOT,
+                            "--eval_every=1000000", f"--out_dir={out}"], cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
     deadline = time.time() + 120
@@ -216,7 +216,7 @@ def test_sweep_isolates_a_raising_and_a_killed_run_and_retries_them(tmp_path):
   (flags_dir / "raiser").touch()
   (flags_dir / "killer").touch()
   env = {**os.environ, "FAULT_DIR": str(flags_dir),
-         "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path / "mods")])}
+         "PYTHONPATH": os.pathsep.join([REPO, str(tmp_path / "mods")])}
   root = tmp_path / "sweep"
   args = ("experiments.sweep", "--games=kuhn_poker", "--algos=cfr_plus,raiser,killer",
           "--seeds=1", "--max_steps=5", "--eval_every_steps=1", "--ray_address=none",

@@ -12,8 +12,8 @@ import pytest
 
 from armac_spiel.runs import lock as lock_lib
 from armac_spiel.runs.lock import RunLock, RunLockedError
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLD = ("import sys, time\n"
         "from armac_spiel.runs.lock import RunLock\n"
         "lk = RunLock(sys.argv[1]).acquire()\n"

@@ -1,7 +1,6 @@
 """Head-to-head matches (armac_spiel.match, experiments.match) and policy specs."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,8 +12,8 @@ from open_spiel.python.algorithms import expected_game_score
 
 from armac_spiel import evaluation, match, policy_io
 from games import infostate_table, load_game
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = [("cfr_plus:20", "uniform"), ("always_raise", "always_call"), ("uniform", "cfr_plus:5")]
 
 

@@ -2,7 +2,6 @@
 importing torch._dynamo."""
 
 import io
-import os
 import subprocess
 import sys
 
@@ -10,8 +9,8 @@ import pytest
 import torch
 
 from armac_spiel.optim import Adam
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _net(seed):

@@ -1,7 +1,6 @@
 """experiments.play driven through stdin, and the poker view it shows."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,8 +12,8 @@ from armac_spiel import policy_io
 from games import infostate_table, load_game
 from games.infostates import decision_states
 from games.poker_view import PokerView, view_for
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT = re.compile(r"^Hand (\d+): you (won|lost|tied,) ([\d.]+) chips \((.*)\)\.$", re.M)
 
 

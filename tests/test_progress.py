@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from armac_spiel.progress import Bar, Progress, SweepProgress, format_duration
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but tab and newline
 
 SCRIPT = """

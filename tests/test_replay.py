@@ -15,14 +15,11 @@ import yaml
 
 from armac_spiel import recording, runs
 from experiments import replay_verify
+from tests.conftest import REPO, TINY
 
-TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
-            episodes_per_epoch=40, groups_per_epoch=4, current_groups=1, critic_steps=2,
-            regret_steps=2, actor_steps=2, critic_batch_episodes=32, regret_batch=64,
-            actor_batch=64, max_snapshots=4, eval_every=2, sampler="tree",
-            policy_draw="uniform")
+# 40 episodes per epoch: the line numbers the tests name depend on it.
+TINY_REPLAY = dict(TINY, episodes_per_epoch=40, sampler="tree", policy_draw="uniform")
 GAME, SEED, EPOCHS = "leduc_poker", 1, 5  # 5 epochs x 40 = 200 episodes
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Killed(Exception):
@@ -39,7 +36,7 @@ def _config(root, content=None):
 
 def _run(root, rec_cfg, kill_at=None, max_epochs=EPOCHS, resume=False):
   spec = runs.resolve_spec("armac", GAME, SEED, str(root / "run"), config_path=_config(root),
-                           sets={**TINY, "max_epochs": max_epochs}, device="cpu",
+                           sets={**TINY_REPLAY, "max_epochs": max_epochs}, device="cpu",
                            resume=resume, plot=False, record=dataclasses.asdict(rec_cfg))
 
   def on_epoch(learner):
@@ -242,9 +239,9 @@ def test_scheduler_outputs_are_recorded_and_verified(tmp_path):
   rec = recording.RecorderConfig(str(tmp_path / "rep"))
   spec = runs.resolve_spec("armac", GAME, SEED, str(tmp_path / "run"),
                            config_path=_config(tmp_path, suite),
-                           sets={**TINY, "max_epochs": 3, "scheduler_mode": "discrete"},
+                           sets={**TINY_REPLAY, "max_epochs": 3, "scheduler_mode": "discrete"},
                            device="cpu", plot=False, record=dataclasses.asdict(rec))
-  assert spec.scheduler_mode == "discrete"
+  assert spec.config.scheduler_mode == "discrete"
   assert spec.scheduler["scheduler"]["scheduler_warmup_iters"] == 1
   runs.run(spec)
   recs = [json.loads(l) for l in _lines(rec.out_dir)]
@@ -270,8 +267,8 @@ def test_pyspiel_sampler_record_verifies_bit_for_bit(tmp_path):
   rec = recording.RecorderConfig(str(tmp_path / "rep"))
   spec = runs.resolve_spec("armac", GAME, SEED, str(tmp_path / "run"),
                            config_path=_config(tmp_path),
-                           sets={**TINY, "max_epochs": 3, "sampler": "pyspiel"}, device="cpu",
-                           plot=False, record=dataclasses.asdict(rec))
+                           sets={**TINY_REPLAY, "max_epochs": 3, "sampler": "pyspiel"},
+                           device="cpu", plot=False, record=dataclasses.asdict(rec))
   runs.run(spec)
   res = recording.verify(rec.out_dir)
   assert res.first_mismatch is None and res.episodes_checked == 120
@@ -290,7 +287,7 @@ def test_verifier_gives_the_net_the_learners_batch_shapes(tmp_path, monkeypatch)
   # A fraction of the episodes: the learner's batch still holds them all.
   rec = recording.RecorderConfig(str(tmp_path / "rep"), fraction=0.3)
   spec = runs.resolve_spec("armac", GAME, SEED, str(tmp_path / "run"),
-                           config_path=_config(tmp_path), sets={**TINY, "max_epochs": 3},
+                           config_path=_config(tmp_path), sets={**TINY_REPLAY, "max_epochs": 3},
                            device="cpu", plot=False, record=dataclasses.asdict(rec))
   runs.run(spec)
   res = recording.verify(rec.out_dir)

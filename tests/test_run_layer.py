@@ -14,11 +14,11 @@ import torch
 from open_spiel.python.algorithms import exploitability as os_exploitability
 
 from armac_spiel import runs
+from experiments import compare_runs
 from armac_spiel.runs import plots, rundir, sweep
 from games import load_game
 from games.tree import DECISION, compile_tree, exact_q
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, TINY
 
 
 class ToyRM:
@@ -125,11 +125,11 @@ def _train_cmd(out, *extra):
 
 def test_baseline_killed_and_resumed_keeps_its_metrics_prefix(tmp_path):
   """SIGKILL mid-run, then --resume: same lines as an uninterrupted run (timing aside)."""
-  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  env = {**os.environ, "PYTHONPATH": REPO}
   ref, run = tmp_path / "ref", tmp_path / "run"
-  subprocess.run(_train_cmd(ref, "--max_steps=40"), cwd=ROOT, env=env, check=True,
+  subprocess.run(_train_cmd(ref, "--max_steps=40"), cwd=REPO, env=env, check=True,
                  capture_output=True)
-  proc = subprocess.Popen(_train_cmd(run, "--max_steps=40"), cwd=ROOT, env=env,
+  proc = subprocess.Popen(_train_cmd(run, "--max_steps=40"), cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   metrics = run / rundir.METRICS
   deadline = time.time() + 120
@@ -140,7 +140,7 @@ def test_baseline_killed_and_resumed_keeps_its_metrics_prefix(tmp_path):
   n_killed = len(rundir.read_metrics(str(metrics)))
   assert 5 <= n_killed < 40, "the run must be killed part-way"
   assert not (run / rundir.DONE).exists()
-  subprocess.run(_train_cmd(run, "--max_steps=40", "--resume"), cwd=ROOT, env=env,
+  subprocess.run(_train_cmd(run, "--max_steps=40", "--resume"), cwd=REPO, env=env,
                  check=True, capture_output=True)
   got = rundir.strip_timing(rundir.read_metrics(str(metrics)))
   want = rundir.strip_timing(rundir.read_metrics(str(ref / rundir.METRICS)))
@@ -166,8 +166,8 @@ def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
 def _module_graph() -> dict[str, set[str]]:
   files = {}
   for top in ("armac_spiel", "games", "experiments"):
-    for path in (ROOT / top).rglob("*.py"):
-      rel = path.relative_to(ROOT).with_suffix("")
+    for path in (pathlib.Path(REPO) / top).rglob("*.py"):
+      rel = path.relative_to(REPO).with_suffix("")
       name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
       files[name] = path
   names = set(files)
@@ -224,3 +224,31 @@ def test_a_yaml_section_named_after_an_armac_variant_applies_to_that_variant_onl
   tuned = {a: runs.resolve_spec(a, "kuhn_poker", 0, str(tmp_path / a), max_steps=1).config
            for a in ("armac_states", "armac_boot_tree")}
   assert tuned["armac_states"].regret_lstsq > 0 and tuned["armac_boot_tree"].regret_lstsq == 0
+
+
+def _write_metrics(run_dir, rows):
+  os.makedirs(run_dir)
+  with open(os.path.join(run_dir, rundir.METRICS), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def test_compare_runs_ignores_timing_fields_and_names_the_first_other_difference(tmp_path):
+  line = {"epoch": 5, "exploitability": 0.25, "scheduler.interior_reach": 0.5}
+  for name, t in (("a", 1.0), ("b", 2.5)):
+    _write_metrics(str(tmp_path / name), [{**line, **{k: t for k in rundir.TIMING_FIELDS}}])
+  assert compare_runs.compare(str(tmp_path / "a"), str(tmp_path / "b"))["match"]
+  _write_metrics(str(tmp_path / "c"), [{**line, "exploitability": 0.5}])
+  out = compare_runs.compare(str(tmp_path / "a"), str(tmp_path / "c"))
+  assert not out["match"] and out["first_difference"]["fields"] == ["exploitability"]
+
+
+def test_every_timing_metric_of_a_scheduler_run_is_a_timing_field(tmp_path):
+  """Seconds (`*_s`) and milliseconds (`*_ms*`) depend on the machine: compare_runs must
+  skip every one a scheduler run writes (scheduler.train_s among them)."""
+  spec = runs.resolve_spec("armac", "kuhn_poker", 0, str(tmp_path / "run"), sets=dict(TINY),
+                           max_steps=2, eval_every=1, scheduler="discrete", device="cpu",
+                           plot=False)
+  rows = runs.run(spec)
+  timing = {k for r in rows for k in r if k.endswith("_s") or "_ms" in k}
+  assert "scheduler.train_s" in timing
+  assert timing <= set(rundir.TIMING_FIELDS), timing - set(rundir.TIMING_FIELDS)

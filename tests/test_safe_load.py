@@ -2,7 +2,6 @@
 
 import dataclasses
 import io
-import os
 import subprocess
 import sys
 
@@ -17,12 +16,10 @@ from armac_spiel.scheduler.config import StateKeyingConfig
 from armac_spiel.scheduler.state_keys import StateKeyer
 from experiments import replay_verify
 from tests.evil_files import assert_not_run, write_evil_pickle, write_evil_torch_file
+from tests.conftest import REPO, TINY
 
-TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
-            episodes_per_epoch=16, groups_per_epoch=4, current_groups=1, critic_steps=2,
-            regret_steps=2, actor_steps=2, critic_batch_episodes=8, regret_batch=32,
-            actor_batch=32, max_snapshots=4, eval_every=2)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_16 = dict(TINY, episodes_per_epoch=16, critic_batch_episodes=8, regret_batch=32,
+               actor_batch=32)
 REFUSED = r"(posix|os)\.system"
 
 
@@ -71,7 +68,7 @@ def _kuhn_spec(out_dir, resume=False, record=None, max_epochs=2):
   cfg = out_dir.parent / "empty.yaml"
   cfg.write_text("{}\n")
   return runs.resolve_spec("armac", "kuhn_poker", 3, str(out_dir), config_path=str(cfg),
-                           sets={**TINY, "max_epochs": max_epochs}, device="cpu",
+                           sets={**TINY_16, "max_epochs": max_epochs}, device="cpu",
                            plot=False, resume=resume, record=record)
 
 

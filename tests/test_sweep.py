@@ -9,24 +9,9 @@ import sys
 import pytest
 
 from armac_spiel.runs import rundir, sweep
+from tests.conftest import REPO, TINY, as_yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_YAML = """\
-critic_hidden: [16]
-regret_hidden: [16]
-actor_hidden: [16]
-episodes_per_epoch: 64
-groups_per_epoch: 4
-current_groups: 1
-critic_steps: 2
-regret_steps: 2
-actor_steps: 2
-critic_batch_episodes: 32
-regret_batch: 64
-actor_batch: 64
-max_snapshots: 4
-eval_every: 2
-"""
+TINY_YAML = as_yaml(TINY)
 ALGOS = ("armac", "es_mccfr")
 SEEDS = (0, 1)
 TIMING = set(rundir.TIMING_FIELDS) | {"eval_s"}

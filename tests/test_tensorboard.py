@@ -1,7 +1,6 @@
 """TensorBoard event files from real metrics records, read back with EventAccumulator."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -11,11 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from armac_spiel.runs import rundir
 from armac_spiel.tensorboard import ORIGIN_FILE, TensorBoardWriter, export_run, tag_for
+from tests.conftest import REPO, TINY, as_set_flag
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ("episodes_per_epoch=64,groups_per_epoch=4,current_groups=1,critic_steps=2,"
-        "regret_steps=2,actor_steps=2,regret_batch=64,actor_batch=64,critic_hidden=[16],"
-        "regret_hidden=[16],actor_hidden=[16]")
 NAMED = ("exploitability/average", "exploitability/current", "exploitability/mixed",
          "loss/critic", "loss/regret", "loss/actor", "speed/episodes_per_s",
          "scheduler/bin_entropy", "scheduler/lambda_mean", "time/train_s")
@@ -28,7 +24,8 @@ def scheduler_run(tmp_path_factory):
   subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=leduc_poker",
                   "--config=experiments/configs/leduc_scheduler_discrete.yaml",
                   "--scheduler=discrete", f"--out_dir={run}", "--device=cpu",
-                  "--max_epochs=2", "--eval_every=1", f"--set={TINY}", "--tensorboard"],
+                  "--max_epochs=2", "--eval_every=1", f"--set={as_set_flag(TINY)}",
+                  "--tensorboard"],
                  cwd=REPO, check=True, capture_output=True, timeout=600)
   return run
 

@@ -11,6 +11,8 @@ A replay directory holds:
   at the start of the batch, the config and, with a scheduler, its state (generator
   included; wall-clock `cost` entries zeroed) and the critic. `sha256` is the hash of the
   parameter bytes (see `params_hash`).
+- `tolerance.json`: `{"tolerance": t}`, the run's deterministic_replay.tolerance, the
+  default of experiments.replay_verify's --tolerance.
 
 One line (format `armac-spiel/replay-v1`, keys sorted, no timestamps):
   format, game, seed, epoch, episode (global index), batch_index, group, slot, learner,
@@ -44,12 +46,15 @@ import re
 import numpy as np
 import torch
 
+from armac_spiel.atomic import atomic_write_text
+
 FORMAT = "armac-spiel/replay-v1"
 POLICY_FORMAT = "armac-spiel/replay-policy-v1"
 LEARNER_RULE = ("armac.learner_ids: batch_index % num_players, or with alternating_updates "
                 "the epoch of the group's policy % num_players in the past-policy groups")
 FILE_RE = re.compile(r"^replay-(\d{5,})\.jsonl(\.gz)?$")
 POLICY_RE = re.compile(r"^policy-e(\d{7,})\.pt$")
+TOLERANCE_FILE = "tolerance.json"  # the run's deterministic_replay.tolerance, for verify
 SKIP_OUTPUTS = ("is_learner",)
 STEP_KEYS = ("player", "legal", "action", "regret_policy", "behaviour")
 
@@ -139,6 +144,25 @@ def replay_files(replay_dir: str) -> list[str]:
     if m:
       found.append((int(m.group(1)), p))
   return [p for _, p in sorted(found)]
+
+
+def write_replay_tolerance(replay_dir: str, tolerance: float) -> None:
+  """Records the verification tolerance (deterministic_replay.tolerance) in the directory."""
+  os.makedirs(replay_dir, exist_ok=True)
+  atomic_write_text(os.path.join(replay_dir, TOLERANCE_FILE),
+                    json.dumps({"tolerance": float(tolerance)}))
+
+
+def read_replay_tolerance(replay_dir: str) -> float | None:
+  """The tolerance written by write_replay_tolerance (JSON), None when there is none."""
+  path = os.path.join(replay_dir, TOLERANCE_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return float(json.load(f)["tolerance"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ReplayError(path, None, f"unreadable tolerance file: {e}") from None
 
 
 def encode_lines(lines: list[str], use_gzip: bool, name: str) -> bytes:

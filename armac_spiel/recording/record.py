@@ -1,7 +1,9 @@
 """Deterministic replay recording: sampled episodes and their policies, during training.
 
 `ReplayRecorder` (passed to `ARMAC` by the run layer when a RunSpec has `record`) writes the
-files described in `armac_spiel.recording.format` into one directory.
+files described in `armac_spiel.recording.format` into one directory. `resolve_recorder`
+(called by armac_spiel.runs.resolve_spec) decides whether and where a run records: the
+`--record_replay` directory, else the YAML's deterministic_replay section.
 
 Resume. The run loop restores the learner from its last checkpoint (epoch E), so episodes
 of epochs >= E are sampled again. On its first `before_sample` the recorder drops every
@@ -18,37 +20,60 @@ import gzip
 import io
 import json
 import os
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
 from armac_spiel.atomic import atomic_torch_save, atomic_write_bytes, remove_temp_files
-from armac_spiel.safe_load import load_tensor_file, tensor_bytes
+from armac_spiel.params import Params
 from armac_spiel.recording.format import (FILE_RE, FORMAT, LEARNER_RULE, POLICY_FORMAT,
                                           POLICY_RE, Capture, encode_lines, file_name,
                                           json_state, params_hash, policy_name, replay_files,
-                                          selected)
+                                          selected, write_replay_tolerance)
+from armac_spiel.safe_load import load_tensor_file, tensor_bytes
+from armac_spiel.scheduler.config import ReplayConfig
 
 _VOLATILE = ("cost",)  # scheduler state entries zeroed in policy files (timings)
 
 
 # ------------------------------------------------------------------ recorder
 @dataclasses.dataclass(frozen=True)
-class RecorderConfig:
+class RecorderConfig(Params):
   """Where and what to record."""
   out_dir: str
-  fraction: float = 1.0
-  episodes_per_file: int = 1000
-  gzip: bool = False
+  fraction: float = 1.0               # --replay_fraction
+  episodes_per_file: int = 1000       # --replay_episodes_per_file
+  gzip: bool = False                  # --replay_gzip
+  tolerance: float = ReplayConfig.tolerance  # written to the directory for the verifier
+
+  def validate(self) -> None:
+    self.need(bool(self.out_dir), "out_dir", "a directory")
+    self.need(0.0 <= self.fraction <= 1.0, "fraction", "in [0, 1]")
+    self.need(self.episodes_per_file >= 1, "episodes_per_file", "an integer >= 1")
+    self.need(self.tolerance >= 0, "tolerance", ">= 0")
+
+
+RECORD_FLAGS = "--record_replay / --replay_* flags"
+
+
+def resolve_recorder(options: Union[Mapping[str, Any], RecorderConfig, None],
+                     replay: ReplayConfig) -> Optional[RecorderConfig]:
+  """A run's recorder: into `options["out_dir"]` (--record_replay) when set, else into the
+  deterministic_replay section's replay_dir when its `record` is true; None: no recording.
+  `options` holds RecorderConfig fields (out_dir may be None); the tolerance is the
+  section's."""
+  opts = options.to_dict() if isinstance(options, RecorderConfig) else dict(options or {})
+  out_dir = opts.get("out_dir") or (replay.replay_dir if replay.record else None)
+  if not out_dir:
+    return None
+  return RecorderConfig.from_dict({**opts, "out_dir": out_dir, "tolerance": replay.tolerance},
+                                  where=RECORD_FLAGS)
 
 
 class ReplayRecorder:
   """ARMAC recorder hooks writing replay lines and per-epoch policy files."""
 
   def __init__(self, cfg: RecorderConfig, extra_config: dict | None = None):
-    if not 0.0 <= cfg.fraction <= 1.0:
-      raise ValueError(f"replay_fraction must be in [0, 1], got {cfg.fraction}")
-    if cfg.episodes_per_file < 1:
-      raise ValueError(f"replay_episodes_per_file must be >= 1, got {cfg.episodes_per_file}")
     self.cfg = cfg
     self.extra_config = json.loads(json.dumps(extra_config or {}))
     self._started = False
@@ -126,6 +151,7 @@ class ReplayRecorder:
   def before_sample(self, learner, slots: torch.Tensor, learner_ids: torch.Tensor) -> None:
     if not self._started:
       self._resume(learner.epoch)
+      write_replay_tolerance(self.cfg.out_dir, self.cfg.tolerance)
       self._started = True
     b = learner.cfg.episodes_per_epoch
     chosen = [i for i in range(b)

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from armac_spiel.learner import register_learner
@@ -26,12 +25,11 @@ def spec_from_dir(out_dir: str) -> RunSpec:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{out_dir}: no {rundir.CONFIG}; not a run directory")
   d = rundir.read_json(path)
-  names = {f.name for f in dataclasses.fields(RunSpec)}
   missing = {"algo", "learner", "game", "seed", "hparams"} - set(d)
   if missing:
     raise rundir.CheckpointError(f"{path}: missing fields {sorted(missing)}; written by an "
                                  "older version? retrain the run to regenerate it")
-  return RunSpec(**{k: v for k, v in d.items() if k in names})
+  return RunSpec.from_dict(d, where=path)
 
 
 def load_run(out_dir: str, device: str = "cpu"):

@@ -27,9 +27,9 @@ from absl import logging
 
 from armac_spiel import evaluation, policy_io
 from armac_spiel.atomic import atomic_write_text
-from armac_spiel.config import ConfigError
 from armac_spiel.learner import learner_entry
-from armac_spiel.runs import rundir
+from armac_spiel.params import ConfigError
+from armac_spiel.runs import plots, rundir
 from armac_spiel.runs.lock import RunLock, read_lock
 from armac_spiel.runs.spec import RunSpec, check_budgets, resolve_device
 
@@ -159,9 +159,7 @@ def finish(spec: RunSpec, learner) -> None:
   export = getattr(learner, "export", None)
   if export is not None:
     export(spec.out_dir)
-  if spec.plot:
-    # matplotlib costs 31 MB resident; a run imports it only to draw its final curve.
-    from armac_spiel.runs import plots  # pylint: disable=import-outside-toplevel
+  if spec.plot:  # matplotlib is imported here only (armac_spiel.runs.plots)
     plots.plot_run(spec.out_dir, spec.game)
   atomic_write_text(os.path.join(spec.out_dir, rundir.DONE), "")
 

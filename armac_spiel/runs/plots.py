@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
-
-from armac_spiel.atomic import atomic_write_text  # noqa: E402
-from armac_spiel.evaluation import cfr_plus_curve  # noqa: E402
-from armac_spiel.runs import curves, rundir  # noqa: E402
+from armac_spiel.atomic import atomic_write_text
+from armac_spiel.evaluation import cfr_plus_curve
+from armac_spiel.runs import curves, rundir
 
 X_AXES = (("episodes", "episodes", "curves_episodes.png"),
           ("train_s", "training seconds (evaluation excluded)", "curves_seconds.png"))
@@ -40,10 +35,20 @@ def algo_order(algo: str):
   return (ORDER.get(algo, 99), algo)
 
 
+def _pyplot():
+  """matplotlib.pyplot on the Agg backend. matplotlib is imported on the first figure, as an
+  optional dependency: it costs 31 MB resident, and a run that does not plot (--noplot, a
+  sweep's runs) never loads it."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
 def _save(fig, path: str) -> str:
   tmp = path + ".tmp.png"
   fig.savefig(tmp, dpi=120)
-  plt.close(fig)
+  _pyplot().close(fig)
   os.replace(tmp, path)
   return path
 
@@ -55,7 +60,7 @@ def plot_run(out_dir: str, game_string: str, name: str = "curve.png") -> str | N
   if not rows:
     return None
   ref = cfr_plus_curve(game_string)
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2))
   for ax, key, label in ((axes[0], "episodes", "episodes"),
                          (axes[1], "train_s", "training seconds (evaluation excluded)")):
     pts = [(r[key], r["exploitability"]) for r in rows if r[key] > 0]
@@ -84,6 +89,8 @@ def _log_axes(ax) -> None:
   """Log-log axes; the x axis is labelled at 1, 2 and 5 times each power of ten (matplotlib's
   minor labels would overlap on spans of one or two decades), at powers of ten only on
   spans of more than three decades."""
+  from matplotlib.ticker import (  # pylint: disable=import-outside-toplevel
+      FuncFormatter, LogLocator, NullFormatter)  # optional: see _pyplot
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -103,7 +110,7 @@ def plot_curves(runs: dict, key: str, xlabel: str, path: str, n_grid: int = 60,
                 n_boot: int = 2000, reference: bool = False) -> str:
   """One panel per game: each algorithm's mean over seeds with its 95% bootstrap band."""
   games = sorted(runs)
-  fig, axes = plt.subplots(1, len(games), figsize=(6.2 * len(games), 5.0), squeeze=False)
+  fig, axes = _pyplot().subplots(1, len(games), figsize=(6.2 * len(games), 5.0), squeeze=False)
   handles = {}
   for ax, game in zip(axes[0], games):
     n_seeds = set()

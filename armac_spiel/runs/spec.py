@@ -12,8 +12,11 @@ variant's own values, applied over the file's top level and under the alias's ov
 The scheduler mode is decided here and nowhere else: `--scheduler`, an alias's or
 `--set`'s `scheduler_mode` wins; otherwise a YAML `scheduler_mode` other than off;
 otherwise the YAML's scheduler sections (`use_scheduler` and `policy_mixer.discrete`);
-otherwise off. `spec.scheduler` then holds the scheduler
-suite with that mode (None when off).
+otherwise off. The mode is then stored once, as the ARMAC config's `scheduler_mode`;
+`spec.scheduler` holds the scheduler suite switched to it (None when off).
+
+Recording (ARMAC only) is resolved here too: the `--record_replay` directory, else the
+YAML's deterministic_replay section (armac_spiel.recording.resolve_recorder).
 """
 
 from __future__ import annotations
@@ -22,11 +25,16 @@ import dataclasses
 import math
 import os
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
-from armac_spiel import config as config_lib
-from armac_spiel.config import ConfigError
+import torch
+
+from armac_spiel.config import SCHEDULER_MODES, ARMACConfig, load_yaml
 from armac_spiel.learner import learner_entry
+from armac_spiel.params import ConfigError, Params
+from armac_spiel.recording import RecorderConfig, resolve_recorder
+from armac_spiel.scheduler.config import ReplayConfig, SchedulerSuiteConfig
+from games import load_game
 
 BOOTSTRAP = {"regret_fit": "bootstrap", "actor_fit": "rows", "policy_draw": "current",
              "max_snapshots": 1, "regret_discount": "dcfr", "regret_plus": True,
@@ -53,10 +61,12 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "experiments", "configs")
 # The fields of a RunSpec that define what is computed; resuming requires them unchanged.
 IDENTITY_FIELDS = ("algo", "game", "seed", "hparams", "scheduler")
+# The top-level keys of an ARMAC YAML that belong to the scheduler suite.
+SCHEDULER_SECTIONS = tuple(f.name for f in dataclasses.fields(SchedulerSuiteConfig))
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
+class RunSpec(Params):
   """Everything one run needs; written to the run directory as config.json."""
   algo: str                        # as asked (an alias stays visible in config.json)
   learner: str                     # the registered learner that runs
@@ -72,44 +82,32 @@ class RunSpec:
   device: str = "auto"
   resume: bool = False
   plot: bool = True
-  record: Optional[Mapping[str, Any]] = None  # ARMAC episode recording (armac_spiel.recording)
+  record: Optional[RecorderConfig] = None  # ARMAC episode recording (armac_spiel.recording)
   config_file: Optional[str] = None
 
   @property
-  def config(self) -> config_lib.ARMACConfig:
-    """The ARMAC config (ARMAC runs only)."""
-    return config_lib.from_dict(dict(self.hparams))
-
-  @property
-  def scheduler_mode(self) -> str:
-    if self.scheduler is None:
-      return "off"
-    from armac_spiel.scheduler.config import SchedulerSuiteConfig
-    return SchedulerSuiteConfig.from_dict(dict(self.scheduler)).mode
-
-  def to_dict(self) -> dict:
-    return _plain(dataclasses.asdict(self))
+  def config(self) -> ARMACConfig:
+    """The ARMAC config (ARMAC runs only); its scheduler_mode is the run's."""
+    return ARMACConfig.from_dict(self.hparams)
 
   def identity(self) -> dict:
     d = self.to_dict()
     return {k: d[k] for k in IDENTITY_FIELDS}
 
-  def replace(self, **kw) -> "RunSpec":
-    return dataclasses.replace(self, **kw)
 
-
-def _plain(x):
-  """Tuples to lists, recursively (what JSON gives back)."""
-  if isinstance(x, Mapping):
-    return {k: _plain(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_plain(v) for v in x]
-  return x
+def split_config(raw: Mapping[str, Any], where: Optional[str] = None
+                 ) -> tuple[dict, Optional[SchedulerSuiteConfig]]:
+  """An ARMAC YAML mapping -> (its ARMAC keys, the scheduler suite of its scheduler sections,
+  None when it has none)."""
+  armac = {k: v for k, v in raw.items() if k not in SCHEDULER_SECTIONS}
+  sections = {k: v for k, v in raw.items() if k in SCHEDULER_SECTIONS}
+  if not sections:
+    return armac, None
+  return armac, SchedulerSuiteConfig.from_dict(sections, where=where)
 
 
 def resolve_device(device: str) -> str:
   """`auto` -> cuda when available, else cpu; cuda on a machine without one is an error."""
-  import torch
   if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device or ""):
     raise ConfigError(f"--device={device!r}: must be one of {DEVICES} (or cuda:N)")
   if device == "auto":
@@ -147,7 +145,7 @@ def _resolve_params(params_cls, raw: dict, where: str) -> dict:
   """`raw` over the defaults of `params_cls` (validated by constructing it)."""
   if params_cls is None:
     return dict(raw)
-  return _plain(dataclasses.asdict(config_lib.dataclass_from_dict(params_cls, raw, where)))
+  return params_cls.from_dict(raw, where=where).to_dict()
 
 
 def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
@@ -156,14 +154,17 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                  eval_every: Optional[int] = None, eval_every_s: Optional[float] = None,
                  scheduler: Optional[str] = None, sampler: Optional[str] = None,
                  device: str = "auto", resume: bool = False, plot: bool = True,
-                 record: Optional[dict] = None) -> RunSpec:
+                 record: Union[Mapping[str, Any], RecorderConfig, None] = None,
+                 config_flag: str = "--config") -> RunSpec:
   """Resolves defaults < YAML < `sets` < flags into a RunSpec (see the module docstring).
 
   For ARMAC, `max_steps` / `eval_every` override the config's `max_epochs` / `eval_every`.
   For another algorithm the YAML maps its hyper-parameters, either at the top level or in
   a section named after the algorithm (one file may serve several algorithms).
+  `record`: RecorderConfig fields (out_dir: --record_replay, may be None), resolved with
+  the YAML's deterministic_replay section (armac_spiel.recording.resolve_recorder).
+  `config_flag`: the flag that gave `config_path`, named in errors.
   """
-  from games import load_game
   load_game(game)  # GameError names the game and what is wrong with it
   # The flags first, so that the error names the flag rather than a config field.
   learner, alias_sets = ALIASES.get(algo, (algo, {}))
@@ -171,16 +172,15 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                 steps_flag="--max_epochs" if learner == "armac" else "--max_steps")
   entry = learner_entry(learner)
   sets = dict(sets or {})
+  path = config_path or None
+  source = f"{config_flag}={path}"
+  if learner == "armac" and path is None:
+    path = default_config_path(game)
+    source = f"the default config {path} ({config_flag} picks another)"
+  raw = load_yaml(path, source) if path else {}
+  where = path if not sets else (f"{path} / --set" if path else "--set")
   if learner == "armac":
-    path = config_path or default_config_path(game)
-  else:
-    path = config_path
-  raw = config_lib.load_yaml(path) if path else {}
-  where = path or "config"
-  suite = None
-  if learner == "armac":
-    from armac_spiel.scheduler_glue import split_config
-    raw, suite = split_config(raw, where)
+    raw, suite = split_config(raw, path)
     # Sections named after ARMAC's algorithm names hold one variant's own values, over the
     # file's top level and under the variant's fixed overrides.
     names = set(ALIASES) | {"armac"}
@@ -190,31 +190,35 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                    "sampler": sampler}
     merged = {**raw, **section, **alias_sets, **sets,
               **{k: v for k, v in flag_fields.items() if v is not None}}
-    cfg = config_lib.from_dict(merged, where=where if not sets else f"{where} / --set")
+    cfg = ARMACConfig.from_dict(merged, where=where)
     mode = scheduler or sets.get("scheduler_mode") or alias_sets.get("scheduler_mode")
     if mode is None:
       if cfg.scheduler_mode != "off":
         mode = cfg.scheduler_mode
       else:
         mode = "off" if suite is None else suite.mode
-    if mode not in config_lib.SCHEDULER_MODES:
-      raise ConfigError(f"--scheduler={mode!r}: must be one of {config_lib.SCHEDULER_MODES}")
+    if mode not in SCHEDULER_MODES:
+      raise ConfigError(f"--scheduler={mode!r}: must be one of {SCHEDULER_MODES}")
     cfg = cfg.replace(scheduler_mode=mode)
     sched_dict = None
     if mode != "off":
-      from armac_spiel.scheduler.config import SchedulerSuiteConfig
-      sched_dict = _plain((suite or SchedulerSuiteConfig()).with_mode(mode).to_dict())
-    hparams = _plain(cfg.to_dict())
+      sched_dict = (suite or SchedulerSuiteConfig()).with_mode(mode).to_dict()
+    replay = suite.deterministic_replay if suite is not None else ReplayConfig()
+    record = resolve_recorder(record, replay)
+    hparams = cfg.to_dict()
     max_steps, eval_every = cfg.max_epochs or None, cfg.eval_every
   else:
+    record_dir = (record.out_dir if isinstance(record, RecorderConfig)
+                  else (record or {}).get("out_dir"))
     for flag, value in (("--scheduler", scheduler if scheduler != "off" else None),
-                        ("--sampler", sampler), ("--record_replay", record)):
+                        ("--sampler", sampler), ("--record_replay", record_dir)):
       if value is not None:
         raise ConfigError(f"{flag}: applies to ARMAC only, not --algo={algo}")
     if isinstance(raw.get(learner), dict):
       raw = raw[learner]
-    hparams = _resolve_params(entry.params_cls, {**raw, **sets}, f"{where} ({algo})")
-    sched_dict = None
+    hparams = _resolve_params(entry.params_cls, {**raw, **sets},
+                              f"{where or 'hyper-parameters'} ({algo})")
+    sched_dict = record = None
   check_budgets(time_budget_s, max_steps, eval_every, eval_every_s)
   return RunSpec(algo=algo, learner=learner, game=game, seed=int(seed),
                  out_dir=str(out_dir), hparams=hparams, scheduler=sched_dict,

@@ -31,12 +31,15 @@ import time
 import traceback
 from typing import Callable, Iterable, Optional, Sequence
 
+import torch
 from absl import logging
 
-from armac_spiel.config import ConfigError
-
-from armac_spiel.learner import algorithm_names
+from armac_spiel import progress, tensorboard
+from armac_spiel.learner import algorithm_names, import_learner_modules
+from armac_spiel.params import ConfigError
 from armac_spiel.runs import rundir
+from armac_spiel.runs.lock import RunLock
+from armac_spiel.runs.loop import run
 from armac_spiel.runs.spec import ALIASES, RunSpec, resolve_spec
 
 SWEEP_LOG = "sweep.jsonl"
@@ -141,6 +144,7 @@ def task_spec(task: RunTask) -> RunSpec:
   return resolve_spec(
       task.algo, task.game, task.seed, task.out_dir,
       config_path=task.armac_config if armac else task.baseline_hparams,
+      config_flag="--armac_config" if armac else "--baseline_hparams",
       time_budget_s=task.time_budget_s,
       max_steps=task.max_epochs if armac else task.max_steps,
       eval_every=None if armac else every_steps, eval_every_s=None if armac else every_s,
@@ -169,9 +173,6 @@ class LocalWorker:
 
     The run holds the directory's lock (armac_spiel.runs.lock) and, with `log_file`, its
     log lines (and a failure's traceback) are appended to `<run_dir>/run.log`."""
-    import torch
-    from armac_spiel.runs.lock import RunLock
-    from armac_spiel.runs.loop import run
     torch.set_num_threads(task.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     log_path = os.path.join(task.out_dir, RUN_LOG)
@@ -184,7 +185,6 @@ class LocalWorker:
       with RunLock(task.out_dir):
         loggers = []
         if task.tensorboard:
-          from armac_spiel import tensorboard
           loggers.append(tensorboard.for_run(spec))
         try:
           rows = run(spec, loggers=loggers)
@@ -278,10 +278,8 @@ def run_isolated(task: RunTask, learner_modules: Sequence[str] = ()) -> dict:
 
 def _child_main(argv: list[str]) -> int:
   """Entry of run_isolated's child: argv = [task.json, summary.json, *learner_modules]."""
-  import importlib
   task_path, out_path, modules = argv[0], argv[1], argv[2:]
-  for m in modules:
-    importlib.import_module(m)
+  import_learner_modules(modules)
   with open(task_path, encoding="utf-8") as f:
     task = RunTask(**json.load(f))
   summary = LocalWorker().run(task, log_file=False)
@@ -449,7 +447,6 @@ def run_preset(tasks: Sequence[RunTask], root: str, name: str, info: dict,
                **kw) -> list[dict]:
   """A benchmark's sweep: `<root>/sweep_info.json` with `info`, then `run_sweep(**kw)` with a
   progress line named `name` (armac_spiel.progress.SweepProgress)."""
-  from armac_spiel import progress
   write_sweep_info(root, {"preset": name, **info})
   bar = progress.SweepProgress(len(tasks), desc=name)
   try:

@@ -29,6 +29,8 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch
 
+from armac_spiel.scheduler import make_scheduler
+
 
 @runtime_checkable
 class Learner(Protocol):
@@ -102,7 +104,6 @@ def _build_armac(spec, device: str):
   from armac_spiel.armac import ARMAC
   scheduler = recorder = None
   if spec.scheduler is not None:
-    from armac_spiel.scheduler_glue import make_scheduler
     scheduler = make_scheduler(spec.scheduler, spec.game, spec.seed, device)
   if spec.record is not None:
     from armac_spiel import recording

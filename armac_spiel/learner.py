@@ -37,7 +37,7 @@ from armac_spiel.baselines import BASELINES
 from armac_spiel.config import ARMACConfig
 from armac_spiel.params import ConfigError, Params
 from armac_spiel.recording import ReplayRecorder
-from armac_spiel.scheduler_glue import make_scheduler
+from armac_spiel.scheduler import make_scheduler
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""ARMAC with the scheduler adapter: invariants, metrics, resume, config and CLI."""
+"""ARMAC with the scheduler: invariants, metrics, resume, deployment, config and CLI."""
 
 import dataclasses
 import io
@@ -16,8 +16,8 @@ from open_spiel.python.algorithms import exploitability as os_exploitability
 from armac_spiel import config as config_lib
 from armac_spiel import runs
 from armac_spiel.armac import ARMAC
+from armac_spiel.scheduler import Deployment, Scheduler, SchedulerHooks, make_scheduler
 from armac_spiel.scheduler.config import SchedulerSuiteConfig, from_dict
-from armac_spiel.scheduler_glue import SchedulerAdapter, make_scheduler
 from games import StepBatch, infostate_table
 from tests.test_armac import REPO, TINY
 
@@ -37,12 +37,12 @@ def _suite(level=3, behaviour=False, strategy="best_response", **sched):
 
 
 def _learner(mode, device="cpu", level=3, sampler="tree", seed=0, strategy="best_response"):
-  adapter = SchedulerAdapter(_suite(level, strategy=strategy), GAME, seed, device, mode)
+  adapter = Scheduler(_suite(level, strategy=strategy), GAME, seed, device, mode)
   cfg = config_lib.ARMACConfig(**TINY, sampler=sampler)
   return ARMAC(GAME, cfg, seed=seed, device=device, scheduler=adapter), adapter
 
 
-class Checked(SchedulerAdapter):
+class Checked(Scheduler):
   """Asserts Invariant A on every behaviour call made during sampling."""
   calls = 0
 
@@ -126,7 +126,7 @@ def test_state_dict_round_trip_reproduces_next_epoch(mode, level, sampler, strat
   ma, mb = ad_a.trainer.manager, ad_b.trainer.manager
   assert torch.equal(ma.regrets, mb.regrets) and ma.keys() == mb.keys()
   assert torch.equal(ma.avg_num, mb.avg_num) and torch.equal(ma.avg_den, mb.avg_den)
-  assert torch.equal(ad_a.gen.get_state(), ad_b.gen.get_state())
+  assert torch.equal(ad_a.lambdas.gen.get_state(), ad_b.lambdas.gen.get_state())
   for p, q in zip(ad_a.trainer.net.parameters(), ad_b.trainer.net.parameters()):
     assert torch.equal(p, q)
 
@@ -180,6 +180,7 @@ def test_yaml_loads_and_unknown_key_is_named(tmp_path):
   assert spec.scheduler["scheduler"]["hidden"] == [16]
   # Config mode off + YAML use_scheduler: the YAML's mode runs; a flag mode wins.
   assert spec.config.scheduler_mode == "continuous" and adapter(spec).mode == "continuous"
+  assert isinstance(adapter(spec), SchedulerHooks)  # what ARMAC holds
   spec2 = spec_of(good, sets={"scheduler_mode": "discrete"})
   assert adapter(spec2).mode == "discrete"
   assert spec_of(good, scheduler="discrete").scheduler == spec2.scheduler
@@ -224,7 +225,8 @@ def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch)
   error; a candidate's bound is its largest pair, and the average is deployed only when its
   bound is below the actor's by more than br_gate_z standard errors of the difference."""
   learner, ad = _learner("discrete", strategy="br_critic")
-  assert set(ad.br_gate) == {"average", "actor"} and ad._gate_choice() == "actor"
+  assert set(ad.deployment.gate.critics) == {"average", "actor"}
+  assert ad.deployment.gate.choice() == "actor"
   for _ in range(3):
     learner.step()
   lam_avg = ad.average_lambda(learner)
@@ -236,9 +238,12 @@ def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch)
              ("actor", "average"): [(-0.6, 0.0)] * 3 + [(5.0, 0.0)],
              ("actor", "actor"): [(-0.1, 0.0), (0.9, 0.2), (0.9, 0.0), (0.9, 0.0)],
              ("average", "actor"): [(-0.2, 0.0)] * 4}
-  trained = {k: [] for k in ad.br_gate}
+  # A deployment of its own over the trained lambdas: its gate has measured nothing yet.
+  dep = Deployment(ad.suite, ad.lambdas, GAME, seed=0, device="cpu")
+  gate = dep.gate
+  trained = {k: [] for k in gate.critics}
   seen = {k: [] for k in returns}
-  for name, critic in ad.br_gate.items():
+  for name, critic in gate.critics.items():
     def update(mix_fn, name=name):
       trained[name].append(mix_fn)
       return {}
@@ -249,7 +254,6 @@ def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch)
       return returns[(name, c)][len(seen[(name, c)]) - 1]
     monkeypatch.setattr(critic, "update", update)
     monkeypatch.setattr(critic, "evaluate", evaluate)
-  ad.gate_value = {k: (0.0, 0.0, 0.0) for k in ad.gate_value}
 
   def ema(k, n):
     w = [(1 - d) * d ** (n - 1 - i) for i in range(n)]
@@ -260,27 +264,29 @@ def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch)
 
   choices = []
   for n in (1, 2, 3, 4):
-    ad._measure_gate(learner)
-    raw = {c: max(ema((r, c), n) for r in ad.br_gate) for c in ad.br_gate}
+    dep.choose(learner)  # after an update: the gate measures once
+    raw = {c: max(ema((r, c), n) for r in gate.critics) for c in gate.critics}
     est = {c: (max(v, 0.0), se) for c, (v, se) in raw.items()}
     for c in est:
-      assert ad._last[f"br_gate_value_{c}"] == pytest.approx(est[c][0], abs=1e-12)
-      assert ad._last[f"br_gate_se_{c}"] == pytest.approx(est[c][1], abs=1e-12)
-      for r in ad.br_gate:
-        assert ad._last[f"br_gate_value_{r}_vs_{c}"] == pytest.approx(ema((r, c), n)[0],
-                                                                      abs=1e-12)
+      assert dep.notes[f"br_gate_value_{c}"] == pytest.approx(est[c][0], abs=1e-12)
+      assert dep.notes[f"br_gate_se_{c}"] == pytest.approx(est[c][1], abs=1e-12)
+      assert gate.estimate(c) == (dep.notes[f"br_gate_value_{c}"],
+                                  dep.notes[f"br_gate_se_{c}"])
+      for r in gate.critics:
+        assert dep.notes[f"br_gate_value_{r}_vs_{c}"] == pytest.approx(ema((r, c), n)[0],
+                                                                       abs=1e-12)
     margin = z * math.hypot(est["average"][1], est["actor"][1])
     want = "average" if est["average"][0] + margin < est["actor"][0] else "actor"
-    assert ad._gate_choice() == want and ad._last["deployed_actor"] == float(want == "actor")
+    assert gate.choice() == want and dep.notes["deployed_actor"] == float(want == "actor")
     choices.append(want)
     if n == 1:  # lower (-0.5 against -0.1) without noise, but a losing responder bounds
       # nothing: both bounds are 0 and the actor stays
       assert raw["average"][0] < raw["actor"][0] < 0
-      assert torch.equal(ad.deployed_lambda(learner), torch.zeros_like(lam_avg))
+      assert torch.equal(dep.deployed_lambda(learner), torch.zeros_like(lam_avg))
     if n == 2:  # 0 against 0.405, within the noise (se 0.226)
       assert est["actor"][0] > 0 and est["actor"][1] > 0.2
     if n == 3:  # the noise decays: the average's mix is deployed
-      assert torch.equal(ad.deployed_lambda(learner), lam_avg)
+      assert torch.equal(dep.deployed_lambda(learner), lam_avg)
   # The actor's responder then finds the average's mix exploitable (5.0, EMA 0.84), its own
   # critic does not (-0.5): the larger bound counts, and the actor is deployed again.
   assert ema(("average", "average"), 4)[0] < 0 < est["actor"][0] < est["average"][0]
@@ -292,10 +298,10 @@ def test_br_critic_deploys_what_its_sampled_responders_exploit_less(monkeypatch)
   pi_mix, _ = ad.mixed_table(learner, lam_avg)
   pi_actor, _ = ad.mixed_table(learner, torch.zeros_like(lam_avg))
   want_pi = {"average": pi_mix, "actor": pi_actor}
-  for name in ad.br_gate:
+  for name in gate.critics:
     assert len(trained[name]) == 4
     assert torch.allclose(trained[name][0](x, mask, rows).double(), want_pi[name], atol=1e-6)
-    for c in ad.br_gate:
+    for c in gate.critics:
       assert torch.allclose(seen[(name, c)][0](x, mask, rows).double(), want_pi[c], atol=1e-6)
   assert not torch.allclose(pi_mix, pi_actor, atol=1e-3)
 
@@ -309,11 +315,11 @@ def test_br_critics_evaluation_is_the_greedy_responders_exact_play():
   learner, ad = _learner("discrete", strategy="br_critic")
   for _ in range(2):
     learner.step()
-  critic = ad.br_gate["actor"]
+  critic = ad.deployment.gate.critics["actor"]
   critic.cfg = dataclasses.replace(critic.cfg, br_episodes=200_000)
   t = infostate_table(GAME)
   pi_actor, _ = ad.mixed_table(learner, torch.zeros(len(t), 1, dtype=torch.float64))
-  mean, var = critic.evaluate(ad._mix_fn(learner, "actor"))
+  mean, var = critic.evaluate(ad.lambdas.mix_fn(learner, "actor"))
   game = pyspiel.load_game(GAME)
   with torch.no_grad():
     q = critic.net(t.tensors).masked_fill(~t.legal_mask, -torch.inf)
@@ -348,7 +354,7 @@ def test_best_measured_measures_its_candidates_again_on_the_parts_it_deploys():
   from armac_spiel import evaluation
 
   def make():
-    adapter = SchedulerAdapter(_suite(update_every=3), GAME, 0, "cpu", "discrete")
+    adapter = Scheduler(_suite(update_every=3), GAME, 0, "cpu", "discrete")
     return ARMAC(GAME, config_lib.ARMACConfig(**TINY), seed=0, scheduler=adapter), adapter
 
   learner, ad = make()
@@ -357,11 +363,11 @@ def test_best_measured_measures_its_candidates_again_on_the_parts_it_deploys():
   for epoch in range(1, 13):
     learner.step()
     twin.step()
-    if ad._deployed is None:
+    if ad.deployment.chosen is None:
       continue
-    at_update = ad._deployed_at == learner.epoch
+    at_update = ad.deployment.chosen_at == learner.epoch
     lam = ad.deployed_lambda(learner)
-    names = [("iterate", lam_i) for _, lam_i in ad._measured] + [
+    names = [("iterate", lam_i) for _, lam_i in ad.deployment.iterates] + [
         ("current", ad.current_lambda(learner)), ("average", ad.average_lambda(learner)),
         ("actor", torch.zeros_like(lam))]
     ncs = [evaluation.fast_exploitability(GAME, ad.mixed_table(learner, c)[0])[1]
@@ -370,7 +376,7 @@ def test_best_measured_measures_its_candidates_again_on_the_parts_it_deploys():
     if not at_update:
       refreshed += 1
       assert got == pytest.approx(min(ncs), abs=1e-12)
-    assert ad._deployed_at == learner.epoch
+    assert ad.deployment.chosen_at == learner.epoch
   assert refreshed >= 4
   for a, b in zip(learner.regret.parameters(), twin.regret.parameters()):
     assert torch.equal(a, b)

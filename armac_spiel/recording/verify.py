@@ -39,6 +39,7 @@ from armac_spiel.safe_load import UnsafeFileError, load_tensor_file
 from armac_spiel.recording.format import (FORMAT, LEARNER_RULE, POLICY_FORMAT, POLICY_RE,
                                           STEP_KEYS, Capture, ReplayError, params_hash,
                                           replay_files)
+from armac_spiel.scheduler import make_scheduler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,11 +219,9 @@ def _rebuild(ck: dict):
 
 
 def _build_scheduler(ck: dict, cfg):
-  """The run's scheduler, rebuilt through armac_spiel.scheduler_glue."""
-  from armac_spiel import scheduler_glue
+  """The run's scheduler, rebuilt by armac_spiel.scheduler.make_scheduler."""
   suite = (ck.get("extra_config") or {}).get("scheduler_suite")
-  sched = None if suite is None else scheduler_glue.make_scheduler(suite, ck["game"],
-                                                                   ck["seed"], "cpu")
+  sched = None if suite is None else make_scheduler(suite, ck["game"], ck["seed"], "cpu")
   if sched is None:
     raise RuntimeError("the policy file holds scheduler state but its scheduler_suite "
                        "builds no scheduler")

@@ -12,3 +12,10 @@ from armac_spiel.scheduler.trainer import SchedulerTrainer
 from armac_spiel.scheduler.utilities import (UtilityComputer, advantage_utilities,
                                              best_response_utilities, bin_utilities,
                                              compute_utilities, discounted_returns)
+from armac_spiel.scheduler.lambdas import LambdaSource
+from armac_spiel.scheduler.deployment import BRGate, Deployment
+from armac_spiel.scheduler.strategies import (BestResponseUpdate, BRCriticUpdate, SampledUpdate,
+                                              Update, UpdateStrategy)
+from armac_spiel.scheduler.metrics import Cost, SchedulerMetrics
+from armac_spiel.scheduler.protocol import SchedulerHooks
+from armac_spiel.scheduler.facade import Scheduler, make_scheduler

@@ -117,6 +117,17 @@ class MetaRegretManager:
     inv = [index.setdefault(k, len(index)) for k in keys]
     return list(index), torch.tensor(inv, dtype=torch.long, device=self.device)
 
+  def lookup(self, keys) -> torch.Tensor:
+    """(B,) row of each key, -1 where untracked; inserts nothing (tracked keys move to the
+    most recently used end, as with every look-up)."""
+    uniq, inv = self._group(keys)
+    return self._rows_for(uniq, insert=False)[inv] if uniq else inv
+
+  def held(self, keys) -> torch.Tensor:
+    """(B,) bool: whether each key is tracked with average weight (a look-up)."""
+    rows = self.lookup(keys)
+    return (rows >= 0) & (self.avg_den[rows.clamp_min(0)] > 0)
+
   def update(self, keys, utilities: torch.Tensor, smooth: bool = True) -> None:
     """One regret/EMA update per distinct key from (B, K) utilities (batch-averaged);
     `smooth=False` feeds the utilities to the regrets directly."""
@@ -154,8 +165,7 @@ class MetaRegretManager:
 
   def desired_probs(self, keys, device=None) -> torch.Tensor:
     """(B, K) regret-matching distribution per key; uniform for untracked keys."""
-    uniq, inv = self._group(keys)
-    rows = self._rows_for(uniq, insert=False)[inv] if uniq else inv
+    rows = self.lookup(keys)
     probs = self._rm(self.regrets[rows.clamp_min(0)])
     uniform = torch.full_like(probs, 1.0 / self.cfg.K)
     probs = torch.where((rows >= 0).unsqueeze(-1), probs, uniform)
@@ -190,8 +200,7 @@ class MetaRegretManager:
   def average_probs(self, keys, device=None) -> torch.Tensor:
     """(B, K) float64 reach-weighted average distribution per key; the current sigma where a
     key has no average weight yet, uniform for untracked keys."""
-    uniq, inv = self._group(keys)
-    rows = self._rows_for(uniq, insert=False)[inv] if uniq else inv
+    rows = self.lookup(keys)
     r = rows.clamp_min(0)
     den = self.avg_den[r]
     cur = self.desired_probs(keys).double()

@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+# scikit-learn (k-means) is imported where level 2 uses it: optional for the other levels,
+# and its import costs seconds.
 
 from armac_spiel.atomic import atomic_torch_save
 from armac_spiel.safe_load import load_tensor_file

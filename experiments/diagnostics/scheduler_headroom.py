@@ -30,6 +30,7 @@ from absl import app, flags
 from armac_spiel.runs import load_run
 from armac_spiel.scheduler.meta_regret import MetaRegretManager
 from armac_spiel.scheduler.utilities import best_response_utilities
+from games.tree import compile_tree
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "A finished best_response scheduler run directory.")
@@ -65,11 +66,11 @@ def main(argv):
   torch.set_num_threads(1)
   learner = load_run(FLAGS.run_dir)
   ad = learner.scheduler
-  if ad is None or ad.tree is None:
+  if ad is None or ad.strategy != "best_response":
     raise app.UsageError("--run_dir: not a scheduler run with utility_computation.strategy "
                          "best_response (the exact strategy; the tree must hold the game)")
-  tree = ad.tree
-  parts = ad._parts_of(learner)
+  tree = compile_tree(ad.game_string)
+  parts = ad.parts(learner)
   n = tree.num_infostates
 
   def expl(lam: torch.Tensor) -> float:

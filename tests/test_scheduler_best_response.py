@@ -1,4 +1,6 @@
-"""Scheduler v2: exact best-response utilities, the reach-weighted average, deployment."""
+"""The exact scheduler (utility_computation.strategy best_response): its utilities, the
+manager's reach-weighted average, the deployed mix and its export, the update cadence, the
+configs and the benchmark's arms."""
 
 import json
 import os
@@ -12,11 +14,11 @@ from open_spiel.python.algorithms import exploitability as os_exploitability
 
 from armac_spiel import config as config_lib
 from armac_spiel import policy_io, runs
+from armac_spiel.scheduler import Scheduler
 from armac_spiel.scheduler.config import MetaRegretConfig, from_dict
 from armac_spiel.scheduler.meta_regret import MetaRegretManager
 from armac_spiel.scheduler.mixer import normalise
 from armac_spiel.scheduler.utilities import best_response_utilities
-from armac_spiel.scheduler_glue import SchedulerAdapter
 from games import load_game
 from games.tree import compile_tree
 from tests.test_armac import REPO, TINY
@@ -166,7 +168,7 @@ def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
 def test_best_response_on_a_game_beyond_the_tree_names_br_critic():
   suite = from_dict({})
   with pytest.raises(config_lib.ConfigError, match="br_critic"):
-    SchedulerAdapter(suite, "universal_poker", 0, "cpu", "discrete")
+    Scheduler(suite, "universal_poker", 0, "cpu", "discrete")
 
 
 def test_deterministic_replay_section_records_and_sets_the_tolerance(tmp_path):
@@ -201,7 +203,7 @@ def test_a_run_is_compared_with_its_reference_at_equal_epochs():
 def test_leduc_scheduler_config_runs_armac_as_the_tuned_leduc_config():
   """The scheduler benchmark's YAML keeps the tuned Leduc config's ARMAC keys, value for
   value, so that its off arm is the tuned ARMAC and its arms differ only by the scheduler."""
-  from armac_spiel.scheduler_glue import split_config
+  from armac_spiel.runs.spec import split_config
   configs = os.path.join(REPO, "experiments", "configs")
   armac, suite = split_config(config_lib.load_yaml(
       os.path.join(configs, "leduc_scheduler_discrete.yaml")))

@@ -85,7 +85,7 @@ def main(argv):
     for _ in range(FLAGS.epochs):
       learner.step()
     out[f"{key}_bytes"] = checkpoint_bytes(learner)
-    out[f"{key}_regret_rows"] = len(learner.regret_replay)
+    out[f"{key}_regret_rows"] = len(learner.regret_fit)
   out["ratio"] = out["encodings_bytes"] / out["ids_bytes"]
   atomic_write_text(FLAGS.out, json.dumps(out, indent=1))
   print(json.dumps(out))

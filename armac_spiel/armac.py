@@ -1,6 +1,6 @@
 """ARMAC: the Advantage Regret-Matching Actor-Critic (Gruslys et al., arXiv 2008.12234).
 
-Model-free: the learner sees sampled episodes only. Per epoch t (the paper's Algorithm 1):
+Model-free: the learner sees sampled episodes only. Per epoch t:
 
 1. Episodes are split into G groups. The first `current_groups` groups play the current
    policy pi^t (their opponent states feed the mean policy); in each other group the
@@ -42,6 +42,11 @@ own reach under mu would bias both the regret mean and the average policy, so ev
 carries w = prod over the learner's earlier actions of uniform(a) / mu(a|s): states are then
 weighted as if the learner had played uniformly, a factor that does not depend on j or t.
 With explore_eps = 1 the learner plays uniformly and w = 1.
+
+Parts: the policy draw and the CFR weights (armac_spiel/past_policies.py), the critic's fit
+(armac_spiel/critic.py), W's and the actor's fits (armac_spiel/fits.py) and their typed rows
+(armac_spiel/records.py). Measurements: docs/results.md; the per-state sums:
+docs/armac-state-sums-and-floor.md.
 """
 
 from __future__ import annotations
@@ -398,22 +403,19 @@ class ARMAC:
       self.scheduler.export(out_dir, self)
 
   # ---------------------------------------------------------------- checkpoints
+  def _parts(self) -> dict:
+    """The parts that checkpoint themselves (state_dict / load_state_dict), by key."""
+    return {"critic": self.critic, "regret": self.regret, "actor": self.actor,
+            "bank": self.bank, "cfr_weights": self.weights, "critic_fit": self.critic_fit,
+            "regret_fit": self.regret_fit, "actor_fit": self.actor_fit}
+
   def state_dict(self) -> dict:
-    return {
-        "game": self.game_string, "seed": self.seed, "config": self.cfg.to_dict(),
-        "epoch": self.epoch, "episodes": self.episodes,
-        "nets": {"critic": self.critic.state_dict(), "regret": self.regret.state_dict(),
-                 "actor": self.actor.state_dict()},
-        "bank": self.bank.state_dict(),
-        "cfr_weights": self.weights.state_dict(),
-        "critic_fit": self.critic_fit.state_dict(),
-        "regret_fit": self.regret_fit.state_dict(),
-        "actor_fit": self.actor_fit.state_dict(),
-        "sampler_rng": self.sampler.get_rng_state(),
-        "rng": self.rng.bit_generator.state,
-        "gen": self.gen.get_state(),
-        "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-    }
+    return {"game": self.game_string, "seed": self.seed, "config": self.cfg.to_dict(),
+            "epoch": self.epoch, "episodes": self.episodes,
+            **{k: part.state_dict() for k, part in self._parts().items()},
+            "sampler_rng": self.sampler.get_rng_state(),
+            "rng": self.rng.bit_generator.state, "gen": self.gen.get_state(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
   def load_state_dict(self, d: dict) -> None:
     if d["game"] != self.game_string:
@@ -422,13 +424,8 @@ class ARMAC:
       raise ValueError("checkpoint was written by an armac-spiel version that kept its "
                        "replays outside the fits; start a new run")
     self.epoch, self.episodes = d["epoch"], d["episodes"]
-    for name, net in (("critic", self.critic), ("regret", self.regret), ("actor", self.actor)):
-      net.load_state_dict(d["nets"][name])
-    self.bank.load_state_dict(d["bank"])
-    self.weights.load_state_dict(d["cfr_weights"])
-    self.critic_fit.load_state_dict(d["critic_fit"])
-    self.regret_fit.load_state_dict(d.get("regret_fit"))
-    self.actor_fit.load_state_dict(d.get("actor_fit"))
+    for k, part in self._parts().items():
+      part.load_state_dict(d.get(k))
     self.sampler.set_rng_state(d["sampler_rng"])
     self.rng.bit_generator.state = d["rng"]
     self.gen.set_state(d["gen"])

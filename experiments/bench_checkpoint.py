@@ -78,7 +78,8 @@ def main(argv):
     print(json.dumps(out))
     return
   spec = runs.resolve_spec("armac", FLAGS.game_name, 0, "/dev/null", max_steps=FLAGS.epochs)
-  cfg = spec.config.replace(regret_fit="rows", actor_fit="rows", regret_discount="none")
+  cfg = spec.config.replace(regret_fit="rows", actor_fit="rows", regret_discount="none",
+                            regret_lstsq=0)
   out = {"game": FLAGS.game_name, "epochs": FLAGS.epochs}
   for key, unique in (("encodings", False), ("ids", True)):
     learner = ARMAC(FLAGS.game_name, cfg, 0, unique_inputs=unique)

@@ -80,7 +80,7 @@ def variants(game: str, cfg):
             "fused": lambda: ARMAC(game, cfg, FLAGS.seed)}, cfg
   # Row-wise fits in both variants: the comparison is of the per-row network passes
   # (regret_fit / actor_fit = states need ids and have no row-wise variant).
-  cfg = cfg.replace(regret_fit="rows", actor_fit="rows", regret_discount="none",
+  cfg = cfg.replace(regret_fit="rows", actor_fit="rows", regret_discount="none", regret_lstsq=0,
                     sampler=FLAGS.sampler)
   return {"rowwise": lambda: ARMAC(game, cfg, FLAGS.seed, unique_inputs=False),
           "unique": lambda: ARMAC(game, cfg, FLAGS.seed, unique_inputs=True)}, cfg

@@ -94,7 +94,8 @@ def test_content_ids_group_equal_rows_exactly(monkeypatch):
   assert torch.equal(got.reshape(-1)[:, None] == got.reshape(-1)[None],
                      ids.reshape(-1)[:, None] == ids.reshape(-1)[None])
   # A projection under which different rows collide: no ids (every row runs), never a merge.
-  monkeypatch.setattr(networks_lib, "_PROJECTIONS", {(3, "cpu"): torch.zeros(3, dtype=torch.float64)})
+  monkeypatch.setattr(networks_lib, "_PROJECTIONS",
+                      {(3, "cpu"): torch.zeros(3, dtype=torch.float64)})
   assert content_ids(base[ids]) is None
 
 

@@ -157,12 +157,13 @@ class ARMAC:
     # ids, and the losses run each network once per distinct input (see unique_forward).
     # unique_inputs=False turns this off (same losses, for benchmarks).
     # regret_fit / actor_fit = states need the ids whatever unique_inputs says.
-    by_state = [f for f in ("regret_fit", "actor_fit") if getattr(cfg, f) == "states"]
+    fit_types = (REGRET_FITS[cfg.regret_fit], ACTOR_FITS[cfg.actor_fit])
+    by_state = [f for f in fit_types if f.needs_ids]
     tree = getattr(self.sampler, "tree", None) if (unique_inputs or by_state) else None
     if by_state and tree is None:
-      raise ConfigError(f"config field '{by_state[0]}' = 'states' needs information-state "
-                        f"ids, which only the tree sampler gives ({game_string} uses the "
-                        f"{type(self.sampler).__name__}); use 'rows'")
+      raise ConfigError(f"config field '{by_state[0].field}' = '{by_state[0].name}' needs "
+                        f"information-state ids, which only the tree sampler gives "
+                        f"({game_string} uses the {type(self.sampler).__name__}); use 'rows'")
     self._tree = tree
     # With ids, replay rows store ids, not encodings (Leduc checkpoints 4.8x smaller, see
     # experiments/bench_checkpoint.py); the tables gather the encodings.
@@ -175,8 +176,8 @@ class ARMAC:
                                         self.weights, self.draw)
     self.critic_fit = CriticFit(self.critic, self.regret, ctx, self.heads,
                                 sg.sizes.max_game_length)
-    self.regret_fit = REGRET_FITS[cfg.regret_fit](self.regret, ctx)
-    self.actor_fit = ACTOR_FITS[cfg.actor_fit](self.actor, ctx)
+    self.regret_fit = fit_types[0](self.regret, ctx)
+    self.actor_fit = fit_types[1](self.actor, ctx)
     self.scheduler = scheduler  # see armac_spiel/scheduler_glue.py for the interface
     self.recorder = recorder    # episode recorder for deterministic replay (or None)
     self.target_critic = target_critic  # replaces the learned q^j in the regret targets

@@ -127,9 +127,10 @@ def state_means(tree, sid: torch.Tensor, values: torch.Tensor, w: torch.Tensor):
 class Fit:
   """Base of W's and the actor's fits: the network's trainer, the shared context, the
   step-size decay and the checkpoint (the fit's name, its optimiser, `_memory` state)."""
-  field = ""  # the config field that chooses the fit
-  name = ""   # its value
-  keeps = ""  # what the fit's checkpoint keeps of the targets (for errors)
+  field = ""          # the config field that chooses the fit
+  name = ""           # its value
+  keeps = ""          # what the fit's checkpoint keeps of the targets (for errors)
+  needs_ids = False   # rows must carry information-state ids (a compiled tree)
 
   def __init__(self, net: MLP, ctx: FitContext, net_name: str, lr: float):
     self.net, self.ctx, self.cfg, self.lr = net, ctx, ctx.cfg, lr
@@ -254,7 +255,7 @@ class StatesFit(RegretFit):
   means come from per-state sums (armac_spiel/state_stats.py): those of an unthinned
   replay, in O(states * actions) memory. With regret_lstsq = N, N Adam steps train the
   features, then W's last layer is solved exactly."""
-  name, keeps = "states", "per-state sums"
+  name, keeps, needs_ids = "states", "per-state sums", True
 
   def __init__(self, net: MLP, ctx: FitContext):
     super().__init__(net, ctx)
@@ -443,7 +444,7 @@ class ActorStatesFit(ActorFit):
   """actor_fit=states: cross-entropy towards each seen state's mean policy (per-state sums),
   states weighted alike, full batches (minibatches of actor_batch states if more). Same
   minimiser per state as the row-wise loss, without its minibatch noise."""
-  name, keeps = "states", "per-state sums"
+  name, keeps, needs_ids = "states", "per-state sums", True
 
   def __init__(self, net: MLP, ctx: FitContext):
     super().__init__(net, ctx)

@@ -4,6 +4,8 @@
   regret-matching policies near uniform and the first critic values near 0).
 - `masked_softmax`, `regret_matching`: legal-masked policies. Masked logits use a large
   finite negative number, not -inf, so gradients stay finite.
+- `unique_forward`, `content_ids`: a network run once per distinct input row (by id, or by
+  content where no ids exist) and gathered back.
 - `SnapshotBank`: past networks stored as stacked parameter tensors with a cap and
   reservoir thinning, evaluated for G groups of rows at once with batched matmuls.
 """
@@ -80,6 +82,51 @@ def regret_matching(regrets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def uniform_policy(mask: torch.Tensor) -> torch.Tensor:
   m = mask.float()
   return m / m.sum(-1, keepdim=True).clamp_min(1)
+
+
+def unique_forward(net: torch.nn.Module, x: torch.Tensor | None, ids: torch.Tensor | None,
+                   table: torch.Tensor | None = None):
+  """net(x) for rows x (..., D), run once per distinct id and gathered back.
+
+  Rows with equal ids must have equal x (ids are compiled-tree node or information-state
+  ids). Autograd flows through the gather, so any loss of the result and its gradient are
+  those of net(x); only the cost changes (a Kuhn minibatch of 4096 rows has at most 12
+  distinct information states). Without ids this is net(x). With `table` (the encodings,
+  one row per id) x is not read and may be None: the distinct rows come from the table, the
+  same rows in the same order, so the same bits, without gathering an encoding per row.
+  """
+  if ids is None:
+    return net(x)
+  flat = ids.reshape(-1)
+  uniq, inv = torch.unique(flat, return_inverse=True)
+  if table is not None:
+    out = net(table[uniq])
+  else:
+    rep = torch.empty(len(uniq), dtype=torch.long, device=flat.device)
+    rep.scatter_(0, inv, torch.arange(len(flat), device=flat.device))  # one row per id
+    out = net(x.reshape(len(flat), -1)[rep])
+  return out[inv].reshape(*ids.shape, out.shape[-1])
+
+
+_PROJECTIONS: dict = {}
+
+
+def content_ids(x: torch.Tensor) -> torch.Tensor | None:
+  """Ids of the distinct rows of x (..., D) from their contents, for unique_forward where no
+  compiled tree gives ids (the pyspiel sampler): each row's dot product with a fixed random
+  float64 vector, deduplicated (one sort of scalars; torch.unique over rows costs more than
+  the forward it saves). Exact: None when two different rows share a key."""
+  flat = x.reshape(-1, x.shape[-1])
+  key = (x.shape[-1], str(x.device))
+  if key not in _PROJECTIONS:
+    g = torch.Generator().manual_seed(0)
+    _PROJECTIONS[key] = torch.randn(x.shape[-1], generator=g, dtype=torch.float64).to(x.device)
+  uniq, inv = torch.unique(flat.double() @ _PROJECTIONS[key], return_inverse=True)
+  rep = torch.empty(len(uniq), dtype=torch.long, device=flat.device)
+  rep.scatter_(0, inv, torch.arange(len(flat), device=flat.device))
+  if not torch.equal(flat[rep][inv], flat):
+    return None
+  return inv.reshape(x.shape[:-1])
 
 
 class SnapshotBank:

@@ -78,14 +78,15 @@ def main(argv):
     print(json.dumps(out))
     return
   spec = runs.resolve_spec("armac", FLAGS.game_name, 0, "/dev/null", max_steps=FLAGS.epochs)
-  cfg = spec.config.replace(regret_fit="rows", actor_fit="rows", regret_discount="none")
+  cfg = spec.config.replace(regret_fit="rows", actor_fit="rows", regret_discount="none",
+                            regret_lstsq=0)
   out = {"game": FLAGS.game_name, "epochs": FLAGS.epochs}
   for key, unique in (("encodings", False), ("ids", True)):
     learner = ARMAC(FLAGS.game_name, cfg, 0, unique_inputs=unique)
     for _ in range(FLAGS.epochs):
       learner.step()
     out[f"{key}_bytes"] = checkpoint_bytes(learner)
-    out[f"{key}_regret_rows"] = len(learner.regret_replay)
+    out[f"{key}_regret_rows"] = len(learner.regret_fit)
   out["ratio"] = out["encodings_bytes"] / out["ids_bytes"]
   atomic_write_text(FLAGS.out, json.dumps(out, indent=1))
   print(json.dumps(out))

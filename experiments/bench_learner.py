@@ -5,8 +5,8 @@ faster variant of the learner, in one run.
 
 `--compare=unique` (default): `rowwise` (unique_inputs=False: every minibatch row through
 the networks) against `unique` (each network once per distinct compiled-tree id,
-`armac.unique_forward`; with `--sampler=pyspiel`, once per distinct input found by
-content, `armac.content_ids`), both with row-wise W and actor fits.
+`networks.unique_forward`; with `--sampler=pyspiel`, once per distinct input found by
+content, `networks.content_ids`), both with row-wise W and actor fits.
 `--compare=adam`: `default` (torch.optim.Adam's default for-loop implementation) against
 `fused` (what ARMAC uses), with the tuned configs as they are.
 
@@ -39,16 +39,21 @@ flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_enum("compare", "unique", ["unique", "adam"], "Which pair of learners to time.")
 flags.DEFINE_enum("sampler", "auto", ["auto", "tree", "pyspiel"],
                   "Sampler of both learners (pyspiel: `unique` finds distinct inputs by "
-                  "content, armac.content_ids, as there are no tree ids).")
+                  "content, networks.content_ids, as there are no tree ids).")
 
-PHASES = {"_sample": "sampling", "_train_critic": "critic", "_targets": "targets",
-          "_train_regret": "regret_W", "_train_actor": "actor"}
+PHASES = {"sample_episodes": "sampling", "critic_fit.train": "critic", "add_targets": "targets",
+          "regret_fit.train": "regret_W", "actor_fit.train": "actor"}
 
 
 def timed(learner, totals):
-  """Wraps the learner's phase methods to add their wall seconds into `totals`."""
-  for name, label in PHASES.items():
-    fn = getattr(learner, name)
+  """Wraps the learner's phase methods (PHASES: attribute paths) to add their wall seconds
+  into `totals`."""
+  for path, label in PHASES.items():
+    *parents, name = path.split(".")
+    owner = learner
+    for part in parents:
+      owner = getattr(owner, part)
+    fn = getattr(owner, name)
 
     def wrap(*a, _fn=fn, _label=label, **kw):
       t0 = time.perf_counter()
@@ -56,14 +61,14 @@ def timed(learner, totals):
         return _fn(*a, **kw)
       finally:
         totals[_label] += time.perf_counter() - t0
-    setattr(learner, name, wrap)
+    setattr(owner, name, wrap)
 
 
 def _unfused(learner: ARMAC) -> ARMAC:
   """The learner with torch.optim.Adam's default implementation in place of fused Adam."""
-  learner.opt = {name: torch.optim.Adam(opt.param_groups[0]["params"],
-                                        lr=opt.param_groups[0]["lr"])
-                 for name, opt in learner.opt.items()}
+  for fit in (learner.critic_fit, learner.regret_fit, learner.actor_fit):
+    group = fit.trainer.opt.param_groups[0]
+    fit.trainer.opt = torch.optim.Adam(group["params"], lr=group["lr"])
   return learner
 
 
@@ -75,7 +80,7 @@ def variants(game: str, cfg):
             "fused": lambda: ARMAC(game, cfg, FLAGS.seed)}, cfg
   # Row-wise fits in both variants: the comparison is of the per-row network passes
   # (regret_fit / actor_fit = states need ids and have no row-wise variant).
-  cfg = cfg.replace(regret_fit="rows", actor_fit="rows", regret_discount="none",
+  cfg = cfg.replace(regret_fit="rows", actor_fit="rows", regret_discount="none", regret_lstsq=0,
                     sampler=FLAGS.sampler)
   return {"rowwise": lambda: ARMAC(game, cfg, FLAGS.seed, unique_inputs=False),
           "unique": lambda: ARMAC(game, cfg, FLAGS.seed, unique_inputs=True)}, cfg

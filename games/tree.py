@@ -147,6 +147,10 @@ class GameTree:
   @functools.cached_property
   def _player_ext(self) -> torch.Tensor:
     return torch.cat([self.player, torch.full((1,), -1, dtype=torch.long)])
+  history_ext = functools.cached_property(lambda self: self._history_ext)
+  node_info_ext = functools.cached_property(lambda self: self._node_info_ext)
+  legal_ext = functools.cached_property(lambda self: self._legal_ext)
+  info_ext = functools.cached_property(lambda self: self._info_ext)
 
   def _gather_rows(self, table: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
     ids = torch.where(nodes >= 0, nodes, self.num_nodes).reshape(-1)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pytest
@@ -17,9 +18,13 @@ from open_spiel.python.algorithms import exploitability as os_exploitability
 from armac_spiel import config as config_lib
 from armac_spiel import evaluation, policy_io, runs
 from armac_spiel.runs import rundir
-from armac_spiel import armac as armac_lib
+from armac_spiel import fits
+from armac_spiel import networks as networks_lib
 from armac_spiel.armac import ARMAC, CURRENT, NonFiniteLossError, content_ids, unique_forward
+from armac_spiel.buffers import TensorBuffer
 from armac_spiel.networks import MLP, SnapshotBank, regret_matching
+from armac_spiel.records import RegretRows
+from armac_spiel.safe_load import load_tensor_file, tensor_bytes
 
 TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
             episodes_per_epoch=64, groups_per_epoch=4, current_groups=1, critic_steps=2,
@@ -89,7 +94,8 @@ def test_content_ids_group_equal_rows_exactly(monkeypatch):
   assert torch.equal(got.reshape(-1)[:, None] == got.reshape(-1)[None],
                      ids.reshape(-1)[:, None] == ids.reshape(-1)[None])
   # A projection under which different rows collide: no ids (every row runs), never a merge.
-  monkeypatch.setattr(armac_lib, "_PROJECTIONS", {(3, "cpu"): torch.zeros(3, dtype=torch.float64)})
+  monkeypatch.setattr(networks_lib, "_PROJECTIONS",
+                      {(3, "cpu"): torch.zeros(3, dtype=torch.float64)})
   assert content_ids(base[ids]) is None
 
 
@@ -103,10 +109,10 @@ def test_alternating_updates_assign_the_learner_per_policy(alternating):
   for _ in range(5):
     a.step()
   slots = torch.tensor([CURRENT, 0, 1, CURRENT])
-  _, learner = a._sample(slots)
+  _, learner = a.sample_episodes(slots)
   per = cfg.episodes_per_epoch // cfg.groups_per_epoch
   alt = torch.arange(per) % 2
-  epochs = a._slot_epochs(slots)
+  epochs = a.draw.slot_epochs(slots, a.epoch)
   assert torch.equal(learner[:per], alt)
   for g in range(1, 4):
     want = torch.full((per,), int(epochs[g]) % 2) if alternating else alt
@@ -166,7 +172,7 @@ def test_independent_check_policy_json_matches_python_exploitability(tmp_path, b
 def test_nan_loss_is_a_named_error():
   a = ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY), seed=0)
   a.step()
-  a.critic_replay.data["returns"][:] = float("nan")
+  a.critic_fit.replay.data["returns"][:] = float("nan")
   with pytest.raises(NonFiniteLossError, match="critic loss is nan"):
     a.step()
 
@@ -261,16 +267,22 @@ def test_kill_and_resume_keeps_prefix_and_matches_uninterrupted(tmp_path):
       rundir.read_metrics(str(ref / "metrics.jsonl")))
 
 
+class _Rows(NamedTuple):
+  x: torch.Tensor
+  sid: Optional[torch.Tensor] = None
+  info: Optional[torch.Tensor] = None
+
+
 def test_replay_state_dict_saves_only_the_filled_rows(tmp_path):
-  from armac_spiel.buffers import TensorBuffer
-  buf = TensorBuffer(100_000, "reservoir")
-  buf.add({"x": torch.ones(10, 8)}, torch.Generator().manual_seed(0))
+  buf = TensorBuffer(_Rows, 100_000, "reservoir")
+  buf.add(_Rows(torch.ones(10, 8)), torch.Generator().manual_seed(0))
   path = tmp_path / "buf.pt"
   torch.save(buf.state_dict(), path)
   assert path.stat().st_size < 20_000  # 10 rows, not the 100,000-row capacity (3.2 MB)
-  other = TensorBuffer(100_000, "reservoir")
-  other.load_state_dict(torch.load(path))
-  assert len(other) == 10 and torch.equal(other.data["x"][:10], torch.ones(10, 8))
+  other = TensorBuffer(_Rows, 100_000, "reservoir")
+  other.load_state_dict(torch.load(path, weights_only=True))
+  assert len(other) == 10 and torch.equal(other.filled().x, torch.ones(10, 8))
+  assert other.filled().sid is None  # fields left None are not stored
 
 
 def test_policy_draw_current_replays_only_the_current_policy():
@@ -279,7 +291,7 @@ def test_policy_draw_current_replays_only_the_current_policy():
   for _ in range(3):
     a.step()
   assert a.bank.size > 0  # past policies exist, and none is drawn
-  assert (a._draw_slots() == CURRENT).all()
+  assert (a.draw.slots(a.epoch) == CURRENT).all()
 
 
 def test_state_regret_targets_are_unit_rms_per_state_means_of_the_replay():
@@ -289,13 +301,13 @@ def test_state_regret_targets_are_unit_rms_per_state_means_of_the_replay():
     a.step()
   seen, y, mask = a.state_regret_targets()
   # Brute force: loop over the replay's rows, one information state at a time.
-  d = a.regret_replay.filled()
-  w = (d["weight"] * a._regret_sample_weight(d["j"])).double()
-  sids = sorted(set(d["sid"].tolist()))
+  d = a.regret_fit.replay.filled()
+  w = (d.weight * a.weights.sample_weight(d.j)).double()
+  sids = sorted(set(d.sid.tolist()))
   assert seen.tolist() == sids and len(sids) > 20
   for k, s in enumerate(sids):
-    rows = d["sid"] == s
-    mean = (w[rows, None] * d["target"][rows].double()).sum(0) / w[rows].sum()
+    rows = d.sid == s
+    mean = (w[rows, None] * d.target[rows].double()).sum(0) / w[rows].sum()
     legal = a.tree.info_legal[s]
     assert torch.equal(mask[k], legal)
     rms = float(mean[legal].pow(2).mean().sqrt())
@@ -306,26 +318,61 @@ def test_state_regret_targets_are_unit_rms_per_state_means_of_the_replay():
                             regret_matching(mean[None], legal[None]), atol=1e-5)
 
 
+class StatesOfRows(fits.StatesFit):
+  """StatesFit's training on the per-state means of an unthinned replay of rows (RowsFit's)."""
+
+  def __init__(self, net, ctx):
+    super().__init__(net, ctx)
+    self.rows = fits.RowsFit(net, ctx)
+
+  def add(self, rows):
+    self.rows.add(rows)
+
+  def __len__(self):
+    return len(self.rows)
+
+  def state_means(self, epoch):
+    return self.rows.state_means(epoch)
+
+
+class ActorStatesOfRows(fits.ActorStatesFit):
+  """ActorStatesFit's training on the per-state means of an unthinned replay of rows."""
+
+  def __init__(self, net, ctx):
+    super().__init__(net, ctx)
+    self.rows = fits.ActorRowsFit(net, ctx)
+
+  def add(self, rows):
+    self.rows.add(rows)
+
+  def __len__(self):
+    return len(self.rows)
+
+  def state_means(self, epoch):
+    return self.rows.state_means(epoch)
+
+
 @pytest.mark.parametrize("draw", ["balanced", "uniform"])
 def test_state_sums_give_the_same_fits_as_the_unthinned_replay(draw):
-  """regret_fit / actor_fit = states keep per-state sums; the same learner with replay rows
-  (the sums switched off) fits W and the actor to the same means, epoch after epoch, while
-  the policy buffer (4 slots) evicts past policies and their sums are folded."""
+  """regret_fit / actor_fit = states keep per-state sums; the same learner whose states fits
+  read the means of replay rows fits W and the actor to the same means, epoch after epoch,
+  while the policy buffer (4 slots) evicts past policies and their sums are folded."""
   cfg = config_lib.ARMACConfig(**{**TINY, "critic_steps": 0, "regret_batch": 1024,
                                   "actor_batch": 1024, "regret_steps": 4, "actor_steps": 4},
                                regret_fit="states", actor_fit="states", policy_draw=draw)
   sums = ARMAC("leduc_poker", cfg, seed=3)
   rows = ARMAC("leduc_poker", cfg, seed=3)
-  rows.regret_sums = rows.actor_sums = None  # the replay path: rows, then per-state means
+  rows.regret_fit = StatesOfRows(rows.regret, rows.fit_context)  # rows, then per-state means
+  rows.actor_fit = ActorStatesOfRows(rows.actor, rows.fit_context)
   for _ in range(12):
     sums.step(), rows.step()
     for fn in ("state_regret_targets", "state_policy_targets"):
       (s1, y1, m1), (s2, y2, m2) = getattr(sums, fn)(), getattr(rows, fn)()
       assert torch.equal(s1, s2) and torch.equal(m1, m2), fn
       assert torch.allclose(y1, y2, atol=1e-5), (fn, (y1 - y2).abs().max())
-  assert len(rows.regret_replay) > 0 and len(sums.regret_replay) == 0
-  assert len(sums.actor_replay) == 0 and len(sums.regret_sums) == len(rows.regret_replay)
-  assert sums.bank.pushes > sums.bank.capacity and len(sums.regret_sums.live_epochs) <= 5
+  assert len(rows.regret_fit.rows.replay) > 0 and len(rows.actor_fit.rows.replay) > 0
+  assert len(sums.regret_fit.sums) == len(rows.regret_fit.rows.replay)
+  assert sums.bank.pushes > sums.bank.capacity and len(sums.regret_fit.sums.live_epochs) <= 5
   for net in ("regret", "actor"):
     for p, q in zip(getattr(sums, net).parameters(), getattr(rows, net).parameters()):
       assert torch.allclose(p, q, atol=1e-4), net
@@ -344,7 +391,7 @@ def test_state_sums_checkpoint_round_trip_and_old_checkpoints_are_named(tmp_path
   for fn in ("state_regret_targets", "state_policy_targets"):
     for x, y in zip(getattr(a, fn)(), getattr(b, fn)()):
       assert torch.equal(x, y)
-  del d["state_sums"]
+  del d["regret_fit"]
   with pytest.raises(ValueError, match="per-state sums for regret_fit=states"):
     ARMAC("kuhn_poker", cfg, seed=0).load_state_dict(d)
 
@@ -359,8 +406,8 @@ def test_regret_fit_states_fits_w_to_the_state_means():
   x = a.tree.info_tensors[seen]
   err = lambda: float(((a.regret(x) - y) ** 2 * mask).sum(-1).mean().detach())
   before = err()
-  a.cfg = a.cfg.replace(regret_steps=400)
-  a._train_regret()
+  a.regret_fit.cfg = a.cfg.replace(regret_steps=400)
+  a.regret_fit.train(a.epoch)
   after = err()
   assert after < 0.01 * before and after < 1e-2, (before, after)
 
@@ -374,12 +421,11 @@ def test_regret_lstsq_solves_ws_last_layer_exactly():
     cfg = config_lib.ARMACConfig(**{**TINY, "regret_steps": 2, "regret_hidden": (64, 64)},
                                  regret_fit="states", regret_lstsq=lstsq)
     a = ARMAC("kuhn_poker", cfg, seed=0)
-    steps = []
-    a._adam_steps = lambda name, n, f, orig=a._adam_steps: steps.append((name, n)) or orig(
-        name, n, f)
+    steps, trainer = [], a.regret_fit.trainer
+    trainer.steps = lambda n, f, epoch, orig=trainer.steps: steps.append(n) or orig(n, f, epoch)
     for _ in range(3):
       a.step()
-    assert ("regret", 2) in steps
+    assert steps == [2, 2, 2]
     seen, y, mask = a.state_regret_targets()
     with torch.no_grad():
       errs[lstsq] = float(((a.regret(a.tree.info_tensors[seen]) - y).abs() * mask).max())
@@ -409,25 +455,25 @@ def test_actor_fit_states_targets_are_weighted_mean_policies_and_the_actor_fits_
   cfg = config_lib.ARMACConfig(**{**TINY, "actor_steps": 0, "actor_hidden": (64, 64)},
                                actor_fit="states")
   a = ARMAC("leduc_poker", cfg, seed=0)
-  a.actor_sums = None  # keep the replay rows, for the brute-force means below
+  a.actor_fit = ActorStatesOfRows(a.actor, a.fit_context)  # keep the rows, for brute force
   for _ in range(4):
     a.step()
   seen, p, mask = a.state_policy_targets()
-  d = a.actor_replay.filled()
-  w = d["weight"].double() * (d["epoch"].double() + 1.0)  # linear averaging (default)
-  sids = sorted(set(d["sid"].tolist()))
+  d = a.actor_fit.rows.replay.filled()
+  w = d.weight.double() * (d.epoch.double() + 1.0)  # linear averaging (default)
+  sids = sorted(set(d.sid.tolist()))
   assert seen.tolist() == sids and len(sids) > 10
   for k, s in enumerate(sids):
-    rows = d["sid"] == s
-    want = (w[rows, None] * d["probs"][rows].double()).sum(0) / w[rows].sum()
+    rows = d.sid == s
+    want = (w[rows, None] * d.probs[rows].double()).sum(0) / w[rows].sum()
     assert torch.allclose(p[k].double(), want, atol=1e-6)
     assert abs(float(p[k].sum()) - 1) < 1e-5 and not p[k][~mask[k]].any()
   x = a.tree.info_tensors[seen]
   kl = lambda: float((p * (p.clamp_min(1e-12).log() - torch.log_softmax(
       a.actor(x).masked_fill(~mask, -1e9), -1))).masked_fill(~mask, 0).sum(-1).mean().detach())
   before = kl()
-  a.cfg = a.cfg.replace(actor_steps=300)
-  a._train_actor()
+  a.actor_fit.cfg = a.cfg.replace(actor_steps=300)
+  a.actor_fit.train(a.epoch)
   assert kl() < 0.05 * before and kl() < 1e-2, (before, kl())
 
 
@@ -436,17 +482,19 @@ def test_replays_store_ids_and_gather_the_same_encodings():
   ids = ARMAC("leduc_poker", cfg, seed=0)                      # tree sampler: ids only
   enc = ARMAC("leduc_poker", cfg, seed=0, unique_inputs=False)  # encodings stored
   ids.step(), enc.step()
-  assert "history" not in ids.critic_replay.data and "info" not in ids.regret_replay.data
-  assert "history" in enc.critic_replay.data and "info" in enc.regret_replay.data
-  for name in ("critic_replay", "regret_replay", "actor_replay"):
-    a, b = getattr(ids, name), getattr(enc, name)
+  assert "history" not in ids.critic_fit.replay.data and "info" not in ids.regret_fit.replay.data
+  assert "history" in enc.critic_fit.replay.data and "info" in enc.regret_fit.replay.data
+  for name in ("critic_fit", "regret_fit", "actor_fit"):
+    a, b = getattr(ids, name).replay, getattr(enc, name).replay
     n = len(a)
     assert n == len(b) > 0
-    da, db = ids._inputs(a.filled()), b.filled()
-    valid = da["valid"] if "valid" in da else torch.ones(n, dtype=torch.bool)
+    tab = ids.tables
+    da = (tab.node_inputs if name == "critic_fit" else tab.state_inputs)(a.filled())
+    db = b.filled()
+    valid = getattr(da, "valid", torch.ones(n, dtype=torch.bool))
     for k in ("history", "info", "mask"):
-      if k in db:
-        assert torch.equal(da[k][valid], db[k][valid]), (name, k)
+      if getattr(db, k, None) is not None:
+        assert torch.equal(getattr(da, k)[valid], getattr(db, k)[valid]), (name, k)
   for p, q in zip(ids.regret.parameters(), enc.regret.parameters()):
     assert torch.allclose(p, q, atol=1e-5)
 
@@ -469,12 +517,14 @@ def test_snapshot_bank_saves_only_filled_slots_and_round_trips(tmp_path):
 
 
 def test_replay_rows_with_other_fields_are_a_clear_error():
-  from armac_spiel.buffers import TensorBuffer
-  buf = TensorBuffer(10, "reservoir")
+  buf = TensorBuffer(_Rows, 10, "reservoir")
   gen = torch.Generator().manual_seed(0)
-  buf.add({"sid": torch.zeros(2, dtype=torch.long), "target": torch.ones(2, 3)}, gen)
+  buf.add(_Rows(torch.ones(2, 3), sid=torch.zeros(2, dtype=torch.long)), gen)
   with pytest.raises(ValueError, match="fields"):
-    buf.add({"info": torch.ones(2, 5), "target": torch.ones(2, 3)}, gen)
+    buf.add(_Rows(torch.ones(2, 3), info=torch.ones(2, 5)), gen)
+  with pytest.raises(TypeError, match="_Rows buffer"):
+    buf.add(RegretRows(torch.ones(2, 3), torch.ones(2), torch.zeros(2, dtype=torch.long)),
+            gen)
 
 
 def test_dcfr_regret_discount_matches_the_recursion_on_each_epochs_sums():
@@ -485,21 +535,21 @@ def test_dcfr_regret_discount_matches_the_recursion_on_each_epochs_sums():
                 seed=3)
   dcfr = ARMAC("leduc_poker", config_lib.ARMACConfig(**base, regret_discount="dcfr",
                                                     dcfr_alpha=1.5, dcfr_beta=0.5), seed=3)
-  want = torch.zeros_like(plain.regret_sums.num)
+  want = torch.zeros_like(plain.regret_fit.sums.num)
   player = plain.tree.info_player
   prev = want.clone()
   for e in range(8):
     plain.step(), dcfr.step()
     plain.state_regret_targets(), dcfr.state_regret_targets()  # fold epoch e (now past)
-    new = plain.regret_sums.num - prev  # epoch e's sums / draws
-    prev = plain.regret_sums.num.clone()
+    new = plain.regret_fit.sums.num - prev  # epoch e's sums / draws
+    prev = plain.regret_fit.sums.num.clone()
     n = e // 2  # epoch e updates player e % 2 for the (n+1)-th time
     if n > 0:
       f = torch.where(want > 0, n ** 1.5 / (n ** 1.5 + 1), n ** 0.5 / (n ** 0.5 + 1))
       want = torch.where((player == e % 2)[:, None], want * f, want)
     want = want + new
     assert new.abs().sum() > 0
-    assert torch.allclose(dcfr.regret_sums.num, want, atol=1e-9), e
+    assert torch.allclose(dcfr.regret_fit.sums.num, want, atol=1e-9), e
   with pytest.raises(config_lib.ConfigError, match="regret_discount"):
     config_lib.ARMACConfig(**TINY, regret_discount="dcfr")
 
@@ -510,23 +560,23 @@ def test_polyak_target_network_lags_the_critic_bootstraps_its_targets_and_resume
   carries it (the next epoch is the same after a reload)."""
   cfg = config_lib.ARMACConfig(**TINY, critic_target_tau=0.25)
   a = ARMAC("kuhn_poker", cfg, seed=3)
-  assert ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY), seed=3).polyak_critic is None
-  init = [p.clone() for p in a.polyak_critic.parameters()]
+  assert ARMAC("kuhn_poker", config_lib.ARMACConfig(**TINY), seed=3).critic_fit.target is None
+  init = [p.clone() for p in a.critic_fit.target.parameters()]
   a.step()
-  live, tgt = list(a.critic.parameters()), list(a.polyak_critic.parameters())
+  live, tgt = list(a.critic.parameters()), list(a.critic_fit.target.parameters())
   assert not any(torch.equal(p, q) for p, q in zip(live, tgt))
   assert not any(torch.equal(p, q) for p, q in zip(init, tgt))
   before = [q.clone() for q in tgt]
-  a._polyak()
+  a.critic_fit.polyak()
   for p, q0, q in zip(live, before, tgt):
     assert torch.allclose(q, 0.75 * q0 + 0.25 * p, atol=1e-7)
   # The targets read the target network: the loss changes when only it changes.
-  d = a.critic_replay.sample(16, torch.Generator().manual_seed(0))
+  d = a.critic_fit.replay.sample(16, torch.Generator().manual_seed(0))
   with torch.no_grad():
-    l1 = float(a._critic_loss(d))
+    l1 = float(a.critic_fit.loss(d))
     for q, p in zip(tgt, live):
       q.copy_(p)
-    l2 = float(a._critic_loss(d))
+    l2 = float(a.critic_fit.loss(d))
   assert l1 != l2
   buf = io.BytesIO()
   torch.save(a.state_dict(), buf)
@@ -535,9 +585,29 @@ def test_polyak_target_network_lags_the_critic_bootstraps_its_targets_and_resume
   b.load_state_dict(torch.load(buf, weights_only=True))
   a.step()
   b.step()
-  for p, q in zip(a.polyak_critic.parameters(), b.polyak_critic.parameters()):
+  for p, q in zip(a.critic_fit.target.parameters(), b.critic_fit.target.parameters()):
     assert torch.equal(p, q)
   for p, q in zip(a.critic.parameters(), b.critic.parameters()):
     assert torch.equal(p, q)
   with pytest.raises(config_lib.ConfigError, match="critic_target_tau"):
     config_lib.ARMACConfig(**TINY, critic_target_tau=0.0)
+
+
+@pytest.mark.parametrize("regret_fit, actor_fit", [("rows", "rows"), ("states", "states"),
+                                                   ("bootstrap", "rows"), ("rows", "states")])
+def test_each_fit_checkpoints_plain_data_and_resumes_identically(regret_fit, actor_fit):
+  """A learner's checkpoint, each fit's part included, is plain data that loads without
+  running code, and the next epoch after a reload is the same bits."""
+  extra = {"policy_draw": "current"} if regret_fit == "bootstrap" else {}
+  cfg = config_lib.ARMACConfig(**TINY, regret_fit=regret_fit, actor_fit=actor_fit, **extra)
+  a = ARMAC("kuhn_poker", cfg, seed=4)
+  for _ in range(2):
+    a.step()
+  state = load_tensor_file(io.BytesIO(tensor_bytes(a.state_dict())), "checkpoint")
+  assert state["regret_fit"]["fit"] == regret_fit and state["actor_fit"]["fit"] == actor_fit
+  b = ARMAC("kuhn_poker", cfg, seed=4)
+  b.load_state_dict(state)
+  assert a.step() == b.step()
+  for net in ("critic", "regret", "actor"):
+    for p, q in zip(getattr(a, net).parameters(), getattr(b, net).parameters()):
+      assert torch.equal(p, q), net

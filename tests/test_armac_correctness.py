@@ -39,23 +39,23 @@ def test_critic_targets_match_a_per_episode_reference(trace):
   a = ARMAC("leduc_poker", cfg, seed=0)
   a.step()
   a.step()
-  d = a.critic_replay.filled()
-  assert ("mu" in d) == (trace == "retrace")
+  d = a.critic_fit.replay.filled()
+  assert (d.mu is not None) == (trace == "retrace")
   with torch.no_grad():
-    loss = float(a._critic_loss(d))
+    loss = float(a.critic_fit.loss(d))
     errs = []
-    for e in range(d["valid"].shape[0]):
-      steps = d["valid"][e].nonzero().squeeze(1).tolist()
-      q = a.critic(d["history"][e]).double()        # (T, A), one head (zero-sum)
-      pi = regret_matching(a.regret(d["info"][e]), d["mask"][e]).double()
-      ret = float(d["returns"][e, 0])
+    for e in range(d.valid.shape[0]):
+      steps = d.valid[e].nonzero().squeeze(1).tolist()
+      q = a.critic(d.history[e]).double()        # (T, A), one head (zero-sum)
+      pi = regret_matching(a.regret(d.info[e]), d.mask[e]).double()
+      ret = float(d.returns[e, 0])
       g_next = ret
       for t in reversed(steps):
-        errs.append((float(q[t, d["action"][e, t]]) - g_next) ** 2)
-        a_t = int(d["action"][e, t])
+        errs.append((float(q[t, d.action[e, t]]) - g_next) ** 2)
+        a_t = int(d.action[e, t])
         c = float(pi[t, a_t])
         if trace == "retrace":
-          c = min(1.0, c / float(d["mu"][e, t]))
+          c = min(1.0, c / float(d.mu[e, t]))
         g_next = float((pi[t] * q[t]).sum()) + 0.7 * c * (g_next - float(q[t, a_t]))
     ref = sum(errs) / len(errs)
   assert loss == pytest.approx(ref, rel=1e-4)

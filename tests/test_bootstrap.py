@@ -106,15 +106,16 @@ def test_armac_bootstrap_runs_fits_and_round_trips(tmp_path, game, sampler):
   for _ in range(3):
     out = a.step()
   assert out["regret_loss"] < 0.05, out  # warm-started fits of the cumulative targets
-  assert len(a.cumulative) > 0 and len(a.regret_replay) == 0
+  assert len(a.regret_fit.cumulative) > 0 and a.regret_fit.pending is None  # no replay
   path = tmp_path / "c.pt"
   torch.save(a.state_dict(), path)
   b = ARMAC(game, cfg, seed=0)
   d = torch.load(path, weights_only=True)
   b.load_state_dict(d)
-  for x, y in zip(a.cumulative.state_dict().values(), b.cumulative.state_dict().values()):
+  for x, y in zip(a.regret_fit.cumulative.state_dict().values(),
+                  b.regret_fit.cumulative.state_dict().values()):
     assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
   assert a.step() == b.step()
-  d["cumulative"] = None
-  with pytest.raises(ValueError, match="regret_fit=bootstrap"):
+  d["regret_fit"] = {**d["regret_fit"], "fit": "rows"}
+  with pytest.raises(ValueError, match="regret_fit=bootstrap.*regret_fit=rows"):
     ARMAC(game, cfg, seed=0).load_state_dict(d)

@@ -11,7 +11,7 @@ Bit for bit. A float32 matrix product sums in an order that depends on the batch
 row run alone can differ from the same row inside a batch in the last bits, and the
 difference grows with the weights (past 1e-6 in pi_j within the first epoch of a 30 s Leduc
 run). So every recomputation runs on a batch of the learner's shape with each row at the
-learner's place (`ARMAC._sample`: the (B, D) batch through the groups' snapshots, or, on
+learner's place (`ARMAC.sample_episodes`: the (B, D) batch through the groups' snapshots, or, on
 the compiled tree with every group on the live net, one row per distinct information-state
 id of the whole batch, in id order; the scheduler: the (R, D) rows of the step); the other
 rows are zeros, which does not change a row's result. Whether a row's bits depend on the
@@ -35,11 +35,15 @@ import os
 import numpy as np
 import torch
 
+from armac_spiel.armac import ARMAC, CURRENT, learner_ids
+from armac_spiel.config import from_dict
+from armac_spiel.networks import masked_softmax, regret_matching, uniform_policy
 from armac_spiel.safe_load import UnsafeFileError, load_tensor_file
 from armac_spiel.recording.format import (FORMAT, LEARNER_RULE, POLICY_FORMAT, POLICY_RE,
                                           STEP_KEYS, Capture, ReplayError, params_hash,
                                           replay_files)
 from armac_spiel.scheduler import make_scheduler
+from games import infostate_table, load_game
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +132,6 @@ class _Policy:
   """One policy file: the learner rebuilt from it, and its batch regenerated on demand."""
 
   def __init__(self, path: str, ck: dict):
-    from armac_spiel.config import from_dict
-    from games import load_game
     self.path, self.ck = path, ck
     self.cfg = from_dict(ck["config"])
     self.sgame = load_game(ck["game"])
@@ -138,20 +140,18 @@ class _Policy:
     self.per = self.cfg.episodes_per_epoch // self.cfg.groups_per_epoch
     self.net, self.alive, self.sids = _rebuild(ck), None, {}
     # With a tree, the learner's sampling forward on the live net goes by information-state
-    # id (ARMAC._sample -> unique_forward: one row per distinct id of the whole batch, in id
+    # id (ARMAC.sample_episodes -> unique_forward: one row per distinct id of the whole batch, in id
     # order). A recorded row's id comes from pyspiel's information-state string, as the tree
     # compiled it; the batch's other ids (`sids`, from the regenerated batch) only set the
     # shape and the row's place.
     self.sid_of = None
-    if self.net._tree is not None:
-      from games import infostate_table
+    if self.net.tree is not None:
       self.sid_of = infostate_table(ck["game"]).index  # the tree's information-state ids
     self._learners = None
 
   def learner(self, batch_index: int) -> int:
     """The learning player the trainer assigns to this batch index (armac.learner_ids)."""
     if self._learners is None:
-      from armac_spiel.armac import learner_ids
       bank = self.ck["params"]["bank"]
       bank_epoch = dict(zip(bank["slots"], bank["epoch"]))
       ep = torch.tensor([self.ck["epoch"] if s < 0 else bank_epoch.get(s, -1)
@@ -185,7 +185,7 @@ class _Policy:
       net.sampler.set_rng_state(self.ck["sampler_rng"])
       if net.scheduler is not None:
         net.scheduler.load_state_dict(self.ck["params"]["scheduler"])
-      net._sample(torch.tensor(self.slots, dtype=torch.long))
+      net.sample_episodes(torch.tensor(self.slots, dtype=torch.long))
     finally:
       net.recorder = None
     self.alive, self.sids = alive, sids
@@ -194,8 +194,6 @@ class _Policy:
 
 def _rebuild(ck: dict):
   """The ARMAC learner of a policy file (CPU): networks, snapshot rows, counters."""
-  from armac_spiel.armac import ARMAC
-  from armac_spiel.config import from_dict
   cfg = from_dict(ck["config"])
   p = ck["params"]
   scheduler = None
@@ -383,11 +381,9 @@ def _replay(rec: dict, pol: _Policy, chk: _EpisodeCheck) -> _Replayed:
 @torch.no_grad()
 def _recompute(pol: _Policy, eps_: list[_Replayed]) -> None:
   """pi_j, the behaviour and the scheduler's inputs of every replayed step, computed on
-  batches of the shapes the learner used (`ARMAC._sample`), each row at its own place:
+  batches of the shapes the learner used (`ARMAC.sample_episodes`), each row at its own place:
   float32 matrix products sum in an order that depends on the batch shape, so a row run
   alone can differ from the learner's value in the last bits. Fills `r.checks`."""
-  from armac_spiel.armac import CURRENT
-  from armac_spiel.networks import masked_softmax, regret_matching, uniform_policy
   net, cfg, sg = pol.net, pol.cfg, pol.sgame
   b, g, d, a_dim = cfg.episodes_per_epoch, cfg.groups_per_epoch, sg.info_state_size, sg.num_actions
   slots = torch.tensor(pol.slots, dtype=torch.long)
@@ -411,11 +407,11 @@ def _recompute(pol: _Policy, eps_: list[_Replayed]) -> None:
       xu = torch.zeros(len(place), d)
       xu[pos] = xs
       pi_j = regret_matching(net.regret(xu)[pos], ms)
-    else:  # policy_fn of ARMAC._sample: the whole (B, D) batch through _group_forward
+    else:  # policy_fn of ARMAC.sample_episodes: the whole (B, D) batch through group_forward
       x = torch.zeros(b, d)
       m = torch.ones(b, a_dim, dtype=torch.bool)
       x[idx], m[idx] = xs, ms
-      w = net._group_forward("regret", slots, x.view(g, pol.per, -1)).view(b, -1)
+      w = net.group_forward("regret", slots, x.view(g, pol.per, -1)).view(b, -1)
       pi_j = regret_matching(w, m)[idx]
     for k, r in enumerate(rows):
       r.chk.close(t, "regret_policy", r.rec["steps"]["regret_policy"][t], pi_j[k].numpy())

@@ -1,0 +1,85 @@
+"""ARMAC's training rows as typed records, and the tables that turn their ids into encodings.
+
+Each record is a NamedTuple of tensors with one row per entry of dim 0 (as OpenSpiel's
+`AdvantageMemory` in pytorch/deep_cfr.py); a field a learner does not fill is None, and a
+replay (armac_spiel.buffers.TensorBuffer) stores only the others. With a compiled tree (the
+tree sampler) rows carry ids in place of encodings: node ids for the critic (-1: padding),
+information-state ids for W and the actor. `TreeTables` gathers the encodings they stand
+for, so a replay of ids holds the same rows as one of encodings in a fraction of the memory
+(experiments/bench_checkpoint.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+
+class CriticRows(NamedTuple):
+  """Episodes padded to the game's longest (E, T, ...): the critic's replay rows."""
+  player: Tensor                  # (E, T) long, -1 on padding
+  action: Tensor                  # (E, T) long, 0 on padding
+  valid: Tensor                   # (E, T) bool
+  returns: Tensor                 # (E, N) float32
+  mu: Optional[Tensor] = None     # (E, T) behaviour probability of the action (retrace)
+  node: Optional[Tensor] = None   # (E, T) compiled-tree node ids (-1: padding), or
+  history: Optional[Tensor] = None  # (E, T, N*D) history encodings,
+  info: Optional[Tensor] = None   # (E, T, D) information-state encodings and
+  mask: Optional[Tensor] = None   # (E, T, A) legal masks
+
+
+class RegretRows(NamedTuple):
+  """Regret targets r^j(s, .) at the learning player's states (one row per state visit)."""
+  target: Tensor                  # (R, A) float32, 0 at illegal actions
+  weight: Tensor                  # (R,) float32 correction of the learner's own reach
+  j: Tensor                       # (R,) long epoch of the policy j that was replayed
+  player: Optional[Tensor] = None  # (R,) long acting player (read by BootstrapFit)
+  sid: Optional[Tensor] = None    # (R,) long information-state ids, or
+  info: Optional[Tensor] = None   # (R, D) encodings and
+  mask: Optional[Tensor] = None   # (R, A) legal masks
+
+
+class PolicyRows(NamedTuple):
+  """Mean-policy targets pi^t(s) at the opponent's states of the current groups."""
+  probs: Tensor                   # (R, A) float32
+  weight: Tensor                  # (R,) float32 correction of the learner's own reach
+  epoch: Tensor                   # (R,) long epoch t of the policy
+  sid: Optional[Tensor] = None    # (R,) long information-state ids, or
+  info: Optional[Tensor] = None   # (R, D) encodings and
+  mask: Optional[Tensor] = None   # (R, A) legal masks
+
+
+def to_device(rows: NamedTuple, device) -> NamedTuple:
+  """The record with every tensor on `device` (None fields stay None)."""
+  return type(rows)(*(None if v is None else v.to(device) for v in rows))
+
+
+class TreeTables:
+  """A compiled tree's encodings by id, on the learner's device: per node (index -1, the
+  last row, is padding's zero row) and per information state."""
+
+  def __init__(self, tree, device):
+    self.tree = tree
+    self.history = tree.history_ext.to(device)
+    self.node_info = tree.node_info_ext.to(device)
+    self.node_mask = tree.legal_ext.to(device)
+    self.state_info = tree.info_tensors.to(device)
+    self.state_mask = tree.info_legal.to(device)
+    self.state_info_ext = tree.info_ext.to(device)  # zero row at -1: padding's id
+    self.node_sid = torch.cat([tree.infostate, torch.tensor([-1])]).to(device)  # -1 -> -1
+
+  def node_inputs(self, rows: CriticRows) -> CriticRows:
+    """Critic rows with the encodings of their node ids (rows that hold them: as they are)."""
+    if rows.info is not None:
+      return rows
+    n = rows.node
+    return rows._replace(history=self.history[n], info=self.node_info[n],
+                         mask=self.node_mask[n])
+
+  def state_inputs(self, rows):
+    """W's or the actor's rows with the encodings and legal masks of their state ids."""
+    if rows.info is not None:
+      return rows
+    return rows._replace(info=self.state_info[rows.sid], mask=self.state_mask[rows.sid])

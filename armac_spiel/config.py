@@ -51,7 +51,7 @@ class ARMACConfig(Params):
   # Policy buffer (past regret nets and critics).
   max_snapshots: int = 256
   snapshot_weighting: str = "linear"  # CFR weight of policy j in W's mean: uniform | linear
-  policy_draw: str = "balanced"       # uniform (ARMAC.md) | balanced (see ARMAC._balanced_picks)
+  policy_draw: str = "balanced"       # uniform (ARMAC.md) | balanced (see past_policies.PolicyDraw)
   # Critic: Tree Backup (or Retrace) towards the current policy.
   tb_lambda: float = 1.0
   critic_trace: str = "tree_backup"  # trace c = lambda * pi(a) | retrace: lambda * min(1, pi/mu)
@@ -66,7 +66,7 @@ class ARMACConfig(Params):
   regret_replay: int = 1_000_000     # reservoir rows (regret_fit=rows; states keeps sums)
   regret_steps: int = 8
   regret_batch: int = 2048
-  regret_scale_sqrt_t: bool = True   # regress on sqrt(t+1) * targets (see ARMAC._train_regret)
+  regret_scale_sqrt_t: bool = True   # regress on sqrt(t+1) * targets (see fits.RowsFit.loss)
   regret_fit: str = "rows"           # rows: SGD on replay rows | states: full-batch on the
                                      # replay's per-information-state means (see ARMAC) |
                                      # bootstrap: W carries the cumulative regret sums
@@ -74,11 +74,11 @@ class ARMACConfig(Params):
   regret_lstsq: int = 0              # states: 0 off; N > 0: N Adam steps (instead of
                                      # regret_steps), then W's last layer is solved exactly
                                      # (ridge least squares on the hidden features of the
-                                     # seen states; ARMAC._train_regret_states)
+                                     # seen states; fits.StatesFit.train)
   bootstrap_memory: int = 200_000    # distinct encodings W is re-fitted on (bootstrap)
   regret_discount: str = "none"      # none: CFR weights (snapshot_weighting) | dcfr: DCFR's
                                      # discounted sums (needs regret_fit=states, policy_draw=
-                                     # current; see ARMAC._fold_regret_sums)
+                                     # current; see fits.StatesFit.fold)
   regret_plus: bool = False          # clip the cumulative regrets at 0 each epoch (RM+, as
                                      # CFR+ / DCFR+; regret_fit=bootstrap only)
   dcfr_alpha: float = 1.5            # DCFR: positive sums *= n^alpha / (n^alpha + 1)

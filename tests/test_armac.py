@@ -25,12 +25,8 @@ from armac_spiel.buffers import TensorBuffer
 from armac_spiel.networks import MLP, SnapshotBank, regret_matching
 from armac_spiel.records import RegretRows
 from armac_spiel.safe_load import load_tensor_file, tensor_bytes
+from tests.conftest import REPO, TINY
 
-TINY = dict(critic_hidden=(16,), regret_hidden=(16,), actor_hidden=(16,),
-            episodes_per_epoch=64, groups_per_epoch=4, current_groups=1, critic_steps=2,
-            regret_steps=2, actor_steps=2, critic_batch_episodes=32, regret_batch=64,
-            actor_batch=64, max_snapshots=4, eval_every=2)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("game, sampler", [("kuhn_poker", "tree"), ("leduc_poker", "tree"),

@@ -369,6 +369,20 @@ def test_trainer_distills_and_checkpoints(tmp_path):
   assert last["scheduler.lambda_mean"] > first["scheduler.lambda_mean"] + 0.2
 
 
+def test_the_scheduler_net_starts_from_the_run_seed():
+  """Its initial weights come from the seed, not from torch's global generator (which
+  torch seeds at random in each process): one seed, one net; another seed, another."""
+  cfg = from_dict({"state_keying": {"level": 1}})
+  size = games.load_game("leduc_poker").info_state_size
+  weights = []
+  for seed, global_seed in ((3, 0), (3, 1), (4, 0)):
+    torch.manual_seed(global_seed)
+    tr = SchedulerTrainer(cfg, size, "leduc_poker", seed=seed)
+    weights.append(torch.cat([p.detach().flatten() for p in tr.net.parameters()]))
+  assert torch.equal(weights[0], weights[1])
+  assert not torch.equal(weights[0], weights[2])
+
+
 def test_cluster_file_atomic_persist(tmp_path):
   path = str(tmp_path / "sub" / "clusters.pt")
   cfg = StateKeyingConfig(level=2, n_clusters=4, cluster_file=path)

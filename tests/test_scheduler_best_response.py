@@ -21,7 +21,7 @@ from armac_spiel.scheduler.mixer import normalise
 from armac_spiel.scheduler.utilities import best_response_utilities
 from games import load_game
 from games.tree import compile_tree
-from tests.test_armac import REPO, TINY
+from tests.conftest import REPO, TINY
 
 torch.set_num_threads(1)
 BINS = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -19,7 +19,7 @@ from armac_spiel.armac import ARMAC
 from armac_spiel.scheduler import Deployment, Scheduler, SchedulerHooks, make_scheduler
 from armac_spiel.scheduler.config import SchedulerSuiteConfig, from_dict
 from games import StepBatch, infostate_table
-from tests.test_armac import REPO, TINY
+from tests.conftest import REPO, TINY
 
 torch.set_num_threads(1)
 GAME = "kuhn_poker"

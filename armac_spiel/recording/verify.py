@@ -15,7 +15,7 @@ learner's place (`ARMAC.sample_episodes`: the (B, D) batch through the groups' s
 the compiled tree with every group on the live net, one row per distinct information-state
 id of the whole batch, in id order; the scheduler: the (R, D) rows of the step); the other
 rows are zeros, which does not change a row's result. Whether a row's bits depend on the
-batch's row count depends on the BLAS kernel: on an AMD EPYC (AVX2) they did not for these
+batch's row count depends on the BLAS kernel: on one AVX2 machine they did not for these
 shapes, under `MKL_CBWR=COMPATIBLE` they do (a verifier that used the (B, D) batch where the
 learner ran the distinct ids failed tests/test_replay.py there, as on the CI machine), and
 tests/test_replay.py checks the shapes on any machine with a net whose output moves with

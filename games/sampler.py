@@ -17,6 +17,7 @@ Learners see only `Sampler.sample`, so a backend is swapped without touching the
 from __future__ import annotations
 
 import abc
+import bisect
 import itertools
 from typing import Callable, NamedTuple
 
@@ -210,10 +211,11 @@ class _Ragged:
     self.n[idx] = pos + 1
 
   def push(self, i: int, v: int) -> None:
-    if self.n[i] == self.a.shape[1]:
+    n = int(self.n[i])
+    if n == self.a.shape[1]:
       self.a = np.concatenate([self.a, np.full_like(self.a, -1)], 1)
-    self.a[i, self.n[i]] = v
-    self.n[i] += 1
+    self.a[i, n] = v
+    self.n[i] = n + 1
 
 
 class LockstepSampler(Sampler):
@@ -237,6 +239,7 @@ class LockstepSampler(Sampler):
     if cache_size < 1:
       raise ValueError(f"cache_size must be at least 1 (the root node), got {cache_size}")
     self.cache_size = cache_size
+    self._num_players = sgame.num_players
     n, d, a_dim = sgame.num_players, sgame.info_state_size, sgame.num_actions
     c_dim = max(sgame.game.max_chance_outcomes(), 1)
     self._node = _Table(kind=((), np.int8, -1), row=((), np.int64, -1))
@@ -263,7 +266,14 @@ class LockstepSampler(Sampler):
 
   def _add_node(self, state) -> int:
     """Id of a new node for `state` (its kind's table gets a row)."""
-    if state.is_chance_node():
+    p = state.current_player()
+    if p >= 0:
+      row, kind = self._dec.add(), _DECISION
+      hist = state.information_state_tensor(0)
+      for q in range(1, self._num_players):
+        hist += state.information_state_tensor(q)
+      self._pending_dec.append((row, p, hist, state.legal_actions()))
+    elif state.is_chance_node():
       outcomes, probs = zip(*state.chance_outcomes())
       cdf = np.cumsum(probs)
       c, m = self._chance, len(outcomes)
@@ -272,15 +282,9 @@ class LockstepSampler(Sampler):
       c.cdf[row, :m] = cdf / cdf[-1]
       c.out[row, :m] = outcomes
       kind = _CHANCE
-    elif state.is_terminal():
+    else:
       row, kind = self._term.add(), _TERMINAL
       self._pending_term.append((row, state.returns()))
-    else:
-      row, kind = self._dec.add(), _DECISION
-      hist = state.information_state_tensor(0)
-      for q in range(1, self.sgame.num_players):
-        hist += state.information_state_tensor(q)
-      self._pending_dec.append((row, state.current_player(), hist, state.legal_actions()))
     nid = self._node.add()
     self._node.kind[nid] = kind
     self._node.row[nid] = row
@@ -329,10 +333,11 @@ class LockstepSampler(Sampler):
       acts = sample_actions(probs, mask, self.rng.random(len(act))).numpy()
       ep.moves.append(act, acts)
       child = dec.child[rows, acts]
-      for j in np.flatnonzero(child < 0).tolist():  # new nodes, in episode order
-        r, a = int(rows[j]), int(acts[j])
+      new = np.flatnonzero(child < 0)  # new nodes, in episode order
+      for j, i, r, a in zip(new.tolist(), act[new].tolist(), rows[new].tolist(),
+                            acts[new].tolist()):
         c = dec.child[r, a]  # another episode may have just added it
-        child[j] = c if c >= 0 else ep.reach(int(act[j]), r, a, chance=False)
+        child[j] = c if c >= 0 else ep.reach(i, r, a, chance=False)
       ep.cur[act] = child
       steps.append((act, rows, acts, probs.detach().to("cpu", torch.float32).numpy()))
       n_prev = len(act)
@@ -375,9 +380,10 @@ class LockstepSampler(Sampler):
         used += 1
         r = int(node.row[nid])
         m = int(ch.num[r])
-        k = min(int(np.searchsorted(ch.cdf[r, :m], x, side="right")), m - 1)
-        ep.moves.push(i, ch.out[r, k])
-        ep.chance.push(i, ch.out[r, k])
+        k = min(bisect.bisect_right(ch.cdf[r, :m].tolist(), x), m - 1)
+        o = int(ch.out[r, k])
+        ep.moves.push(i, o)
+        ep.chance.push(i, o)
         child = int(ch.child[r, k])
         nid = ep.cur[i] = child if child >= 0 else ep.reach(i, r, k, chance=True)
     return used

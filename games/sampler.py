@@ -9,7 +9,8 @@ Only decision steps are recorded (chance is merged into transitions). The result
 `Trajectories` record of tensors padded in the time dimension.
 
 Backends:
-- `LockstepSampler` steps pyspiel states; it works for every game `games.load_game` accepts.
+- `LockstepSampler` plays pyspiel games and memoises the nodes it reaches in numpy tables;
+  it works for every game `games.load_game` accepts.
 - `games.tree.TreeSampler` (small games) steps a compiled tree with pure tensor operations.
 Learners see only `Sampler.sample`, so a backend is swapped without touching them.
 """

@@ -1,15 +1,20 @@
-"""Sampling throughput on Leduc (episodes per second), measured in one run.
+"""Sampling throughput (episodes per second) on games of the ladder, measured in one run.
 
   python -m experiments.bench_sampling --out=bench_sampling.json
+  python -m experiments.bench_sampling --games=leduc,liars_dice_1,goofspiel_5 --notree
 
-Keys: `plain_pyspiel_eps` (a plain pyspiel loop, uniform random actions), `lockstep_eps`
-(LockstepSampler with a small MLP policy in the loop), and, where the compiled tree backend
-exists, `tree_eps` (TreeSampler with the same MLP as a `TablePolicy`: the network runs once per
-batch on all 936 information states and every step is a table look-up; encodings are gathered
-when read, not here), `tree_rowwise_eps` (TreeSampler calling the MLP on every decision row, as
-a learner whose policy differs per episode does) and `eval_s_leduc` (exact evaluation of the MLP
-policy on Leduc, tabularisation included). The contenders alternate in rounds; rates are
-medians over rounds and ratios against plain pyspiel medians of the per-round ratios.
+Per game (`games` in the JSON, by rung name of games/ladder.py): `plain_pyspiel_eps` (a plain
+pyspiel loop, uniform random actions: no policy call and no encoding, so less work than any
+sampler does), `lockstep_eps` (LockstepSampler with a small MLP policy in the loop; every
+field of its Trajectories is built), and, where the compiled tree fits and `--tree` is on,
+`tree_eps` (TreeSampler with the same MLP as a `TablePolicy`: the network runs once per batch
+on all information states and every step is a table look-up; encodings are gathered when
+read, not here), `tree_rowwise_eps` (TreeSampler calling the MLP on every decision row, as a
+learner whose policy differs per episode does) and `eval_s` (exact evaluation of the MLP
+policy, tabularisation included). The contenders alternate in rounds; rates are medians over
+rounds and ratios against plain pyspiel medians of the per-round ratios. Each sampler is new
+for each game and warmed by one batch: the lockstep sampler's node cache fills while it is
+measured, as in the first minutes of training.
 """
 
 import json
@@ -21,11 +26,14 @@ import torch
 from absl import app, flags
 
 import games
+from armac_spiel import evaluation
 from armac_spiel.atomic import atomic_write_text
+from games import ladder, tree
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench_sampling.json", "Output JSON path.")
-flags.DEFINE_string("game_name", "leduc_poker", "OpenSpiel game string.")
+flags.DEFINE_list("games", ["leduc"], "Ladder rungs (names in games/ladder.py) to measure.")
+flags.DEFINE_bool("tree", True, "Also measure the compiled-tree sampler where the tree fits.")
 flags.DEFINE_float("seconds", 5.0, "Measurement time per contender.")
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds.")
 flags.DEFINE_integer("lockstep_batch", 2048, "Episodes per lockstep batch (the learner uses 2048).")
@@ -88,21 +96,15 @@ def plain_pyspiel(game, rng, episodes=200):
   return episodes
 
 
-def main(argv):
-  del argv
-  torch.set_num_threads(1)
-  sg = games.load_game(FLAGS.game_name)
+def bench_game(game_string: str) -> dict:
+  """The contenders' rates on one game (and the exact evaluation time where the tree fits)."""
+  sg = games.load_game(game_string)
   policy, table_fn = mlp_policy(sg)
   rng = random.Random(FLAGS.seed)
-  out = {"game": FLAGS.game_name, "torch_threads": 1}
   lock = games.LockstepSampler(sg, FLAGS.seed)
   fns = {"plain_pyspiel": lambda: plain_pyspiel(sg.game, rng),
          "lockstep": lambda: lock.sample(policy, FLAGS.lockstep_batch).batch_size}
-  try:
-    from games import tree
-  except ImportError:
-    tree = None
-  has_tree = tree is not None and tree.tree_fits(FLAGS.game_name)
+  has_tree = FLAGS.tree and tree.tree_fits(game_string)
   if has_tree:
     ts = tree.TreeSampler(sg, FLAGS.seed)
     table_policy = games.TablePolicy(table_fn)
@@ -110,21 +112,35 @@ def main(argv):
     fns["tree_rowwise"] = lambda: ts.sample(policy, FLAGS.tree_batch).batch_size
   per_round = rates(fns, FLAGS.seconds, FLAGS.rounds)
   plain = np.asarray(per_round["plain_pyspiel"])
+  out = {"game": game_string}
   for k, r in per_round.items():
     out[f"{k}_eps"] = float(np.median(r))
     if k != "plain_pyspiel":  # median of the per-round ratios: robust to shared load
       out[f"{k}_over_plain"] = float(np.median(np.asarray(r) / plain))
   if has_tree:
-    from armac_spiel import evaluation
-    evaluation.fast_exploitability(FLAGS.game_name, table_fn)  # warm caches (tree compile)
+    evaluation.fast_exploitability(game_string, table_fn)  # warm caches (tree compile)
     times = []
     for _ in range(5):
       t0 = time.perf_counter()
-      evaluation.fast_exploitability(FLAGS.game_name, table_fn)
+      evaluation.fast_exploitability(game_string, table_fn)
       times.append(time.perf_counter() - t0)
-    out["eval_s_leduc"] = float(np.median(times))
+    out["eval_s"] = float(np.median(times))
+  return out
+
+
+def main(argv):
+  del argv
+  try:
+    rungs = [ladder.rung(name) for name in FLAGS.games]
+  except ValueError as e:
+    raise app.UsageError(f"--games={','.join(FLAGS.games)}: {e}") from e
+  torch.set_num_threads(1)
+  out = {"torch_threads": 1, "seconds": FLAGS.seconds, "rounds": FLAGS.rounds,
+         "lockstep_batch": FLAGS.lockstep_batch, "games": {}}
+  for r in rungs:
+    out["games"][r.name] = bench_game(r.game)
+    print(json.dumps({r.name: out["games"][r.name]}), flush=True)
   atomic_write_text(FLAGS.out, json.dumps(out, indent=1))
-  print(json.dumps(out))
 
 
 if __name__ == "__main__":

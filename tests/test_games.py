@@ -1,12 +1,15 @@
 """Game layer: validation, sizes, encodings against pyspiel, samplers, enumeration."""
 
+import bisect
+
 import numpy as np
 import pytest
 import scipy.stats
 import torch
 
 import games
-from games import GameError, LockstepSampler, infostate_table, load_game
+from games import GameError, LockstepSampler, StepBatch, infostate_table, load_game
+from games.sampler import _Uniforms, sample_actions
 from games.infostates import decision_states
 
 ACCEPTED = ["kuhn_poker", "leduc_poker", "leduc_poker(players=3)", "liars_dice(numdice=1)",
@@ -156,7 +159,110 @@ def test_lockstep_node_cache_limit_changes_nothing():
   a = LockstepSampler(sg, seed=11).sample(uniform_policy, 128)
   small = LockstepSampler(sg, seed=11, cache_size=7)
   b = small.sample(uniform_policy, 128)
-  assert len(small._nodes) == 7
+  assert small.num_cached_nodes == 7
   for x, y in zip(a, b):
     if x is not None:
       assert torch.equal(x, y)
+
+
+def reference_lockstep(sg, rng, policy_fn, batch_size, max_chain=2):
+  """The lockstep sampler's rules with one pyspiel state per episode and nothing cached:
+  per step a pool of max_chain uniforms per game still playing, read in episode order by
+  its chance nodes (inverse CDF on the normalised cumulative sums), then single draws once
+  the pool is spent; then one uniform per action (`sample_actions`)."""
+  n, a_dim, d = sg.num_players, sg.num_actions, sg.info_state_size
+  states = [sg.new_initial_state() for _ in range(batch_size)]
+  chance = [[] for _ in range(batch_size)]
+  active, steps = list(range(batch_size)), []
+  while True:
+    u = iter(rng.random(len(active) * max_chain).tolist())
+    still = []
+    for i in active:
+      s = states[i]
+      while s.is_chance_node():
+        outcomes, probs = zip(*s.chance_outcomes())
+        cdf = np.cumsum(probs)
+        x = next(u, None)
+        x = rng.random() if x is None else x
+        o = outcomes[min(bisect.bisect_right((cdf / cdf[-1]).tolist(), x), len(outcomes) - 1)]
+        chance[i].append(o)
+        s.apply_action(o)
+      if not s.is_terminal():
+        still.append(i)
+    active = still
+    if not active:
+      break
+    r = len(active)
+    hist = np.asarray([sum((states[i].information_state_tensor(p) for p in range(n)), [])
+                       for i in active], dtype=np.float32)
+    player = np.asarray([states[i].current_player() for i in active])
+    info = hist.reshape(r, n, d)[np.arange(r), player]
+    mask = np.zeros((r, a_dim), dtype=bool)
+    for j, i in enumerate(active):
+      mask[j, states[i].legal_actions()] = True
+    probs = policy_fn(StepBatch(torch.from_numpy(info), torch.from_numpy(mask),
+                                torch.from_numpy(player), torch.tensor(active), len(steps)))
+    acts = sample_actions(probs, torch.from_numpy(mask), rng.random(r)).tolist()
+    for i, a in zip(active, acts):
+      states[i].apply_action(a)
+    steps.append((active, info, hist, mask, player, acts, probs.float().numpy()))
+  t_max, c_max = max(len(steps), 1), max(max(len(c) for c in chance), 1)
+  out = dict(info_state=np.zeros((batch_size, t_max, d), np.float32),
+             history=np.zeros((batch_size, t_max, n * d), np.float32),
+             legal_mask=np.zeros((batch_size, t_max, a_dim), bool),
+             player=np.full((batch_size, t_max), -1), action=np.full((batch_size, t_max), -1),
+             behaviour=np.zeros((batch_size, t_max, a_dim), np.float32))
+  for t, step in enumerate(steps):
+    for k, v in zip(("info_state", "history", "legal_mask", "player", "action", "behaviour"),
+                    step[1:]):
+      out[k][step[0], t] = v
+  out["chance"] = np.asarray([c + [-1] * (c_max - len(c)) for c in chance])
+  out["returns"] = np.asarray([s.returns() for s in states], dtype=np.float32)
+  out["length"] = (out["player"] >= 0).sum(1)
+  return out
+
+
+def softmax_policy(sg):
+  """A fixed random linear softmax policy: the draws depend on the probabilities."""
+  g = torch.Generator().manual_seed(0)
+  w = torch.randn(sg.info_state_size, sg.num_actions, generator=g)
+
+  def policy(batch):
+    return torch.softmax((batch.info_state @ w).masked_fill(~batch.legal_mask, -1e9), 1)
+  return policy
+
+
+@pytest.mark.parametrize("game_string,cache_size", [
+    ("leduc_poker", 1_000_000), ("leduc_poker", 60), ("kuhn_poker", 1),
+    # four chance nodes in a row (more than the pool of two per game), 16 deals
+    ("liars_dice(numdice=2,dice_sides=2)", 1_000_000), ("liars_dice(numdice=2,dice_sides=2)", 300),
+    ("turn_based_simultaneous_game(game=goofspiel(imp_info=True,num_cards=4,"
+     "points_order=descending,returns_type=win_loss))", 1_000_000)])
+def test_lockstep_equals_the_per_episode_reference(game_string, cache_size):
+  """Bit for bit, batch after batch (the node cache fills, then overflows when small), with
+  the generator left in the same state."""
+  sg = load_game(game_string)
+  policy = softmax_policy(sg)
+  sampler = LockstepSampler(sg, seed=5, cache_size=cache_size)
+  rng = np.random.default_rng(5)
+  for batch_size in (64, 1, 200, 200, 500):
+    tr = sampler.sample(policy, batch_size)
+    ref = reference_lockstep(sg, rng, policy, batch_size)
+    for k, v in ref.items():
+      np.testing.assert_array_equal(getattr(tr, k).numpy(), v, err_msg=k)
+    assert tr.valid.numpy().tolist() == (ref["player"] >= 0).tolist()
+    assert sampler.rng.bit_generator.state == rng.bit_generator.state
+  assert sampler.num_cached_nodes <= cache_size
+
+
+def test_uniform_pool_reads_ahead_without_consuming():
+  """Reading past the pool and settling on fewer leaves the generator where single draws
+  would: at max(pool, used) uniforms."""
+  for used in (0, 3, 10, 11, 25):
+    rng, ref = np.random.default_rng(1), np.random.default_rng(1)
+    pool = _Uniforms(rng, 10)
+    u = pool.upto(30)[:used]
+    pool.settle(used)
+    want = ref.random(10).tolist() + [ref.random() for _ in range(max(used - 10, 0))]
+    assert u.tolist() == want[:used]
+    assert rng.random() == ref.random()

@@ -12,55 +12,82 @@ import torch
 from games.sampler import (PolicyFn, Sampler, StepBatch, TablePolicy, Trajectories,
                            sample_actions)
 from games.spiel import SpielGame
-from games.tree.arrays import CHANCE, DECISION, TERMINAL
-from games.tree.compile import DEFAULT_MAX_NODES, GameTree, compile_tree
+from games.tree.arrays import CHANCE, DECISION, TERMINAL, TreeArrays
+from games.tree.compile import DEFAULT_MAX_NODES, compile_tree
 
 
-class _ChancePaths(NamedTuple):
+class ChancePaths(NamedTuple):
   """Runs of consecutive chance nodes, flattened: one row per outcome sequence.
 
   A segment holds the sequences from one entry chance node (the root or a chance node whose
-  parent decides) to the first non-chance node; `cum` is the segment id plus the sequence's
-  normalised cumulative probability, so one `searchsorted` on `segment + u` draws a run."""
-  segment: np.ndarray   # (M,) int64: segment of each entry chance node, -1 elsewhere
-  last: np.ndarray      # (S,) int64: last path row of each segment
+  parent decides) to the first non-chance node, in depth-first order; `cum` is the segment
+  id plus the sequence's normalised cumulative probability, so one `searchsorted` on
+  `segment + u` draws a run."""
+  segment: np.ndarray   # (M,) segment of each entry chance node, -1 elsewhere
+  last: np.ndarray      # (G,) int64: last path row of each segment
   cum: np.ndarray       # (P,) float64: segment + cumulative probability within the segment
   target: np.ndarray    # (P,) int64: first non-chance node of the run
   length: np.ndarray    # (P,) int64: chance outcomes in the run
   outcomes: np.ndarray  # (P, L) int64: chance outcomes in order, -1 padded
 
 
-def _chance_paths(t: GameTree) -> _ChancePaths:
-  kind, parent = t.kind.numpy(), t.parent.numpy()
-  children, outcome, prob = t.children.numpy(), t.chance_outcome.numpy(), t.chance_prob.numpy()
+def _children(a: TreeArrays, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Children of `nodes` (parent order, then slot order) and their parent's row."""
+  cnt = a.num_children[nodes].astype(np.int64)
+  local = np.repeat(np.arange(len(nodes)), cnt)
+  start = np.cumsum(cnt) - cnt
+  return a.first_child[nodes][local] + (np.arange(len(local)) - start[local]), local
+
+
+def chance_paths(a: TreeArrays) -> ChancePaths:
+  """The chance runs of a tree, expanded one chance level at a time."""
+  kind, parent = a.kind, a.parent
   is_chance = kind == CHANCE
   entries = np.flatnonzero(is_chance & ((parent < 0) | ~is_chance[np.maximum(parent, 0)]))
-  segment = np.full(t.num_nodes, -1, dtype=np.int64)
-  last, cum, target, runs = [], [], [], []
-  for s, root in enumerate(entries):
-    segment[root] = s
-    paths, todo = [], [(int(root), (), 1.0)]
-    while todo:
-      node, seq, pr = todo.pop()
-      if not is_chance[node]:
-        paths.append((node, seq, pr))
-        continue
-      for k in reversed(range(int((outcome[node] >= 0).sum()))):
-        todo.append((int(children[node, k]), seq + (int(outcome[node, k]),), pr * prob[node, k]))
-    p = np.cumsum([x[2] for x in paths])
-    cum.append(s + p / p[-1])
-    target.extend(x[0] for x in paths)
-    runs.extend(x[1] for x in paths)
-    last.append(len(target) - 1)
-  width = max((len(r) for r in runs), default=1)
-  outcomes = np.full((len(runs), width), -1, dtype=np.int64)
-  for i, r in enumerate(runs):
-    outcomes[i, :len(r)] = r
-  cum = np.concatenate(cum) if cum else np.zeros(0)
-  cum[np.asarray(last, dtype=np.int64)] = np.arange(len(last)) + 1.0  # exact segment ends
-  return _ChancePaths(segment, np.asarray(last, dtype=np.int64), cum,
-                      np.asarray(target, dtype=np.int64),
-                      np.asarray([len(r) for r in runs], dtype=np.int64), outcomes)
+  segment = np.full(a.num_nodes, -1, dtype=np.int64 if a.num_nodes >= 2**31 else np.int32)
+  segment[entries] = np.arange(len(entries))
+  edge_prob = a.edge_probs[a.edge_prob_id]
+  # Rows of the current chance frontier: node, segment, probability, slots and outcomes.
+  node, seg = entries, np.arange(len(entries))
+  prob = np.ones(len(entries))
+  slots = np.zeros((len(entries), 0), dtype=np.int64)
+  outs = slots
+  done = []  # (target, segment, probability, slots, outcomes) per run length
+  while node.size:
+    child, local = _children(a, node)
+    prob = prob[local] * edge_prob[child]
+    slot = child - a.first_child[node][local]
+    slots = np.concatenate([slots[local], slot[:, None]], 1)
+    outs = np.concatenate([outs[local], a.action[child][:, None].astype(np.int64)], 1)
+    seg = seg[local]
+    c = is_chance[child]
+    done.append((child[~c], seg[~c], prob[~c], slots[~c], outs[~c]))
+    node, seg, prob, slots, outs = child[c], seg[c], prob[c], slots[c], outs[c]
+  width = max(len(done), 1)
+  pad = lambda x, r: np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=r)
+  target = np.concatenate([d[0] for d in done]) if done else np.zeros(0, dtype=np.int64)
+  seg = np.concatenate([d[1] for d in done]) if done else np.zeros(0, dtype=np.int64)
+  prob = np.concatenate([d[2] for d in done]) if done else np.zeros(0)
+  slots = np.concatenate([pad(d[3], -1) for d in done]) if done else np.zeros((0, 1), np.int64)
+  outs = np.concatenate([pad(d[4], -1) for d in done]) if done else np.full((0, 1), -1)
+  length = np.concatenate([np.full(len(d[0]), j + 1) for j, d in enumerate(done)]
+                          ) if done else np.zeros(0, dtype=np.int64)
+  # Depth-first order within each segment: lexicographic in the slots (runs are prefix-free).
+  order = np.lexsort(tuple(slots[:, j] for j in range(width - 1, -1, -1)) + (seg,))
+  target, seg, prob, length, outs = (x[order] for x in (target, seg, prob, length, outs))
+  n_seg = len(entries)
+  sizes = np.bincount(seg, minlength=n_seg)
+  first = np.cumsum(sizes) - sizes
+  last = first + sizes - 1
+  cs = prob.copy()  # cumulative sums within each segment, added left to right
+  by_size = np.argsort(-sizes, kind="stable")
+  for j in range(1, int(sizes.max(initial=0))):
+    active = first[by_size[:np.searchsorted(-sizes[by_size], -j, side="left")]]
+    cs[active + j] += cs[active + j - 1]
+  cum = seg + cs / cs[last[seg]]
+  cum[last] = np.arange(n_seg) + 1.0  # exact segment ends
+  return ChancePaths(segment, last.astype(np.int64), cum, target.astype(np.int64),
+                     length.astype(np.int64), outs.astype(np.int64))
 
 
 class TreeSampler(Sampler):
@@ -75,7 +102,8 @@ class TreeSampler(Sampler):
     self.tree = compile_tree(sgame.game_string, max_nodes)
     t = self.tree
     m, s = t.num_nodes, t.num_infostates
-    self._paths = cp = _chance_paths(t)
+    a = t.arrays
+    self._paths = cp = chance_paths(a)
     # Guide table (Chen & Asau) over segment + u: bin j = floor(key * K) starts the search at
     # the first path whose cumulative sum exceeds j / K; `_guide_steps` increments finish it.
     # K is a power of two, so j / K and key * K are exact and the result equals searchsorted.
@@ -86,22 +114,22 @@ class TreeSampler(Sampler):
     self._guide = np.searchsorted(cp.cum, points, side="right")
     self._guide_steps = int(np.diff(self._guide).max()) if n_seg else 0
     self._cum_ext = np.append(cp.cum, np.inf)
-    self._children = t.children.numpy()
-    self._children_flat = self._children.reshape(-1)  # child of (n, a) at n * width + a
-    self._child_width = self._children.shape[1]
-    self._terminal = np.append(t.kind.numpy() == TERMINAL, False)
+    # The child after action a at a decision node n: first_child[n] + rank[s(n) * A + a].
+    self._first_child = a.first_child
+    self._rank = (np.cumsum(a.info_legal, 1) - 1).reshape(-1)
+    self._terminal = np.append(a.kind == TERMINAL, False)
     # Index m (numpy: -1) is the padding node; infostate s is the padding (zero) row.
-    self._infostate = np.append(np.where(t.infostate.numpy() >= 0, t.infostate.numpy(), s), s)
-    self._player = np.append(t.player.numpy(), -1)
-    self._returns = t.returns.numpy().astype(np.float32)
+    inf = a.infostate.astype(np.int64)
+    self._infostate = np.append(np.where(inf >= 0, inf, s), s)
+    self._player = np.append(a.player, -1).astype(np.int64)
+    self._return_rows = a.return_values.astype(np.float32)
+    self._return_id = a.return_id
     self._info = t.info_ext
     self._legal = torch.cat([t.info_legal, torch.zeros(1, t.num_actions, dtype=torch.bool)])
-    self._history = t.history_ext
     # Most decision steps and chance outcomes on any root-to-leaf path.
-    dec = np.zeros(m, dtype=np.int64)
-    cha = np.zeros(m, dtype=np.int64)
-    par = t.parent.numpy()
-    kind = t.kind.numpy()
+    dec = np.zeros(m, dtype=np.int16)
+    cha = np.zeros(m, dtype=np.int16)
+    par, kind = a.parent, a.kind
     b = t.depth_bounds
     for d in range(1, len(b) - 1):
       lo, hi = b[d], b[d + 1]
@@ -151,9 +179,9 @@ class TreeSampler(Sampler):
 
   def _table(self, policy: TablePolicy):
     """The policy over every information state (one call), as float32 probabilities with a
-    zero padding row, and per node [cdf (A), total, nextafter(total, 0)] in float64, laid
-    out as `sample_actions` builds them: both paths draw the same actions from the same
-    uniforms."""
+    zero padding row, and per information state [cdf (A), total, nextafter(total, 0)] in
+    float64, laid out as `sample_actions` builds them: both paths draw the same actions from
+    the same uniforms."""
     s_n, a_dim = self.tree.num_infostates, self.tree.num_actions
     with torch.no_grad():
       probs = policy.fn(self._info[:s_n], self._legal[:s_n]).detach().to("cpu")
@@ -163,7 +191,7 @@ class TreeSampler(Sampler):
     tab[:, a_dim] = tab[:, a_dim - 1]
     tab[:, a_dim + 1] = np.nextafter(tab[:, a_dim], 0.0)
     beh = torch.cat([probs.to(torch.float32), torch.zeros(1, a_dim)])
-    return beh, tab[self._infostate]
+    return beh, tab
 
   def sample(self, policy_fn: PolicyFn, batch_size: int) -> Trajectories:
     """Plays `batch_size` episodes. A `TablePolicy` is evaluated once on every information
@@ -172,7 +200,7 @@ class TreeSampler(Sampler):
     b, a_dim, t_cap, pad = batch_size, t.num_actions, self._max_steps, t.num_nodes
     tabular = isinstance(policy_fn, TablePolicy)
     if tabular:
-      beh_table, node_tab = self._table(policy_fn)
+      beh_table, state_tab = self._table(policy_fn)
     else:
       beh = np.zeros((b, t_cap, a_dim), dtype=np.float32)
     nodes = np.full((t_cap, b), pad, dtype=np.int64)  # time-major: one row write per step
@@ -186,7 +214,7 @@ class TreeSampler(Sampler):
     step = 0
     while ep.size:
       if tabular:
-        c = node_tab[node]
+        c = state_tab[self._infostate[node]]
         key = np.minimum(self.rng.random(ep.size) * c[:, a_dim], c[:, a_dim + 1])
         acts = (c[:, 0] <= key).astype(np.int64)  # = count of cdf entries <= key, clamped
         for k in range(1, a_dim - 1):
@@ -201,7 +229,7 @@ class TreeSampler(Sampler):
         beh[ep, step] = probs.detach().to("cpu", torch.float32).numpy()
       nodes[step, ep] = node
       action[step, ep] = acts
-      node = self._children_flat[node * self._child_width + acts]
+      node = self._first_child[node] + self._rank[self._infostate[node] * a_dim + acts]
       step += 1
       ep, node = self._advance(ep, node, chance, count, final, length, step)
     t_max = max(step, 1)
@@ -217,13 +245,13 @@ class TreeSampler(Sampler):
     # Encodings (and the other per-step fields) are gathered from the tree's tables when
     # first read.
     info = lambda: torch.index_select(self._info, 0, sid()).view(b, t_max, -1)
-    hist = lambda: torch.index_select(self._history, 0, ids_t.view(-1)).view(b, t_max, -1)
+    hist = lambda: t.history_of(torch.where(ids_t == pad, -1, ids_t))
     legal = lambda: torch.index_select(self._legal, 0, sid()).view(b, t_max, a_dim)
     player = lambda: torch.from_numpy(self._player[ids])
     c_max = max(int(count.max()) if b else 0, 1)
     return Trajectories(
         info, hist, legal, player, torch.from_numpy(np.ascontiguousarray(action[:t_max].T)),
         behaviour, torch.from_numpy(valid), torch.from_numpy(length),
-        torch.from_numpy(self._returns[final]),
+        torch.from_numpy(self._return_rows[self._return_id[final]]),
         torch.from_numpy(np.ascontiguousarray(chance[:, :c_max])),
         lambda: torch.from_numpy(np.where(valid, ids, -1)))

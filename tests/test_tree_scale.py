@@ -12,6 +12,7 @@ import pyspiel
 import pytest
 import torch
 
+from armac_spiel import evaluation
 from games import infostate_table, ladder, load_game
 from games.tree import (CHANCE, DECISION, TERMINAL, Exact, TreeArrays, compile_tree,
                         traverse, tree_fits)
@@ -247,3 +248,35 @@ def test_bench_eval_writes_one_record_per_game(tmp_path):
   skipped = res[ladder.goofspiel(3)]  # 67 nodes, above the limit
   assert skipped["nodes"] > 60 and skipped["openspiel_s"] is None
   assert skipped["agree"] is None and "skipped" in skipped["openspiel"]
+
+
+def test_fast_exploitabilities_batch_the_tree_calls():
+  tree = compile_tree("leduc_poker")
+  tables = list(_random_policies(tree, 3, seed=2)) + [tree.uniform_policy()]
+  many = evaluation.fast_exploitabilities("leduc_poker", tables)
+  assert many == [evaluation.fast_exploitability("leduc_poker", t) for t in tables]
+  game = pyspiel.load_game("leduc_poker")
+  for (expl, nc), t in zip(many, tables):
+    assert expl == pytest.approx(pyspiel.exploitability(game, tree.to_pyspiel_policy(t)),
+                                 abs=1e-9)
+    assert nc == 2 * expl
+
+
+@pytest.mark.parametrize("game_string", ["leduc_poker", ladder.rung("goofspiel_4").game])
+def test_best_response_order_puts_children_and_states_first(game_string):
+  tree = compile_tree(game_string)
+  a = tree.arrays
+  for i in range(tree.num_players):
+    level = tree.exact.best_response_order(i)
+    assert (level[a.parent[1:]] > level[1:]).all()  # every node after its children
+    assert (level[a.num_children == 0] == 0).all()
+    own = np.flatnonzero(a.player == i)
+    per_state = {}
+    for n, s in zip(own, a.infostate[own]):
+      per_state.setdefault(int(s), set()).add(int(level[n]))
+    assert all(len(v) == 1 for v in per_state.values())  # a state's nodes share a level
+    # Tight: a node one above its highest child, unless held back by its state.
+    top = np.zeros(a.num_nodes, dtype=np.int64)
+    np.maximum.at(top, a.parent[1:], level[1:])
+    inner = np.flatnonzero((a.num_children > 0) & (a.player != i))
+    assert (level[inner] == top[inner] + 1).all()

@@ -16,9 +16,10 @@ once per pass; K policies share the index work):
 
 A node's value sums its children's weighted values in the floating-point order of
 torch.sum over a dense row of W columns (children by action or chance slot), so that the
-results do not depend on K, on the grouping of nodes or on the thread count: children in
+results do not depend on K or on how nodes are grouped (CPU passes run on one thread,
+`one_thread`, so no reduction is split): children in
 the first SEQUENTIAL_COLUMNS columns are summed by index_add in column order (torch's CPU
-sum adds such a row left to right: tested in tests/test_tree_exact.py); wider rows are
+sum adds such a row left to right: tests/test_tree_scale.py checks it); wider rows are
 summed as dense rows by torch.sum. On CUDA the order of index_add is not fixed: results
 agree to rounding.
 """
@@ -221,14 +222,16 @@ class Exact:
     level = np.full(m, -1, dtype=np.int64)
     frontier = np.flatnonzero(a.num_children == 0)
     level[frontier] = 0
+    slot = np.zeros(m + s, dtype=np.int64)  # scratch: deduplicates the ready vertices
     h = 0
     while True:
-      f = frontier[frontier > 0]
-      if not f.size:
+      pv = vert[parent[frontier[frontier > 0]]]
+      if not pv.size:
         break
-      uniq, cnt = np.unique(vert[parent[f]], return_counts=True)
-      pending[uniq] -= cnt
-      ready = uniq[pending[uniq] == 0]
+      np.subtract.at(pending, pv, 1)
+      ready = pv[pending[pv] == 0]
+      slot[ready] = np.arange(len(ready))
+      ready = ready[slot[ready] == np.arange(len(ready))]  # each vertex once
       nodes, sets = ready[ready < m], ready[ready >= m] - m
       if sets.size:
         lens = starts[sets + 1] - starts[sets]
@@ -395,7 +398,7 @@ class Exact:
 
   # Chunks of K policies.
   def _chunks(self, probs: torch.Tensor):
-    """Yields (policies (S, A, K'), chunk) over K, each chunk fitting work_bytes."""
+    """Yields the policies as tables (S, A, K') in chunks of K that fit work_bytes."""
     k = 1 if probs.dim() == 2 else probs.shape[0]
     per = max(1, self.arrays.num_nodes * 8 * (self.num_players + 6))
     step = max(1, min(k, self.work_bytes // per))

@@ -18,9 +18,10 @@ interpreter, so that its peak resident memory is its own, in these steps:
 
 Written: per game string {nodes, infostates, compile_s, load_s, prepare_s, peak_rss_mb,
 eval_s, eval_batch_s, cfv_s, openspiel_s, agree, value, openspiel_value, bytes_per_node,
-compile_s_per_node, ..., command, provenance} (peaks from VmHWM, reset between the steps through
-/proc/self/clear_refs; Linux only) and the run's provenance. With --figure, a log-log plot
-of evaluation seconds against nodes for both.
+compile_s_per_node, ..., command, provenance}. Seconds are wall time; `*_cpu_s` are the
+process's CPU seconds of the same step (steadier on a shared machine). Peaks come from
+VmHWM, reset between the steps through /proc/self/clear_refs (Linux only). With --figure,
+a log-log plot of evaluation seconds against nodes for both.
 """
 
 import json
@@ -93,9 +94,10 @@ def measure(game_string: str) -> dict:
   zero_sum = sg.is_two_player_zero_sum
   out = {"game": game_string, "imports_rss_mb": _status()["VmRSS"] / 1024}
   _reset_peak()
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   arrays = traverse(sg, FLAGS.max_nodes)
   out["compile_s"] = time.perf_counter() - t0
+  out["compile_cpu_s"] = time.process_time() - c0
   out["peak_rss_compile_mb"] = _peak_mb()
   m = arrays.num_nodes
   out.update(nodes=m, infostates=arrays.num_infostates,
@@ -122,12 +124,14 @@ def measure(game_string: str) -> dict:
   probs = _random_policies(tree, max(FLAGS.batch, 1), FLAGS.seed)
   p = probs[0]
   ex.nash_conv(p)  # untimed: allocator warm-up
-  times = []
+  times, cpu = [], []
   for _ in range(FLAGS.repeats):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     nc = ex.nash_conv(p)
     times.append(time.perf_counter() - t0)
+    cpu.append(time.process_time() - c0)
   out["eval_s"] = statistics.median(times)
+  out["eval_cpu_s"] = statistics.median(cpu)
   out["value"] = nc / 2 if zero_sum else nc
   out["value_kind"] = "exploitability" if zero_sum else "nash_conv"
   if FLAGS.batch:
@@ -144,14 +148,16 @@ def measure(game_string: str) -> dict:
   if m <= FLAGS.openspiel_max_nodes:
     pol = tree.to_pyspiel_policy(p)
     _reset_peak()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ref = (pyspiel.exploitability(sg.game, pol) if zero_sum else
            pyspiel.nash_conv(sg.game, pol))
     out["openspiel_s"] = time.perf_counter() - t0
+    out["openspiel_cpu_s"] = time.process_time() - c0
     out["peak_rss_openspiel_mb"] = _peak_mb()
     out["openspiel_value"] = float(ref)
     out["agree"] = abs(out["value"] - float(ref)) <= AGREE_TOL
     out["speedup"] = out["openspiel_s"] / out["eval_s"]
+    out["speedup_cpu"] = out["openspiel_cpu_s"] / out["eval_cpu_s"]
   else:
     out.update(openspiel_s=None, openspiel_value=None, agree=None,
                openspiel="skipped: more than --openspiel_max_nodes nodes")
@@ -201,7 +207,9 @@ def main(argv):
     print(json.dumps({k: r.get(k) for k in ("game", "nodes", "compile_s", "load_s",
                                               "eval_s", "openspiel_s", "agree",
                                               "peak_rss_mb")}), flush=True)
-  prov = {"command": " ".join(["python -m experiments.bench_eval"] + sys.argv[1:]),
+  args = [a.split("=")[0] + "=OUT" if a.startswith(("--out=", "--figure=")) else a
+          for a in sys.argv[1:]]  # the command, not where its output went
+  prov = {"command": " ".join(["python -m experiments.bench_eval"] + args),
           "provenance": rundir.provenance()}
   atomic_write_text(FLAGS.out, json.dumps({g: {**r, **prov} for g, r in results.items()},
                                           indent=1))

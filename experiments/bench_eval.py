@@ -21,7 +21,8 @@ eval_s, eval_batch_s, cfv_s, openspiel_s, agree, value, openspiel_value, bytes_p
 compile_s_per_node, ..., command, provenance}. Seconds are wall time; `*_cpu_s` are the
 process's CPU seconds of the same step (steadier on a shared machine). Peaks come from
 VmHWM, reset between the steps through /proc/self/clear_refs (Linux only). With --figure,
-a log-log plot of evaluation seconds against nodes for both.
+a log-log plot of evaluation CPU seconds against nodes for both (--plot_only=F.json draws
+it from an earlier output).
 """
 
 import json
@@ -54,7 +55,8 @@ flags.DEFINE_integer("seed", 0, "Seed of the random policies.")
 flags.DEFINE_integer("repeats", 3, "Timed evaluations per game (the median is reported).")
 flags.DEFINE_integer("batch", 8, "Policies of the batched evaluation (0 skips it).")
 flags.DEFINE_string("device", "cpu", "Device of the exact evaluator (cpu or cuda).")
-flags.DEFINE_string("figure", "", "If set, a PNG of evaluation seconds against nodes.")
+flags.DEFINE_string("figure", "", "If set, a PNG of evaluation CPU seconds against nodes.")
+flags.DEFINE_string("plot_only", "", "Draw --figure from this earlier --out, measuring nothing.")
 flags.DEFINE_string("one", "", "Internal: measure this one game and print a JSON line.")
 
 AGREE_TOL = 1e-9
@@ -167,18 +169,19 @@ def measure(game_string: str) -> dict:
 
 
 def _figure(results: dict, path: str) -> None:
+  """Log-log CPU seconds of one evaluation against nodes, for both evaluators."""
   import matplotlib  # optional dependency: only for --figure
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   rows = sorted(results.values(), key=lambda r: r["nodes"])
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  ax.loglog([r["nodes"] for r in rows], [r["eval_s"] for r in rows], "o-",
-            label="compiled tree (exact, float64)")
-  os_rows = [r for r in rows if r.get("openspiel_s") is not None]
-  ax.loglog([r["nodes"] for r in os_rows], [r["openspiel_s"] for r in os_rows], "s--",
+  ax.loglog([r["nodes"] for r in rows], [r["eval_cpu_s"] for r in rows], "o-",
+            label="compiled tree (games.tree, float64)")
+  os_rows = [r for r in rows if r.get("openspiel_cpu_s") is not None]
+  ax.loglog([r["nodes"] for r in os_rows], [r["openspiel_cpu_s"] for r in os_rows], "s--",
             label="OpenSpiel C++ pyspiel.exploitability")
   ax.set_xlabel("nodes of the game tree")
-  ax.set_ylabel("seconds per evaluation")
+  ax.set_ylabel("CPU seconds per evaluation (one thread)")
   ax.set_title("Exact exploitability of one random policy")
   ax.grid(True, which="both", alpha=0.3)
   ax.legend()
@@ -190,6 +193,12 @@ def main(argv):
   del argv
   if FLAGS.one:
     print(json.dumps(measure(FLAGS.one)), flush=True)
+    return
+  if FLAGS.plot_only:
+    if not FLAGS.figure:
+      raise app.UsageError("--plot_only needs --figure (the PNG to write)")
+    with open(FLAGS.plot_only) as f:
+      _figure(json.load(f), FLAGS.figure)
     return
   games = [g.strip() for g in FLAGS.games.split(";") if g.strip()]
   if not games:

@@ -9,7 +9,8 @@ becomes one with `tabularise`:
 
 Exploitability (two-player zero-sum only) and NashConv come from `pyspiel.exploitability` /
 `pyspiel.nash_conv`; `fast_exploitability` uses the compiled-tree evaluator (games.tree)
-when the tree fits, which tests check against OpenSpiel's. `evaluate_learner` is what the
+when the tree fits, which tests check against OpenSpiel's, and `fast_exploitabilities`
+evaluates several policies in one batched call on it. `evaluate_learner` is what the
 run loop logs at each evaluation; `cfr_plus_curve` is the CFR+ reference of the plots.
 """
 
@@ -24,8 +25,9 @@ import pyspiel
 import torch
 from open_spiel.python import policy as os_policy
 
-from games import infostate_table, load_game, tree
+from games import infostate_table, load_game
 from games.infostates import one_state_per_infostate
+from games.tree import compile_tree, tree_fits
 
 BatchedPolicyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PolicyLike = Union[torch.Tensor, BatchedPolicyFn, os_policy.Policy, pyspiel.Policy]
@@ -156,13 +158,20 @@ def cfr_plus_table(game_string: str, iterations: int) -> torch.Tensor:
 def fast_exploitability(game_string: str, probs: PolicyLike) -> tuple[Optional[float], float]:
   """(exploitability, nash_conv) of a policy; exploitability is None unless the game is
   two-player zero-sum. Uses the compiled tree when it fits, else pyspiel (C++)."""
-  probs = tabularise(game_string, probs)
+  return fast_exploitabilities(game_string, [probs])[0]
+
+
+def fast_exploitabilities(game_string: str,
+                          policies: list[PolicyLike]) -> list[tuple[Optional[float], float]]:
+  """fast_exploitability of each policy. On the compiled tree all of them are evaluated in
+  one batched call (games.tree.exact.Exact), with the values of one call each."""
+  tables = [tabularise(game_string, p) for p in policies]
   two_zs = load_game(game_string).is_two_player_zero_sum
-  if tree.tree_fits(game_string):
-    nc = float(tree.compile_tree(game_string).nash_conv(probs))
+  if tree_fits(game_string):
+    ncs = compile_tree(game_string).nash_conv(torch.stack(tables)).tolist()
   else:
-    nc = nash_conv(game_string, probs)
-  return (nc / 2.0 if two_zs else None), nc
+    ncs = [nash_conv(game_string, t) for t in tables]
+  return [((nc / 2.0 if two_zs else None), nc) for nc in ncs]
 
 
 def evaluate_learner(learner) -> dict:

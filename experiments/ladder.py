@@ -47,7 +47,7 @@ def main(argv):
     game = pyspiel.load_game(r.game)
     t0 = time.perf_counter()
     if r in ladder.LARGE and not FLAGS.count:
-      sizes = {"histories_estimate": round(tree._knuth_estimate(game, 4096))}
+      sizes = {"histories_estimate": round(tree.knuth_estimate(game, 4096))}
     else:
       sizes = walk(game)
     print(json.dumps({"rung": r.name, "family": r.family, "game": r.game, **sizes,

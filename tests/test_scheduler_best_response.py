@@ -168,7 +168,11 @@ def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
 def test_best_response_on_a_game_beyond_the_tree_names_br_critic():
   suite = from_dict({})
   with pytest.raises(config_lib.ConfigError, match="br_critic"):
-    Scheduler(suite, "universal_poker", 0, "cpu", "discrete")
+    # Limit hold'em: far beyond the tree's node limit.
+    Scheduler(suite, "universal_poker(betting=limit,numPlayers=2,numRounds=4,"
+              "blind=1 2,raiseSize=2 2 4 4,firstPlayer=1 2 2 2,maxRaises=3 4 4 4,"
+              "numSuits=4,numRanks=13,numHoleCards=2,numBoardCards=0 3 1 1)", 0, "cpu",
+              "discrete")
 
 
 def test_deterministic_replay_section_records_and_sets_the_tolerance(tmp_path):

@@ -40,7 +40,7 @@ def main(argv):
       continue
     cur = learner.current_policy().table()
     q = exact_q(tree, cur)[dec]
-    reach = tree._reach(cur).prod(1)[dec]
+    reach = tree.reach(cur).prod(1)[dec]
     with torch.no_grad():
       pred = learner.critic(tree.history[dec].float()).double()
     if learner.zero_sum2:

@@ -65,7 +65,7 @@ class _ReachAverage:
     self._nodes, self._sid = dec.nonzero().squeeze(1), tree.infostate[dec]
 
   def add(self, probs: torch.Tensor, weight: float) -> None:
-    r = self.tree._reach(probs)[self._nodes]
+    r = self.tree.reach(probs)[self._nodes]
     own = r.gather(1, self.tree.player[self._nodes].unsqueeze(1)).squeeze(1)
     reach = torch.zeros(self.tree.num_infostates, dtype=torch.float64)
     reach[self._sid] = own  # perfect recall: every node of a state has the same own reach

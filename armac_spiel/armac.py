@@ -51,6 +51,7 @@ docs/armac-state-sums-and-floor.md.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 import numpy as np
@@ -363,6 +364,7 @@ class ARMAC:
 
   def step(self) -> dict:
     """One ARMAC epoch; returns its losses (row counts in `last_counts`)."""
+    t0 = time.perf_counter()
     for fit in (self.regret_fit, self.actor_fit):
       fit.decay_lr(self.epoch)
     slots = self.draw.slots(self.epoch)
@@ -376,7 +378,7 @@ class ARMAC:
     regret_loss = self.regret_fit.train(self.epoch)
     actor_loss = self.actor_fit.train(self.epoch)
     if self.scheduler is not None:
-      self.scheduler.train_step(self, traj, learner)
+      self.scheduler.train_step(self, traj, learner, time.perf_counter() - t0)
     self.epoch += 1
     self.episodes += traj.batch_size
     self.last_losses = {"critic_loss": critic_loss, "regret_loss": regret_loss,

@@ -9,16 +9,17 @@ becomes one with `tabularise`:
 
 Exploitability (two-player zero-sum only) and NashConv come from `pyspiel.exploitability` /
 `pyspiel.nash_conv`; `fast_exploitability` uses the compiled-tree evaluator (games.tree)
-when the tree fits, which tests check against OpenSpiel's, and `fast_exploitabilities`
-evaluates several policies in one batched call on it. `evaluate_learner` is what the
-run loop logs at each evaluation; `cfr_plus_curve` is the CFR+ reference of the plots.
+when the tree fits, which tests check against OpenSpiel's; `exact_values` (and
+`fast_exploitabilities`) evaluate several policies in one batched call on it.
+`evaluate_learner` is what the run loop logs at each evaluation; `cfr_plus_curve` is the
+CFR+ reference of the plots.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import numpy as np
 import pyspiel
@@ -155,6 +156,30 @@ def cfr_plus_table(game_string: str, iterations: int) -> torch.Tensor:
   return tabularise(game_string, solver.average_policy())
 
 
+class ExactValues(NamedTuple):
+  """K policies evaluated exactly: each one's exploitability (None unless the game is
+  two-player zero-sum) and NashConv, and on the compiled tree each one's own reach of every
+  information state (games.tree.Evaluation.own_reach; None beyond the tree)."""
+  exploitability: list[Optional[float]]
+  nash_conv: list[float]
+  own_reach: Optional[torch.Tensor]   # (K, S) float64
+
+
+def exact_values(game_string: str, policies: list[PolicyLike]) -> ExactValues:
+  """Exploitability and NashConv of each policy. On the compiled tree all of them are
+  evaluated in one batched call (games.tree.exact.Exact), each with the values of a call of
+  its own; beyond the tree each goes through OpenSpiel's C++ nash_conv."""
+  tables = [tabularise(game_string, p) for p in policies]
+  two_zs = load_game(game_string).is_two_player_zero_sum
+  reach = None
+  if tree_fits(game_string):
+    ev = compile_tree(game_string).evaluate(torch.stack(tables))
+    ncs, reach = ev.nash_conv.tolist(), ev.own_reach
+  else:
+    ncs = [nash_conv(game_string, t) for t in tables]
+  return ExactValues([nc / 2.0 if two_zs else None for nc in ncs], ncs, reach)
+
+
 def fast_exploitability(game_string: str, probs: PolicyLike) -> tuple[Optional[float], float]:
   """(exploitability, nash_conv) of a policy; exploitability is None unless the game is
   two-player zero-sum. Uses the compiled tree when it fits, else pyspiel (C++)."""
@@ -163,26 +188,22 @@ def fast_exploitability(game_string: str, probs: PolicyLike) -> tuple[Optional[f
 
 def fast_exploitabilities(game_string: str,
                           policies: list[PolicyLike]) -> list[tuple[Optional[float], float]]:
-  """fast_exploitability of each policy. On the compiled tree all of them are evaluated in
-  one batched call (games.tree.exact.Exact), with the values of one call each."""
-  tables = [tabularise(game_string, p) for p in policies]
-  two_zs = load_game(game_string).is_two_player_zero_sum
-  if tree_fits(game_string):
-    ncs = compile_tree(game_string).nash_conv(torch.stack(tables)).tolist()
-  else:
-    ncs = [nash_conv(game_string, t) for t in tables]
-  return [((nc / 2.0 if two_zs else None), nc) for nc in ncs]
+  """fast_exploitability of each policy, in one batched call on the tree (exact_values)."""
+  ev = exact_values(game_string, policies)
+  return list(zip(ev.exploitability, ev.nash_conv))
 
 
 def evaluate_learner(learner) -> dict:
-  """Exact exploitability / NashConv of a Learner's average policy, of its current policy
-  when it has one (`current_table`), and its `evaluation_extras()`."""
+  """Exact exploitability / NashConv of a Learner's average policy and of its current
+  policy when it has one (`current_table`), in one batched call, and its
+  `evaluation_extras()`."""
   g = learner.game_string
-  expl, nc = fast_exploitability(g, learner.average_table())
-  out = {"exploitability": expl, "nash_conv": nc}
   current = getattr(learner, "current_table", None)
-  if current is not None:
-    expl, nc = fast_exploitability(g, current())
+  tables = [learner.average_table()] + ([] if current is None else [current()])
+  (expl, nc), *rest = fast_exploitabilities(g, tables)
+  out = {"exploitability": expl, "nash_conv": nc}
+  if rest:
+    expl, nc = rest[0]
     out.update(exploitability_current=expl, nash_conv_current=nc)
   extras = getattr(learner, "evaluation_extras", None)
   if extras is not None:

@@ -7,9 +7,10 @@ run layer's `RunSpec`.
 - Built: on construction each field is coerced to its annotated type (`float` takes any
   real number and numeric strings, since PyYAML reads `1e-4` as a string; `int` takes
   integers, never bools; `tuple[int, ...]` takes a list; a `Params` field takes a mapping,
-  its keys then dotted (`meta_regret.K`); `Optional[X]` takes None), then `validate()`
-  runs. `Cls.from_dict(d, base=None, where=None)` builds one from a mapping (YAML, JSON,
-  `--set`) over `base` or the defaults, and names unknown keys.
+  its keys then dotted (`meta_regret.K`); `Optional[X]` takes None; `X | Literal["auto"]`
+  takes the word or an X), then `validate()` runs. `Cls.from_dict(d, base=None,
+  where=None)` builds one from a mapping (YAML, JSON, `--set`) over `base` or the
+  defaults, and names unknown keys.
 - Validated: a subclass's `validate()` states each rule as `self.need(ok, field, allowed)`.
 - Reported: `to_dict()` is plain data (tuples as lists, sections as dicts): config.json.
 
@@ -145,8 +146,19 @@ def _coerce(typ, value, key: str):
   if origin in (typing.Union, types.UnionType):
     if value is None and type(None) in args:
       return None
-    (inner,) = [a for a in args if a is not type(None)]
-    return _coerce(inner, value, key)
+    words = [w for a in args if typing.get_origin(a) is typing.Literal
+             for w in typing.get_args(a)]
+    if isinstance(value, str) and value in words:
+      return value
+    (inner,) = [a for a in args if a is not type(None) and typing.get_origin(a) is not
+                typing.Literal]
+    try:
+      return _coerce(inner, value, key)
+    except ConfigError:
+      if not words:
+        raise
+      raise ConfigError.field(key, value, " or ".join(
+          [_NAMES.get(inner, str(inner))] + [repr(w) for w in words])) from None
   if isinstance(typ, type) and issubclass(typ, Params):
     if isinstance(value, typ):
       return value

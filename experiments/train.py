@@ -45,6 +45,10 @@ flags.DEFINE_string("config", None, "YAML config (ARMAC keys and scheduler secti
 flags.DEFINE_string("device", "auto", "auto | cpu | cuda.")
 flags.DEFINE_integer("eval_every", None, "Steps (ARMAC: epochs) between exact evaluations.")
 flags.DEFINE_float("eval_every_s", None, "Training seconds between exact evaluations.")
+flags.DEFINE_float("eval_fraction", None, "Most share of the run's seconds that exact "
+                   "evaluations take: a due evaluation waits until it fits (default 0.1; "
+                   "--eval_every, --eval_every_s or --set=eval_every=N fix the cadence "
+                   "instead; 0: fixed).")
 flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its checkpoint.")
 flags.DEFINE_enum("scheduler", None, list(SCHEDULER_MODES),
                   "Per-state scheduler between actor and regret policies (ARMAC).")
@@ -75,8 +79,8 @@ def spec_from_flags() -> runs.RunSpec:
       FLAGS.algo, FLAGS.game_name, FLAGS.seed, FLAGS.out_dir, config_path=FLAGS.config,
       sets=parse_sets(FLAGS.set), time_budget_s=FLAGS.time_budget_s,
       max_steps=max_steps, eval_every=FLAGS.eval_every, eval_every_s=FLAGS.eval_every_s,
-      scheduler=FLAGS.scheduler, sampler=FLAGS.sampler, device=FLAGS.device,
-      resume=FLAGS.resume, plot=FLAGS.plot, record=record)
+      eval_fraction=FLAGS.eval_fraction, scheduler=FLAGS.scheduler, sampler=FLAGS.sampler,
+      device=FLAGS.device, resume=FLAGS.resume, plot=FLAGS.plot, record=record)
 
 
 def make_loggers(spec: runs.RunSpec, show_progress: bool, tensorboard: bool) -> list:

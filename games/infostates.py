@@ -2,7 +2,9 @@
 
 One depth-first walk of the game tree collects each decision state's information-state
 string, tensor, legal mask and acting player. With that table a network policy is
-tabularised in one batched forward pass (see armac_spiel.evaluation).
+tabularised in one batched forward pass (see armac_spiel.evaluation). `games.infostate_table`
+serves the compiled tree's table instead when the tree fits (the same rows in the same
+order); the walk here is for games beyond it.
 """
 
 from __future__ import annotations

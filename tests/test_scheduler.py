@@ -304,7 +304,7 @@ def test_config_errors_and_round_trip():
        "policy_mixer": {"discrete": False}, "state_keying": {"level": 0}}
   c = from_dict(d)
   assert c.scheduler.scheduler_lr == 1e-3 and c.mode == "continuous"
-  assert c.meta_regret.max_states == 10000 and c.meta_regret.decay == 0.995
+  assert c.meta_regret.max_states == "auto" and c.meta_regret.decay == 0.995
   assert from_dict(c.to_dict()) == c
   assert from_dict(SchedulerSuiteConfig().to_dict()) == SchedulerSuiteConfig()
   assert c.with_mode("off").mode == "off" and c.with_mode("discrete").mode == "discrete"

@@ -3,6 +3,7 @@ manager's reach-weighted average, the deployed mix and its export, the update ca
 configs and the benchmark's arms."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from armac_spiel.scheduler import Scheduler
 from armac_spiel.scheduler.config import MetaRegretConfig, from_dict
 from armac_spiel.scheduler.meta_regret import MetaRegretManager
 from armac_spiel.scheduler.mixer import normalise
+from armac_spiel.scheduler.strategies import resolve_strategy
 from armac_spiel.scheduler.utilities import best_response_utilities
 from games import load_game
 from games.tree import compile_tree
@@ -123,7 +125,8 @@ def _tiny_yaml(tmp_path, extra: str = "") -> str:
 
 
 def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
-  cfg = _tiny_yaml(tmp_path, "scheduler:\n  scheduler_warmup_iters: 1\n  scheduler_lr: 1e-2\n")
+  cfg = _tiny_yaml(tmp_path, "scheduler:\n  scheduler_warmup_iters: 1\n  scheduler_lr: 1e-2\n"
+                             "  update_every: 1\n")
   spec = runs.resolve_spec("armac", "kuhn_poker", 0, str(tmp_path / "run"), config_path=cfg,
                            max_steps=4, eval_every=2, scheduler="discrete", device="cpu",
                            plot=False)
@@ -165,14 +168,29 @@ def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
   assert conf["scheduler"]["utility_computation"]["strategy"] == "best_response"
 
 
+HOLDEM = ("universal_poker(betting=limit,numPlayers=2,numRounds=4,blind=1 2,raiseSize=2 2 4 4,"
+          "firstPlayer=1 2 2 2,maxRaises=3 4 4 4,numSuits=4,numRanks=13,numHoleCards=2,"
+          "numBoardCards=0 3 1 1)")  # limit hold'em: far beyond the tree's node limit
+
+
 def test_best_response_on_a_game_beyond_the_tree_names_br_critic():
-  suite = from_dict({})
+  suite = from_dict({"utility_computation": {"strategy": "best_response"}})
   with pytest.raises(config_lib.ConfigError, match="br_critic"):
-    # Limit hold'em: far beyond the tree's node limit.
-    Scheduler(suite, "universal_poker(betting=limit,numPlayers=2,numRounds=4,"
-              "blind=1 2,raiseSize=2 2 4 4,firstPlayer=1 2 2 2,maxRaises=3 4 4 4,"
-              "numSuits=4,numRanks=13,numHoleCards=2,numBoardCards=0 3 1 1)", 0, "cpu",
-              "discrete")
+    Scheduler(suite, HOLDEM, 0, "cpu", "discrete")
+
+
+def test_strategy_auto_is_best_response_on_the_tree_and_br_critic_beyond_it(caplog):
+  """The default strategy (auto) decides by the game, and says so beyond the tree."""
+  assert from_dict({}).utility_computation.strategy == "auto"
+  assert Scheduler(from_dict({}), "kuhn_poker", 0, "cpu", "discrete").strategy == \
+      "best_response"
+  caplog.set_level(logging.INFO)
+  suite = resolve_strategy(from_dict({}), load_game(HOLDEM), HOLDEM)
+  assert suite.utility_computation.strategy == "br_critic"
+  assert any("auto -> br_critic" in r.getMessage() and "beyond the compiled tree" in
+             r.getMessage() for r in caplog.records)
+  explicit = from_dict({"utility_computation": {"strategy": "immediate"}})
+  assert resolve_strategy(explicit, load_game(HOLDEM), HOLDEM) is explicit
 
 
 def test_deterministic_replay_section_records_and_sets_the_tolerance(tmp_path):

@@ -29,7 +29,8 @@ REQUIRED = ("scheduler.states_tracked", "scheduler.bin_entropy", "scheduler.lamb
 
 
 def _suite(level=3, behaviour=False, strategy="best_response", **sched):
-  return from_dict({"scheduler": {"scheduler_warmup_iters": 1, "scheduler_lr": 1e-2, **sched},
+  sched = {"scheduler_warmup_iters": 1, "scheduler_lr": 1e-2, "update_every": 1, **sched}
+  return from_dict({"scheduler": sched,
                     "policy_mixer": {"behaviour": behaviour},
                     "utility_computation": {"strategy": strategy, "br_episodes": 64},
                     "state_keying": {"level": level, "n_clusters": 4,
@@ -191,7 +192,10 @@ def test_yaml_loads_and_unknown_key_is_named(tmp_path):
                        "current_groups: 1\n")
   assert spec_of(plain).scheduler is None
   spec3 = spec_of(plain, sets={"scheduler_mode": "discrete"})
-  assert adapter(spec3).suite == SchedulerSuiteConfig().with_mode("discrete")
+  # The default suite, its strategy (auto) decided for the game: exact on Kuhn's tree.
+  assert spec3.scheduler == SchedulerSuiteConfig().with_mode("discrete").to_dict()
+  assert adapter(spec3).suite == from_dict(
+      {"utility_computation": {"strategy": "best_response"}}).with_mode("discrete")
   bad = _write_yaml(tmp_path / "bad.yaml", SEED_YAML.format(mr_key="max_state"))
   with pytest.raises(config_lib.ConfigError, match=r"meta_regret\.max_state"):
     spec_of(bad)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from armac_spiel import evaluation
-from games import infostate_table, ladder, load_game
+from games import infostates, ladder, load_game
 from games.tree import (CHANCE, DECISION, TERMINAL, Exact, TreeArrays, compile_tree,
                         traverse, tree_fits)
 from games.tree import cache
@@ -46,8 +46,9 @@ def _cfr(game_string, iters=30):
 
 @pytest.mark.parametrize("game_string", SMALL_LADDER)
 def test_information_states_are_the_tables(game_string):
-  """The compiled tree numbers information states as games.infostate_table does."""
-  tree, table = compile_tree(game_string), infostate_table(game_string)
+  """The compiled tree numbers information states as the walk of the game does
+  (games.infostates.infostate_table; games.infostate_table serves the tree's table)."""
+  tree, table = compile_tree(game_string), infostates.infostate_table(game_string)
   assert tree.info_keys == table.keys
   assert torch.equal(tree.info_tensors, table.tensors)
   assert torch.equal(tree.info_legal, table.legal_mask)

@@ -8,6 +8,15 @@ excluded) or `spec.max_steps` steps, whichever comes first. It evaluates exactly
 (`eval_at_start`), and at the end. Each evaluation appends one line to metrics.jsonl:
 the learner's counters, the clocks, the evaluation, the last step's losses and the rates.
 
+Evaluation budget. With `spec.eval_fraction` = f (the default cadence: f = 0.1, see
+armac_spiel.runs.spec), an evaluation that the cadence makes due waits, step after step,
+until it fits: the seconds of the evaluations so far, of this one and of the final one (each
+estimated by the last one's, `eval_s_last`) at most f of the run's seconds (training and
+evaluation, `train_s + eval_s`). The first and the last evaluations always happen. What a
+run computes does not depend on it (evaluation changes nothing that training reads); which
+steps are evaluated does, since it follows the clocks. Each line reports `eval_s_last` and
+`eval_fraction` (eval_s / (train_s + eval_s)); with f None the cadence is fixed.
+
 Resume. After each evaluation the checkpoint is written (atomically) with the learner, the
 loop's clocks and the line it belongs to (`pending`); the line is appended after. On
 resume the metrics file holds either every line up to and including `pending` (extra
@@ -65,7 +74,7 @@ def _run(spec: RunSpec, on_step, loggers) -> list[dict]:
                       "--resume to continue it or choose a new --out_dir")
   learner = build_learner(spec, device)
   clock = {"steps": 0, "train_s": 0.0, "eval_s": 0.0, "n_lines": 0, "last_eval_step": 0,
-           "last_eval_train_s": 0.0, "last_eval_episodes": 0}
+           "last_eval_train_s": 0.0, "last_eval_episodes": 0, "eval_s_last": 0.0}
   if spec.resume and os.path.exists(ckpt_path):
     ck = rundir.load_checkpoint(ckpt_path)
     if ck.get("spec") != spec.identity():
@@ -92,13 +101,15 @@ def _run(spec: RunSpec, on_step, loggers) -> list[dict]:
   def evaluate_and_checkpoint():
     t0 = time.perf_counter()
     ev = evaluation.evaluate_learner(learner)
-    clock["eval_s"] += time.perf_counter() - t0
+    clock["eval_s_last"] = time.perf_counter() - t0
+    clock["eval_s"] += clock["eval_s_last"]
     dt = clock["train_s"] - clock["last_eval_train_s"]
     steps = clock["steps"] - clock["last_eval_step"]
     episodes = learner.episodes - clock["last_eval_episodes"]
     counters = getattr(learner, "counters", None)
     head = counters() if counters else {"step": clock["steps"], "episodes": learner.episodes}
     line = {**head, "train_s": clock["train_s"], "eval_s": clock["eval_s"],
+            "eval_s_last": clock["eval_s_last"], "eval_fraction": eval_fraction(clock),
             **ev, **losses, "steps_per_s": steps / dt if dt > 0 else 0.0,
             "episodes_per_s": episodes / dt if dt > 0 else 0.0, "time": time.time()}
     clock.update(n_lines=clock["n_lines"] + 1, last_eval_step=clock["steps"],
@@ -129,7 +140,8 @@ def _run(spec: RunSpec, on_step, loggers) -> list[dict]:
     since = clock["steps"] - clock["last_eval_step"]
     if ((spec.eval_every and since >= spec.eval_every) or
         (spec.eval_every_s and
-         clock["train_s"] - clock["last_eval_train_s"] >= spec.eval_every_s)):
+         clock["train_s"] - clock["last_eval_train_s"] >= spec.eval_every_s)) and \
+        within_budget(clock, spec.eval_fraction):
       evaluate_and_checkpoint()
   if clock["steps"] > clock["last_eval_step"] or clock["n_lines"] == 0:
     evaluate_and_checkpoint()
@@ -138,6 +150,22 @@ def _run(spec: RunSpec, on_step, loggers) -> list[dict]:
     lg.close()
   finish(spec, learner)
   return rundir.read_metrics(metrics_path)
+
+
+def eval_fraction(clock: dict) -> float:
+  """Share of the run's seconds so far (training and evaluation) spent evaluating."""
+  total = clock["train_s"] + clock["eval_s"]
+  return clock["eval_s"] / total if total > 0 else 0.0
+
+
+def within_budget(clock: dict, fraction: Optional[float]) -> bool:
+  """Whether a due evaluation fits the budget now (module docstring): the evaluations so
+  far, the next and the final one (each costing the last one's seconds) within `fraction`
+  of the run's seconds; always when `fraction` is None."""
+  if fraction is None:
+    return True
+  extra = 2 * clock["eval_s_last"]
+  return clock["eval_s"] + extra <= fraction * (clock["train_s"] + clock["eval_s"] + extra)
 
 
 def _reconcile_metrics(path: str, n_lines: int, pending: dict) -> None:

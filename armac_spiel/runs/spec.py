@@ -59,6 +59,9 @@ ALIASES = {
 DEVICES = ("auto", "cpu", "cuda")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "experiments", "configs")
+# The default bound on the share of a run's seconds (training + evaluation) that exact
+# evaluations take (RunSpec.eval_fraction; armac_spiel.runs.loop).
+DEFAULT_EVAL_FRACTION = 0.1
 # The fields of a RunSpec that define what is computed; resuming requires them unchanged.
 IDENTITY_FIELDS = ("algo", "game", "seed", "hparams", "scheduler")
 # The top-level keys of an ARMAC YAML that belong to the scheduler suite.
@@ -79,6 +82,8 @@ class RunSpec(Params):
   max_steps: Optional[int] = None  # learner steps (ARMAC: epochs)
   eval_every: Optional[int] = None     # steps between exact evaluations
   eval_every_s: Optional[float] = None  # training seconds between exact evaluations
+  eval_fraction: Optional[float] = None  # evaluations' most share of the run's seconds: a
+                                         # due evaluation waits until it fits (None: fixed)
   device: str = "auto"
   resume: bool = False
   plot: bool = True
@@ -141,6 +146,20 @@ def check_budgets(time_budget_s, max_steps, eval_every, eval_every_s,
                       "for ARMAC, --max_steps otherwise, or config max_epochs), or both")
 
 
+def resolve_eval_fraction(eval_fraction: Optional[float], fixed: bool) -> Optional[float]:
+  """RunSpec.eval_fraction from the flags: `--eval_fraction` when given (0: None, a fixed
+  cadence); otherwise DEFAULT_EVAL_FRACTION, or None when the cadence was asked for
+  (`fixed`: --eval_every, --eval_every_s or --set eval_every; runs that are compared
+  evaluate at the steps they name)."""
+  if eval_fraction is None:
+    return None if fixed else DEFAULT_EVAL_FRACTION
+  if not (math.isfinite(eval_fraction) and 0 <= eval_fraction < 1):
+    raise ConfigError(f"--eval_fraction={eval_fraction}: must be in [0, 1): the most share "
+                      "of the run's seconds that exact evaluations may take (0: evaluate at "
+                      "the fixed cadence)")
+  return eval_fraction or None
+
+
 def _resolve_params(params_cls, raw: dict, where: str) -> dict:
   """`raw` over the defaults of `params_cls` (validated by constructing it)."""
   if params_cls is None:
@@ -152,13 +171,17 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                  config_path: Optional[str] = None, sets: Optional[dict] = None,
                  time_budget_s: Optional[float] = None, max_steps: Optional[int] = None,
                  eval_every: Optional[int] = None, eval_every_s: Optional[float] = None,
-                 scheduler: Optional[str] = None, sampler: Optional[str] = None,
+                 eval_fraction: Optional[float] = None, scheduler: Optional[str] = None,
+                 sampler: Optional[str] = None,
                  device: str = "auto", resume: bool = False, plot: bool = True,
                  record: Union[Mapping[str, Any], RecorderConfig, None] = None,
                  config_flag: str = "--config") -> RunSpec:
   """Resolves defaults < YAML < `sets` < flags into a RunSpec (see the module docstring).
 
   For ARMAC, `max_steps` / `eval_every` override the config's `max_epochs` / `eval_every`.
+  `eval_fraction`: see resolve_eval_fraction (the default cadence is bounded to
+  DEFAULT_EVAL_FRACTION of the run's seconds; `eval_every`, `eval_every_s` or an
+  `eval_every` in `sets` fix it).
   For another algorithm the YAML maps its hyper-parameters, either at the top level or in
   a section named after the algorithm (one file may serve several algorithms).
   `record`: RecorderConfig fields (out_dir: --record_replay, may be None), resolved with
@@ -172,6 +195,8 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                 steps_flag="--max_epochs" if learner == "armac" else "--max_steps")
   entry = learner_entry(learner)
   sets = dict(sets or {})
+  eval_fraction = resolve_eval_fraction(eval_fraction, eval_every is not None or
+                                        eval_every_s is not None or "eval_every" in sets)
   path = config_path or None
   source = f"{config_flag}={path}"
   if learner == "armac" and path is None:
@@ -223,5 +248,5 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
   return RunSpec(algo=algo, learner=learner, game=game, seed=int(seed),
                  out_dir=str(out_dir), hparams=hparams, scheduler=sched_dict,
                  time_budget_s=time_budget_s, max_steps=max_steps, eval_every=eval_every,
-                 eval_every_s=eval_every_s, device=device, resume=resume, plot=plot,
-                 record=record, config_file=path)
+                 eval_every_s=eval_every_s, eval_fraction=eval_fraction, device=device,
+                 resume=resume, plot=plot, record=record, config_file=path)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Union
 
 from armac_spiel.config import SCHEDULER_MODES as MODES
 from armac_spiel.params import ConfigError, Params
@@ -28,6 +28,11 @@ AVERAGING = ("uniform", "linear", "discounted")
 DEPLOY = ("best_measured", "average", "current")
 BUCKET_SCALES = ("total", "reachable")
 BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
+AUTO = "auto"
+IntOrAuto = Union[int, Literal["auto"]]
+# meta_regret.max_states auto: the manager's rows grow with the keys it is given, up to this
+# many (LRU beyond it; about 100 bytes per key with 5 bins).
+AUTO_MAX_STATES = 2_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +56,11 @@ class SchedulerConfig(Params):
   lam_clamp_eps: float = 1e-3
   regularization: RegularizationConfig = RegularizationConfig()
   distill_steps: int = 2         # warm-started Adam steps per epoch on the manager's average
-  update_every: int = 1          # epochs between scheduler updates (updates run at epochs
-                                 # whose count is a multiple of it)
+  update_every: IntOrAuto = AUTO  # epochs between scheduler updates: N (at the epochs whose
+                                  # count is a multiple of N) or auto (scheduler.cadence:
+                                  # the updates take at most update_fraction of the epochs)
+  update_fraction: float = 0.1   # update_every auto: the updates' target share of the
+                                 # epochs' seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +81,8 @@ class MetaRegretConfig(Params):
   initial_regret: float = 0.0
   regret_min: float = 0.0
   smoothing_factor: float = 1e-6
-  max_states: int = 10000
+  max_states: IntOrAuto = AUTO   # keys held (LRU beyond); auto: rows grow with the keys
+                                 # given, up to AUTO_MAX_STATES (every key of the game)
   util_clip: float = 5.0
   regret_clip: float = 10.0
   lru_evict_batch: int = 100
@@ -93,7 +102,8 @@ class StateKeyingConfig(Params):
 
 @dataclasses.dataclass(frozen=True)
 class UtilityConfig(Params):
-  strategy: str = "best_response"
+  strategy: str = AUTO            # auto: best_response where the compiled tree holds a
+                                 # two-player zero-sum game, else br_critic (Scheduler logs it)
   cfr_br_iterations: int = 4     # best_response: CFR-BR iterations per update, each against
                                  # an exact best response to the epoch's parts
   utility_type: str = ""         # the seed's name for strategy; when set it is the strategy
@@ -174,7 +184,9 @@ class SchedulerSuiteConfig(Params):
     need(0.0 <= s.init_lambda <= 1.0, "scheduler.init_lambda", "in [0, 1]")
     need(0.0 <= s.lam_clamp_eps < 0.5, "scheduler.lam_clamp_eps", "in [0, 0.5)")
     need(s.distill_steps >= 1, "scheduler.distill_steps", ">= 1")
-    need(s.update_every >= 1, "scheduler.update_every", "an integer >= 1")
+    need(s.update_every == AUTO or s.update_every >= 1, "scheduler.update_every",
+         "an integer >= 1 or 'auto'")
+    need(0 < s.update_fraction < 1, "scheduler.update_fraction", "in (0, 1)")
     need(s.regularization.beta_l2 >= 0, "scheduler.regularization.beta_l2", ">= 0")
     need(s.regularization.beta_ent >= 0, "scheduler.regularization.beta_ent", ">= 0")
     self._bins("policy_mixer.lambda_bins")
@@ -187,9 +199,11 @@ class SchedulerSuiteConfig(Params):
          f"len(policy_mixer.lambda_bins) = {len(m.lambda_bins)}")
     need(0.0 <= mr.decay < 1.0, "meta_regret.decay", "in [0, 1)")
     need(mr.smoothing_factor >= 0, "meta_regret.smoothing_factor", ">= 0")
-    need(mr.max_states >= 1, "meta_regret.max_states", ">= 1")
-    need(1 <= mr.lru_evict_batch <= mr.max_states, "meta_regret.lru_evict_batch",
-         "in [1, meta_regret.max_states]")
+    need(mr.max_states == AUTO or mr.max_states >= 1, "meta_regret.max_states",
+         "an integer >= 1 or 'auto'")
+    need(mr.lru_evict_batch >= 1 and (mr.max_states == AUTO or
+                                      mr.lru_evict_batch <= mr.max_states),
+         "meta_regret.lru_evict_batch", "in [1, meta_regret.max_states]")
     need(mr.util_clip > 0 and math.isfinite(mr.util_clip), "meta_regret.util_clip",
          "finite and > 0")
     need(math.isfinite(mr.regret_clip) and mr.regret_min < mr.regret_clip,
@@ -204,11 +218,11 @@ class SchedulerSuiteConfig(Params):
     need(sk.n_buckets >= 1, "state_keying.n_buckets", ">= 1")
     need(sk.bucket_scale in BUCKET_SCALES, "state_keying.bucket_scale",
          f"one of {'|'.join(BUCKET_SCALES)}")
-    need(u.strategy in STRATEGIES, "utility_computation.strategy",
-         f"one of {'|'.join(STRATEGIES)}")
+    need(u.strategy in STRATEGIES + (AUTO,), "utility_computation.strategy",
+         f"one of {'|'.join(STRATEGIES + (AUTO,))}")
     need(u.utility_type in STRATEGIES + ("",), "utility_computation.utility_type",
          f"one of {'|'.join(STRATEGIES)}")
-    need(not u.utility_type or u.strategy in ("best_response", u.utility_type),
+    need(not u.utility_type or u.strategy in (AUTO, "best_response", u.utility_type),
          "utility_computation.utility_type", f"unset or equal to utility_computation.strategy "
          f"({u.strategy}): set one of the two")
     need(u.br_episodes >= 2, "utility_computation.br_episodes", ">= 2")

@@ -191,22 +191,31 @@ class Deployment:
     self.notes.update(self.gate.measure(
         {name: self.lambdas.mix_fn(learner, name) for name in GATE_CANDIDATES}))
 
-  def candidates(self, learner, iterates: list, parts=None) -> list:
+  def candidates(self, learner, iterates: list, parts=None, remeasure: bool = False) -> list:
     """[(name, NashConv, (S, 1) lambda)]: the given CFR-BR iterates (NashConv, lambda), and
     the manager's current sigma, its average and the actor alone, measured exactly on the
-    learner's current parts (`parts`: their tables when already tabulated)."""
+    learner's current parts (`parts`: their tables when already tabulated), all in one
+    batched call; `remeasure`: the iterates are measured again on these parts too."""
     n = len(self.lambdas.table)
     parts = parts if parts is not None else self.lambdas.parts(learner)
-    cands = [("iterate", nc, lam) for nc, lam in iterates]
-    for name, lam in (("current", self.lambdas.current_lambda(learner)),
-                      ("average", self.lambdas.average_lambda(learner)),
-                      ("actor", torch.zeros(n, 1, dtype=torch.float64))):
-      cands.append((name, self.nash_conv(lam, parts), lam))
-    return cands
+    named = [("current", self.lambdas.current_lambda(learner)),
+             ("average", self.lambdas.average_lambda(learner)),
+             ("actor", torch.zeros(n, 1, dtype=torch.float64))]
+    lams = [lam for _, lam in named]
+    if remeasure:
+      lams = [lam for _, lam in iterates] + lams
+    ncs = self.nash_convs(lams, parts)
+    if remeasure:
+      iterates = [(nc, lam) for nc, (_, lam) in zip(ncs, iterates)]
+      ncs = ncs[len(iterates):]
+    return ([("iterate", nc, lam) for nc, lam in iterates] +
+            [(name, nc, lam) for (name, lam), nc in zip(named, ncs)])
 
-  def nash_conv(self, lam: torch.Tensor, parts) -> float:
-    """Exact NashConv of pi_mix under (S, 1) `lam` on `parts`."""
-    return evaluation.fast_exploitability(self.game_string, self.lambdas.mix(lam, parts))[1]
+  def nash_convs(self, lams: list, parts) -> list[float]:
+    """Exact NashConv of pi_mix under each (S, 1) lambda of `lams` on `parts`, in one
+    batched call (armac_spiel.evaluation.exact_values)."""
+    mixes = [self.lambdas.mix(lam, parts) for lam in lams]
+    return evaluation.exact_values(self.game_string, mixes).nash_conv
 
   def _deploy_best(self, cands: list, at_epoch: int) -> None:
     name, _, lam = min(cands, key=lambda c: c[1])
@@ -221,8 +230,8 @@ class Deployment:
     candidate is deployed, so a run trains the same whatever its evaluation schedule."""
     t0 = time.perf_counter()
     parts = self.lambdas.parts(learner)
-    iterates = [(self.nash_conv(lam, parts), lam) for _, lam in self._iterates]
-    self._deploy_best(self.candidates(learner, iterates, parts), learner.epoch)
+    cands = self.candidates(learner, self._iterates, parts, remeasure=True)
+    self._deploy_best(cands, learner.epoch)
     self.refresh_s = (self.refresh_s or 0.0) + (time.perf_counter() - t0)
 
   def deployed_lambda(self, learner, net_only: bool = False) -> torch.Tensor:

@@ -6,9 +6,10 @@ parts: where lambda comes from (lambdas.LambdaSource), the update strategy
 (strategies.UpdateStrategy, one of utility_computation.strategy), which lambda is deployed
 (deployment.Deployment) and what is reported (metrics.SchedulerMetrics). ARMAC's hooks
 (protocol.SchedulerHooks):
-- `train_step(learner, traj, learner_ids)`, once per epoch (its cost counts as training
-  time; with scheduler.update_every = N, every N-th epoch only): one update of the
-  strategy, then the deployment's choice.
+- `train_step(learner, traj, learner_ids, epoch_s)`, once per epoch (its cost counts as
+  training time): at the epochs that scheduler.update_every picks (cadence.UpdateCadence:
+  every N-th, or auto: as often as keeps the updates within scheduler.update_fraction of
+  the epochs' seconds), one update of the strategy, then the deployment's choice.
 - `behaviour(learner, batch)`: only when policy_mixer.behaviour is true (`drives_behaviour`):
   the learning player samples from pi_mix with the network's training lambda
   (LambdaSource.net_lambda). As a behaviour policy pi_mix changes only which states are
@@ -31,14 +32,16 @@ from open_spiel.python import policy as os_policy
 
 from armac_spiel import policy_io
 from armac_spiel.config import ConfigError
+from armac_spiel.scheduler.cadence import UpdateCadence
 from armac_spiel.scheduler.config import SchedulerSuiteConfig
 from armac_spiel.scheduler.deployment import Deployment
 from armac_spiel.scheduler.lambdas import LambdaSource, tabulate
 from armac_spiel.scheduler.metrics import Cost, SchedulerMetrics
 from armac_spiel.scheduler.mixer import normalise
-from armac_spiel.scheduler.strategies import SampledBins, check_strategy, make_strategy
+from armac_spiel.scheduler.strategies import (SampledBins, check_strategy, make_strategy,
+                                               resolve_strategy)
 from armac_spiel.scheduler.trainer import SchedulerTrainer
-from games import load_game
+from games import GameError, load_game
 
 MIXED_POLICY_FILE = "policy_mixed.json"
 
@@ -51,20 +54,21 @@ class Scheduler:
     mode = suite.mode if mode is None else mode
     if mode not in ("continuous", "discrete"):
       raise ConfigError(f"scheduler needs mode continuous|discrete, got {mode!r}")
-    self.suite = suite = suite.with_mode(mode)
+    sg = load_game(game_string)
+    self.suite = suite = resolve_strategy(suite.with_mode(mode), sg, game_string)
     self.mode = mode
     self.game_string = game_string
     self.device = torch.device(device)
     self.bins = suite.policy_mixer.lambda_bins
     self.strategy = suite.utility_computation.kind  # the update strategy's name
     self.drives_behaviour = suite.policy_mixer.behaviour
-    sg = load_game(game_string)
     check_strategy(suite, sg, game_string)
     keyer_game = game_string if suite.state_keying.level != 2 else None
     self.trainer = SchedulerTrainer(suite, sg.info_state_size, keyer_game, self.device, mode,
                                     seed=seed)
     if self.trainer.keyer is not None:
       self.trainer.keyer.seed = seed
+    self._check_keys()
     self.lambdas = LambdaSource(self.trainer, game_string, seed)
     self.sampled_bins = SampledBins(len(self.bins))
     self.updater = make_strategy(suite, self.lambdas, self.sampled_bins, seed, self.device)
@@ -72,16 +76,40 @@ class Scheduler:
     self.deployment = Deployment(suite, self.lambdas, game_string, seed, self.device,
                                  self.notes)
     self.cost = Cost()
+    self.cadence = UpdateCadence(suite.scheduler)
     self.reporter = SchedulerMetrics(suite, self.lambdas, self.deployment, self.cost,
-                                     self.notes, self.strategy)
+                                     self.cadence, self.notes, self.strategy)
+
+  def _check_keys(self) -> None:
+    """ConfigError where the state keys cannot serve the game: levels 0, 1 and 3 key the
+    rows of its information-state table, which must be enumerable, and the exact update
+    (best_response) holds every key at once, so they must fit meta_regret.max_states."""
+    level = self.suite.state_keying.level
+    try:
+      n = self.trainer.keyer.num_keys
+    except GameError as e:
+      raise ConfigError(f"state_keying.level={level} keys the information states of "
+                        f"{self.game_string}, which cannot be enumerated ({e}); use "
+                        "state_keying.level: 2 (clusters of the information-state "
+                        "tensors)") from e
+    limit = self.trainer.manager.limit
+    if self.strategy == "best_response" and n > limit:
+      mr = self.suite.meta_regret.max_states
+      raise ConfigError(f"meta_regret.max_states={mr}: the exact update "
+                        f"(utility_computation.strategy=best_response) holds all {n} keys "
+                        f"of {self.game_string} at once, and {limit} fit; use "
+                        f"meta_regret.max_states: auto (the default) or at least {n}")
 
   # ---------------------------------------------------------------- ARMAC's hooks
-  def train_step(self, learner, traj, learner_ids: torch.Tensor) -> dict:
-    """One scheduler update; returns the trainer's stats. With scheduler.update_every =
-    N > 1 it updates only when the epoch's count (learner.epoch + 1) is a multiple of N, so
-    that evaluations every multiple of N epochs see a fresh update; in between, the
-    deployed lambda is the last update's."""
-    if (learner.epoch + 1) % self.suite.scheduler.update_every:
+  def train_step(self, learner, traj, learner_ids: torch.Tensor,
+                 epoch_s: float | None = None) -> dict:
+    """One scheduler update at the epochs the cadence picks (scheduler.update_every, see
+    cadence.UpdateCadence; `epoch_s`: the epoch's seconds before this call, which auto
+    measures); returns the trainer's stats. Between updates the deployed lambda is the last
+    update's."""
+    self.cadence.observe(epoch_s)
+    self.cost.epoch_s += epoch_s or 0.0
+    if not self.cadence.due(learner.epoch):
       self.cost.epochs += 1
       return self.trainer.stats()
     t0 = time.perf_counter()
@@ -93,7 +121,9 @@ class Scheduler:
     self.deployment.choose(learner, update.iterates, update.parts)
     self.sampled_bins.clear()
     self._sync()
-    self.cost.train_s += time.perf_counter() - t0
+    update_s = time.perf_counter() - t0
+    self.cadence.updated(learner.epoch, update_s)
+    self.cost.train_s += update_s
     self.cost.epochs += 1
     return update.stats
 
@@ -181,7 +211,8 @@ class Scheduler:
             "gen": self.lambdas.gen.get_state(), "cost": cost, "last": dict(self.notes),
             "deployed": dep["deployed"], "deployed_at": dep["deployed_at"],
             "measured": dep["measured"], "br_critic": self.updater.state_dict(),
-            "br_gate": dep["br_gate"], "gate_value": dep["gate_value"]}
+            "br_gate": dep["br_gate"], "gate_value": dep["gate_value"],
+            "cadence": self.cadence.state_dict()}
 
   def load_state_dict(self, d: dict) -> None:
     if d["mode"] != self.mode:
@@ -195,6 +226,7 @@ class Scheduler:
     self.notes.update(d.get("last", {}))
     self.deployment.load_state_dict(d)
     self.updater.load_state_dict(d.get("br_critic"))
+    self.cadence.load_state_dict(d.get("cadence"))
     self.sampled_bins.clear()
 
 

@@ -23,6 +23,8 @@ average (the current sigma while a key has no weight yet).
 Rows are allocated in an OrderedDict key -> row kept in least-recently-used order (update
 and desired_probs both touch); when all max_states rows are taken, the lru_evict_batch least
 recently used keys are evicted (never a key touched in the same call) and their rows reset.
+With max_states auto the rows grow (doubling) with the keys given, up to AUTO_MAX_STATES:
+every key of a game up to that size is held, none evicted, and the memory follows the game.
 """
 
 from __future__ import annotations
@@ -32,27 +34,53 @@ from typing import Hashable, Sequence
 
 import torch
 
-from armac_spiel.scheduler.config import MetaRegretConfig
+from armac_spiel.scheduler.config import AUTO, AUTO_MAX_STATES, MetaRegretConfig
+
+# max_states auto: the rows allocated at first (they double as keys come).
+AUTO_INITIAL_ROWS = 1024
 
 
 class MetaRegretManager:
-  """K-armed regret matching per state key, stored as (max_states, K) tensors with LRU."""
+  """K-armed regret matching per state key, stored as (rows, K) tensors with LRU: max_states
+  rows, or with max_states auto rows that grow up to `limit` (AUTO_MAX_STATES)."""
 
   def __init__(self, cfg: MetaRegretConfig = MetaRegretConfig(), device="cpu"):
     self.cfg = cfg
     self.device = torch.device(device)
-    n, k = cfg.max_states, cfg.K
-    self.regrets = torch.full((n, k), float(cfg.initial_regret), device=self.device)
-    self.util_ema = torch.zeros((n, k), device=self.device)
-    self.visits = torch.zeros(n, dtype=torch.long, device=self.device)
-    self.avg_num = torch.zeros((n, k), dtype=torch.float64, device=self.device)
-    self.avg_den = torch.zeros(n, dtype=torch.float64, device=self.device)
-    self.reach = torch.zeros(n, dtype=torch.float64, device=self.device)
+    self.auto = cfg.max_states == AUTO
+    self.limit = AUTO_MAX_STATES if self.auto else cfg.max_states  # keys held at most
+    self._allocate(min(AUTO_INITIAL_ROWS, self.limit) if self.auto else self.limit)
     self._rows: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
-    self._free = list(range(n - 1, -1, -1))
+    self._free = list(range(self.capacity - 1, -1, -1))
     self._same = None  # (keys, rows) of the last lookup when it held every key, in LRU order
     self.evictions = 0
     self.updates = 0
+
+  def _allocate(self, n: int) -> None:
+    """Fresh tensors of n rows."""
+    k, dev = self.cfg.K, self.device
+    self.regrets = torch.full((n, k), float(self.cfg.initial_regret), device=dev)
+    self.util_ema = torch.zeros((n, k), device=dev)
+    self.visits = torch.zeros(n, dtype=torch.long, device=dev)
+    self.avg_num = torch.zeros((n, k), dtype=torch.float64, device=dev)
+    self.avg_den = torch.zeros(n, dtype=torch.float64, device=dev)
+    self.reach = torch.zeros(n, dtype=torch.float64, device=dev)
+
+  @property
+  def capacity(self) -> int:
+    """Rows allocated."""
+    return self.regrets.shape[0]
+
+  def _grow(self) -> None:
+    """max_states auto: doubles the rows (at most `limit`); the new ones are free."""
+    old = self.capacity
+    new = min(2 * old, self.limit)
+    for name in ("regrets", "util_ema", "visits", "avg_num", "avg_den", "reach"):
+      t = getattr(self, name)
+      fill = float(self.cfg.initial_regret) if name == "regrets" else 0
+      setattr(self, name, torch.cat([t, torch.full((new - old, *t.shape[1:]), fill,
+                                                   dtype=t.dtype, device=self.device)]))
+    self._free = list(range(new - 1, old - 1, -1)) + self._free
 
   def __len__(self) -> int:
     return len(self._rows)
@@ -87,6 +115,8 @@ class MetaRegretManager:
       if row is not None:
         self._rows.move_to_end(key)
       elif insert:
+        if not self._free and self.capacity < self.limit:
+          self._grow()
         if not self._free:
           n = min(self.cfg.lru_evict_batch, len(self._rows) - touched)
           evicted = [self._rows.popitem(last=False)[1] for _ in range(n)]
@@ -139,7 +169,7 @@ class MetaRegretManager:
     if len(inv) != u.shape[0]:
       raise ValueError(f"{len(inv)} keys for {u.shape[0]} utility rows")
     u = u.clamp(-self.cfg.util_clip, self.cfg.util_clip)
-    cap = self.cfg.max_states
+    cap = self.limit
     for lo in range(0, len(uniq), cap):
       chunk = uniq[lo:lo + cap]
       sel = (inv >= lo) & (inv < lo + len(chunk))
@@ -182,8 +212,9 @@ class MetaRegretManager:
     """Stores the own reach (B,) of `keys` (inserting them) and adds every tracked key's
     current sigma to its average with weight w_t * reach (see the module docstring)."""
     uniq, inv = self._group(keys)
-    if len(uniq) > self.cfg.max_states:
-      raise ValueError(f"{len(uniq)} keys exceed meta_regret.max_states={self.cfg.max_states}")
+    if len(uniq) > self.limit:
+      raise ValueError(f"{len(uniq)} keys exceed meta_regret.max_states={self.cfg.max_states}"
+                       f" ({self.limit} keys at most)")
     rows = self._rows_for(uniq, insert=True)
     r = torch.zeros(len(uniq), dtype=torch.float64, device=self.device).scatter_reduce(
         0, inv, reach.detach().to(self.device, torch.float64), "amax", include_self=False)
@@ -239,9 +270,13 @@ class MetaRegretManager:
             "avg_den": self.avg_den.clone(), "reach": self.reach.clone()}
 
   def load_state_dict(self, sd: dict) -> None:
-    if tuple(sd["regrets"].shape) != tuple(self.regrets.shape):
+    rows, k = sd["regrets"].shape
+    if k != self.cfg.K or (rows != self.capacity if not self.auto else rows > self.limit):
       raise ValueError(f"meta-regret checkpoint has shape {tuple(sd['regrets'].shape)}, "
-                       f"config gives {tuple(self.regrets.shape)}")
+                       f"config gives {(self.capacity, self.cfg.K)} (meta_regret.max_states="
+                       f"{self.cfg.max_states})")
+    if self.auto:
+      self._allocate(rows)
     self.regrets.copy_(sd["regrets"])
     self.util_ema.copy_(sd["util_ema"])
     self.visits.copy_(sd["visits"])
@@ -250,6 +285,6 @@ class MetaRegretManager:
     self._rows = collections.OrderedDict(zip(sd["keys"], sd["rows"]))
     self._same = None
     used = set(self._rows.values())
-    self._free = [r for r in range(self.cfg.max_states - 1, -1, -1) if r not in used]
+    self._free = [r for r in range(self.capacity - 1, -1, -1) if r not in used]
     self.evictions = int(sd["evictions"])
     self.updates = int(sd["updates"])

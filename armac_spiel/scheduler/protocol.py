@@ -18,8 +18,10 @@ class SchedulerHooks(Protocol):
     "regret": (R, A), "lambda": (R, 1)} and, discrete, "logits" and "lambda_idx"."""
     ...
 
-  def train_step(self, learner, traj, learner_ids: torch.Tensor) -> dict:
-    """After the epoch's fits: one scheduler update; returns its statistics."""
+  def train_step(self, learner, traj, learner_ids: torch.Tensor,
+                 epoch_s: float | None = None) -> dict:
+    """After the epoch's fits (`epoch_s`: the epoch's seconds so far): one scheduler update
+    where its cadence says; returns its statistics."""
     ...
 
   def metrics(self, learner) -> dict:

@@ -13,22 +13,24 @@ network then distils (SchedulerTrainer.step).
   (BRCritic);
 - advantage_based / immediate / hybrid (`SampledUpdate`): the sampled utilities at the
   learner's visited states (reach weight 1).
-`make_strategy` builds the suite's strategy once; `check_strategy` says beforehand whether it
-can run.
+`resolve_strategy` decides strategy auto for the game (best_response on the compiled tree,
+br_critic beyond it), `make_strategy` builds the suite's strategy once; `check_strategy` says
+beforehand whether it can run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple, Protocol
 
 import torch
+from absl import logging
 
 from armac_spiel.config import ConfigError
 from armac_spiel.scheduler.br_critic import BRCritic
-from armac_spiel.scheduler.config import SchedulerSuiteConfig
+from armac_spiel.scheduler.config import AUTO, SchedulerSuiteConfig
 from armac_spiel.scheduler.lambdas import LambdaSource, tabulate
-from armac_spiel.scheduler.mixer import normalise
-from armac_spiel.scheduler.utilities import best_response_utilities, bin_utilities
+from armac_spiel.scheduler.utilities import bin_utilities, exact_parts, exact_utilities
 from games import SpielGame
 from games.tree import compile_tree, tree_fits
 
@@ -54,6 +56,26 @@ class UpdateStrategy(Protocol):
   def state_dict(self) -> dict | None: ...
 
   def load_state_dict(self, d: dict | None) -> None: ...
+
+
+def resolve_strategy(suite: SchedulerSuiteConfig, sgame: SpielGame,
+                     game_string: str) -> SchedulerSuiteConfig:
+  """The suite with utility_computation.strategy auto decided for the game: best_response
+  where the compiled tree holds a two-player zero-sum game, else br_critic (model-free; the
+  choice is logged). Any other strategy stays as it is (check_strategy says whether it can
+  run)."""
+  uc = suite.utility_computation
+  if uc.kind != AUTO:
+    return suite
+  exact = sgame.is_two_player_zero_sum and tree_fits(game_string)
+  kind = "best_response" if exact else "br_critic"
+  if not exact:
+    logging.info("scheduler: utility_computation.strategy auto -> br_critic: %s is %s, so "
+                 "the exact best-response update cannot run; the utilities come from a "
+                 "best-response critic on sampled episodes", game_string,
+                 "not two-player zero-sum" if not sgame.is_two_player_zero_sum
+                 else "beyond the compiled tree")
+  return dataclasses.replace(suite, utility_computation=dataclasses.replace(uc, strategy=kind))
 
 
 def check_strategy(suite: SchedulerSuiteConfig, sgame: SpielGame, game_string: str) -> None:
@@ -87,19 +109,19 @@ class BestResponseUpdate:
   def update(self, learner, traj, learner_ids: torch.Tensor) -> Update:
     t, lambdas = self.tree, self.lambdas
     x = t.info_tensors.to(learner.device)
-    pi_rm, pi_avg = tabulate(learner, x, t.info_legal.to(learner.device))
-    # The tree's information states are the table's rows, in its order.
-    parts = tuple(normalise(p.cpu().double(), t.info_legal) for p in (pi_rm, pi_avg))
+    # The parts are tabulated and prepared once; the tree's information states are the
+    # table's rows, in its order.
+    parts = exact_parts(t.info_legal, *tabulate(learner, x, t.info_legal.to(learner.device)))
     keys = lambdas.keys_of(x, torch.arange(t.num_infostates), update=True).cpu()
     iterates = []
     for _ in range(self.iterations):
       lam, _ = lambdas.manager_lambda(keys, average=False)  # the current CFR-BR iterate
-      util, res = best_response_utilities(t, pi_rm, pi_avg, lam, lambdas.bins)
+      util, res = exact_utilities(t, parts, lam, lambdas.bins)
       iterates.append((float(res.br_values.sum()), lam))
       stats = lambdas.trainer.step(x, keys=keys, utilities=util, iteration=learner.epoch,
                                    reach=res.own_reach, smooth=False)
     return Update(stats, {"br_exploitability_current_iterate": iterates[-1][0] / 2},
-                  iterates, parts)
+                  iterates, (parts.rm, parts.avg))
 
   def state_dict(self) -> None:
     return None

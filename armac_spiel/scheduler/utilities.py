@@ -28,6 +28,7 @@ advantage_window updates (a FIFO of batches; the manager averages duplicate keys
 from __future__ import annotations
 
 import collections
+from typing import NamedTuple
 
 import torch
 
@@ -63,22 +64,50 @@ def bin_utilities(values: torch.Tensor, pi_rm: torch.Tensor, pi_avg: torch.Tenso
   v = torch.where(mask, values, torch.zeros_like(values))
   p_rm = normalise(pi_rm.to(v.device, v.dtype), mask)
   p_avg = normalise(pi_avg.to(v.device, v.dtype), mask)
+  return _mixed_values(v, p_rm, p_avg, lambda_bins)
+
+
+def _mixed_values(v: torch.Tensor, p_rm: torch.Tensor, p_avg: torch.Tensor,
+                  lambda_bins) -> torch.Tensor:
+  """(B, K) bins_k (p_rm . v) + (1 - bins_k) (p_avg . v)."""
   a_rm, a_avg = (p_rm * v).sum(-1, keepdim=True), (p_avg * v).sum(-1, keepdim=True)
   bins = torch.as_tensor(lambda_bins, dtype=v.dtype).to(v.device)
   return bins * a_rm + (1 - bins) * a_avg
 
 
+class ExactParts(NamedTuple):
+  """pi_rm and pibar prepared once for the iterations of an exact update (CPU float64):
+  legal-masked and normalised (what pi_mix mixes), and normalised once more (what
+  bin_utilities weighs the values with)."""
+  rm: torch.Tensor          # (S, A)
+  avg: torch.Tensor         # (S, A)
+  rm_values: torch.Tensor   # (S, A)
+  avg_values: torch.Tensor  # (S, A)
+
+
+def exact_parts(legal_mask: torch.Tensor, pi_rm: torch.Tensor,
+                pi_avg: torch.Tensor) -> ExactParts:
+  """ExactParts of the tables (S, A) (unnormalised, any device)."""
+  rm = normalise(pi_rm.detach().to("cpu", torch.float64), legal_mask)
+  avg = normalise(pi_avg.detach().to("cpu", torch.float64), legal_mask)
+  return ExactParts(rm, avg, normalise(rm, legal_mask), normalise(avg, legal_mask))
+
+
+def exact_utilities(tree, parts: ExactParts, lam: torch.Tensor, lambda_bins):
+  """Exact bin utilities at every information state of `tree` (S, K), and the
+  games.tree.BestResponseCFV of pi_mix = lam pi_rm + (1 - lam) pibar (`parts`, lam (S, 1));
+  see the module docstring. One counterfactual-value pass gives every bin at every state."""
+  mask = tree.info_legal
+  lam = lam.detach().to("cpu", torch.float64).reshape(-1, 1)
+  res = tree.best_response_cfv(normalise(lam * parts.rm + (1 - lam) * parts.avg, mask))
+  v = torch.where(mask, res.cfv, torch.zeros_like(res.cfv))
+  return _mixed_values(v, parts.rm_values, parts.avg_values, lambda_bins), res
+
+
 def best_response_utilities(tree, pi_rm: torch.Tensor, pi_avg: torch.Tensor,
                             lam: torch.Tensor, lambda_bins):
-  """Exact bin utilities at every information state of `tree` (S, K), and the
-  games.tree.BestResponseCFV of pi_mix = lam pi_rm + (1 - lam) pibar (tables (S, A), lam
-  (S, 1)); see the module docstring."""
-  mask = tree.info_legal
-  p_rm = normalise(pi_rm.detach().to("cpu", torch.float64), mask)
-  p_avg = normalise(pi_avg.detach().to("cpu", torch.float64), mask)
-  lam = lam.detach().to("cpu", torch.float64).reshape(-1, 1)
-  res = tree.best_response_cfv(normalise(lam * p_rm + (1 - lam) * p_avg, mask))
-  return bin_utilities(res.cfv, p_rm, p_avg, mask, lambda_bins), res
+  """exact_utilities of the tables (S, A) pi_rm and pibar (any device, unnormalised)."""
+  return exact_utilities(tree, exact_parts(tree.info_legal, pi_rm, pi_avg), lam, lambda_bins)
 
 
 class UtilityComputer:

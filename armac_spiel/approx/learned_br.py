@@ -1,0 +1,232 @@
+"""A learned best response to a frozen policy, from sampled episodes only.
+
+Against a fixed policy, a best response of seat i is an optimal policy of a single-agent
+decision problem whose states are i's information states. With perfect recall every
+information state I' of i follows one pair (I, a) of i's previous information state and
+action, and the law of what comes next (the opponent's moves and chance up to i's next
+decision or the end) depends on (I, a) and the fixed policy only, not on how i plays
+elsewhere. So it is estimated from episodes played with any behaviour of i:
+
+  N(I, a)  visits of (I, a);  R(I, a) sum of the returns of episodes that end before i acts
+  again;  C(I') arrivals at I' (each after its one parent pair).
+  Q(I, a) = (R(I, a) + sum_{I' after (I, a)} C(I') V(I')) / N(I, a),  V(I) = Q(I, pi(I)),
+
+by backward induction over i's information states (deepest first). No tree is walked: the
+model holds what sampled play has reached, and nothing needs importance weights, because
+the counts estimate the next-state law under any behaviour of i.
+
+Training plays rounds of episodes in each seat: i follows the optimistic choice
+argmax Q + ucb * sigma / sqrt(N) (an action never tried first) mixed with `explore`
+uniform; the opponent plays the frozen policy. The responder is then fixed to the
+pessimistic choice argmax Q - lcb * sigma / sqrt(N) (sigma: the standard deviation of the
+returns), which avoids the actions whose estimate is high only because it rests on few
+episodes. Its value is measured on fresh episodes (armac_spiel.approx.responder); the
+model's own value at the root is biased upward by the max and only reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from armac_spiel.approx.budget import Budget, Estimate
+from armac_spiel.approx.histories import Grow, HistoryCache, Play, Registry
+from armac_spiel.approx.responder import Responder, sampled_value
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedBRConfig:
+  first_batch: int = 4096     # episodes per seat in the first round; doubled each round
+  max_batch: int = 65536      # up to this
+  explore: float = 0.2        # uniform share of the training behaviour
+  ucb: float = 1.0            # optimism of the training behaviour (return std / sqrt(N))
+  lcb: float = 1.0            # pessimism of the final choice (same unit)
+
+  def __post_init__(self):
+    if not 1 <= self.first_batch <= self.max_batch:
+      raise ValueError(f"learned_br first_batch={self.first_batch}, max_batch="
+                       f"{self.max_batch}: need 1 <= first_batch <= max_batch")
+    if not 0.0 <= self.explore <= 1.0:
+      raise ValueError(f"learned_br explore={self.explore}: must lie in [0, 1]")
+    if self.ucb < 0 or self.lcb < 0:
+      raise ValueError(f"learned_br ucb={self.ucb}, lcb={self.lcb}: must be >= 0")
+
+
+class ImperfectRecallError(ValueError):
+  """An information state reached after two different (information state, action) pairs."""
+
+
+class ResponderModel:
+  """The counts of one seat's decision problem, over its Registry's ids."""
+
+  def __init__(self, registry: Registry, num_actions: int):
+    self.registry = registry
+    self.a = num_actions
+    self.n = Grow(num_actions, np.float64)
+    self.r = Grow(num_actions, np.float64)
+    self.c = Grow(None, np.float64)
+    self.parent = Grow(None, np.int64, -1)   # parent pair I * A + a, -1: a first decision
+    self.episodes = 0
+    self.none_return = 0.0   # returns of episodes in which the seat never acted
+    self.ret_sum = self.ret_sq = 0.0
+
+  def _grow(self) -> None:
+    k = len(self.registry) - self.c.n
+    if k > 0:
+      self.n.add(np.zeros((k, self.a)))
+      self.r.add(np.zeros((k, self.a)))
+      self.c.add(np.zeros(k))
+      self.parent.add(np.full(k, -1))
+
+  def add(self, play: Play, seat: int) -> None:
+    self._grow()
+    g = play.returns[:, seat]
+    self.episodes += g.size
+    self.ret_sum += float(g.sum())
+    self.ret_sq += float((g * g).sum())
+    ep, ids, acts = play.rec_episode, play.rec_id, play.rec_action
+    acted = np.zeros(g.size, dtype=bool)
+    acted[ep] = True
+    self.none_return += float(g[~acted].sum())
+    if not ep.size:
+      return
+    m = self.c.n
+    pair = ids * self.a + acts
+    last = np.r_[ep[1:] != ep[:-1], True]
+    first = np.r_[True, ep[1:] != ep[:-1]]
+    self.n.view.reshape(-1)[:] += np.bincount(pair, minlength=m * self.a)
+    self.r.view.reshape(-1)[:] += np.bincount(pair[last], weights=g[ep[last]],
+                                             minlength=m * self.a)
+    self.c.view[:] += np.bincount(ids, minlength=m)
+    child, par = ids[~first], pair[np.flatnonzero(~first) - 1]
+    u_child, idx = np.unique(child, return_index=True)
+    seen = self.parent.view[child]
+    clash = ((seen >= 0) & (seen != par)) | (par != par[idx][np.searchsorted(u_child, child)])
+    if clash.any():
+      k = int(np.flatnonzero(clash)[0])
+      raise ImperfectRecallError(
+          f"information state {self.registry.keys[child[k]]!r} follows two different "
+          "(information state, action) pairs of its player: the game does not have perfect "
+          "recall, which learned_br needs")
+    self.parent.view[u_child] = par[idx]
+    roots = ids[first]
+    if (self.parent.view[roots] >= 0).any():
+      k = int(roots[np.flatnonzero(self.parent.view[roots] >= 0)[0]])
+      raise ImperfectRecallError(
+          f"information state {self.registry.keys[k]!r} is both a first decision and a later "
+          "one of its player: the game does not have perfect recall, which learned_br needs")
+
+  @property
+  def sigma(self) -> float:
+    if self.episodes < 2:
+      return 1.0
+    mean = self.ret_sum / self.episodes
+    return max(np.sqrt(max(self.ret_sq / self.episodes - mean * mean, 0.0)), 1e-9)
+
+  def solve(self, lcb: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """(Q (S, A) with NaN where never tried, pessimistic choice (S,), model root value)."""
+    self._grow()
+    s, a = self.c.n, self.a
+    n, parent, c = self.n.view, self.parent.view, self.c.view
+    depth = np.zeros(s, dtype=np.int64)
+    has = parent >= 0
+    pid = np.where(has, parent // a, 0)
+    for _ in range(s):  # depth = number of earlier decisions; a fixed point in <= depth steps
+      new = np.where(has, depth[pid] + 1, 0)
+      if np.array_equal(new, depth):
+        break
+      depth = new
+    total = self.r.view.copy()
+    q = np.full((s, a), np.nan)
+    choice = np.full(s, -1, dtype=np.int64)
+    v = np.zeros(s)
+    penalty = lcb * self.sigma / np.sqrt(np.maximum(n, 1.0))
+    for d in range(int(depth.max(initial=0)), -1, -1):
+      ids = np.flatnonzero(depth == d)
+      tried = n[ids] > 0
+      qd = np.where(tried, total[ids] / np.maximum(n[ids], 1.0), np.nan)
+      q[ids] = qd
+      score = np.where(tried, qd - penalty[ids], -np.inf)
+      ch = score.argmax(1)
+      choice[ids] = np.where(tried.any(1), ch, -1)
+      v[ids] = np.nan_to_num(qd[np.arange(ids.size), ch])
+      kids = ids[has[ids]]
+      np.add.at(total.reshape(-1), parent[kids], c[kids] * v[kids])
+    roots = np.flatnonzero(~has)
+    root = (float((c[roots] * v[roots]).sum()) + self.none_return) / max(self.episodes, 1)
+    return q, choice, root
+
+  def behaviour(self, q: np.ndarray, ucb: float, explore: float):
+    """The training ActFn: optimistic choice mixed with `explore` uniform."""
+    n = self.n.view[:q.shape[0]]
+    bonus = ucb * self.sigma / np.sqrt(np.maximum(n, 1.0))
+    score = np.where(n > 0, q + bonus, np.inf)
+
+    def act(ids: np.ndarray, legal: np.ndarray) -> np.ndarray:
+      uniform = legal / legal.sum(1, keepdims=True)
+      # Illegal actions have N = 0 and an infinite score: mask them before the argmax.
+      known = ids < q.shape[0]
+      p = uniform.copy()
+      if known.any():
+        k = np.flatnonzero(known)
+        sc = np.where(legal[k], score[ids[k]], -np.inf)
+        best = sc.argmax(1)
+        greedy = np.zeros_like(uniform[k])
+        greedy[np.arange(k.size), best] = 1.0
+        p[k] = (1 - explore) * greedy + explore * uniform[k]
+      return p
+
+    return act
+
+
+def learn(cache: HistoryCache, budget: Budget, seed: int,
+          config: LearnedBRConfig = LearnedBRConfig()) -> tuple[list, dict]:
+  """Trains one responder per seat; returns ([Responder seat 0, seat 1], stats)."""
+  t0 = time.perf_counter()
+  rng = np.random.default_rng([seed, 0xB7])
+  models = [ResponderModel(cache.registries[p], cache.num_actions) for p in (0, 1)]
+  episodes, batch = 0, config.first_batch
+  acts = [None, None]
+  while True:
+    if budget.episodes is not None and episodes >= budget.episodes:
+      break
+    if budget.seconds is not None and time.perf_counter() - t0 >= budget.seconds:
+      break
+    b = batch if budget.episodes is None else max(1, min(batch, (budget.episodes - episodes)
+                                                        // 2))
+    for seat in (0, 1):
+      act = [None, None]
+      act[seat] = acts[seat]
+      play = cache.play(act, b, rng, record=seat)
+      models[seat].add(play, seat)
+      episodes += b
+    for seat in (0, 1):
+      q, _, _ = models[seat].solve(config.lcb)
+      acts[seat] = models[seat].behaviour(q, config.ucb, config.explore)
+    batch = min(2 * batch, config.max_batch)
+  responders, roots = [], []
+  for seat in (0, 1):
+    _, choice, root = models[seat].solve(config.lcb)
+    responders.append(Responder(choice))
+    roots.append(root)
+  stats = {"train_episodes": episodes, "train_s": time.perf_counter() - t0,
+           "train_estimate": 0.5 * (roots[0] + roots[1]),
+           "infostates": int(sum(m.c.n for m in models))}
+  return responders, stats
+
+
+def learned_br(cache: HistoryCache, budget: Budget, seed: int,
+               config: LearnedBRConfig = LearnedBRConfig()) -> Estimate:
+  """Learns a responder per seat against the cache's frozen policy, then measures it on
+  fresh episodes."""
+  t0 = time.perf_counter()
+  responders, stats = learn(cache, budget, seed, config)
+  sv = sampled_value(cache, responders, budget, seed)
+  return Estimate(method="learned_br", exploitability=sv.exploitability,
+                  ci95=sv.exploitability_ci95, br_values=sv.values, br_ci95=sv.ci95,
+                  train_episodes=stats["train_episodes"], eval_episodes=sv.episodes,
+                  seconds=time.perf_counter() - t0, train_s=stats["train_s"],
+                  eval_s=sv.seconds, train_estimate=stats["train_estimate"],
+                  infostates=stats["infostates"], histories=cache.expanded)

@@ -53,8 +53,12 @@ def uniform_policy(info_state: torch.Tensor, legal_mask: torch.Tensor) -> torch.
 
 def estimate(game_string: str, policy: PolicyLike, method: str = "learned_br",
              budget: Optional[Budget] = None, seed: int = 0,
-             config: LearnedBRConfig = LearnedBRConfig()) -> Estimate:
-  """Exploitability of `policy` (played by both players) by `method` (see module doc)."""
+             config: LearnedBRConfig = LearnedBRConfig(),
+             cache: Optional[HistoryCache] = None) -> Estimate:
+  """Exploitability of `policy` (played by both players) by `method` (see module doc).
+
+  `cache`: a HistoryCache of this game kept from an earlier estimate (e.g. of the same
+  run), whose histories are reused; it then plays against `policy`."""
   method = resolve_method(method, game_string)
   load_game(game_string).require_two_player_zero_sum("exploitability")
   if method == "exact":
@@ -66,7 +70,12 @@ def estimate(game_string: str, policy: PolicyLike, method: str = "learned_br",
                     train_episodes=0, eval_episodes=0, seconds=dt, train_s=0.0, eval_s=dt)
   budget = budget or Budget()
   pol = frozen_policy(game_string, policy)
-  cache = HistoryCache(game_string, [pol, pol])
+  if cache is None:
+    cache = HistoryCache(game_string, [pol, pol])
+  else:
+    if cache.game_string != game_string:
+      raise ValueError(f"cache is for {cache.game_string!r}, not {game_string!r}")
+    cache.set_policies([pol, pol])
   if method == "lbr":
     return lbr(cache, game_string, budget, seed)
   return learned_br(cache, budget, seed, config)

@@ -40,16 +40,19 @@ class BatchedPolicy(Protocol):
 
 
 class FrozenPolicy(Protocol):
-  """`probs(states, player, keys, legal)`: (R, A) float64 probabilities of `player` at R
-  decision states (pyspiel), given their information-state strings and legal masks."""
+  """`probs(player, data, legal)`: (R, A) float64 probabilities of `player` at R of its
+  information states, given what the policy `reads` of them ("keys": their strings,
+  "tensors": their (R, D) float32 tensors, "states": a pyspiel state in each) and their
+  legal masks (R, A)."""
+  reads: str
 
-  def probs(self, states: Sequence[pyspiel.State], player: int, keys: Sequence[str],
-            legal: np.ndarray) -> np.ndarray:
+  def probs(self, player: int, data, legal: np.ndarray) -> np.ndarray:
     ...
 
 
 class TableSource:
   """A (S, A) table over `infostate_table(game).keys`."""
+  reads = "keys"
 
   def __init__(self, game_string: str, table: torch.Tensor):
     info = infostate_table(game_string)
@@ -59,8 +62,8 @@ class TableSource:
     self.index = info.index
     self.table = table.detach().to("cpu", torch.float64).numpy()
 
-  def probs(self, states, player, keys, legal):
-    del states, player, legal
+  def probs(self, player, keys, legal):
+    del player, legal
     try:
       rows = [self.index[k] for k in keys]
     except KeyError as e:
@@ -70,28 +73,28 @@ class TableSource:
 
 class TensorSource:
   """A batched function of information-state tensors and legal masks."""
+  reads = "tensors"
 
   def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
     self.fn = fn
 
-  def probs(self, states, player, keys, legal):
-    del keys
-    x = torch.from_numpy(np.asarray([s.information_state_tensor(player) for s in states],
-                                    dtype=np.float32).reshape(len(states), -1))
+  def probs(self, player, tensors, legal):
+    del player
     with torch.no_grad():
-      out = self.fn(x, torch.from_numpy(legal))
+      out = self.fn(torch.from_numpy(tensors), torch.from_numpy(legal))
     return out.detach().to("cpu", torch.float64).numpy()
 
 
 class StateSource:
   """An OpenSpiel policy, queried per state."""
+  reads = "states"
 
   def __init__(self, pol, num_actions: int):
     self.pol = pol
     self.num_actions = num_actions
 
-  def probs(self, states, player, keys, legal):
-    del keys, legal
+  def probs(self, player, states, legal):
+    del player, legal
     out = np.zeros((len(states), self.num_actions))
     for i, s in enumerate(states):
       for a, p in self.pol.action_probabilities(s).items():

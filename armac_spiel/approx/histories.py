@@ -60,14 +60,16 @@ class Grow:
 
 
 class Registry:
-  """One player's information states, numbered as first reached."""
+  """One player's information states, numbered as first reached. `tensors` are kept when
+  the player's frozen policy reads them (so that a new policy is applied in one call)."""
 
-  def __init__(self, num_actions: int):
+  def __init__(self, num_actions: int, tensor_size: Optional[int]):
     self.ids: dict[str, int] = {}
     self.keys: list[str] = []
     self.legal = Grow(num_actions, bool, False)
     self.probs = Grow(num_actions, np.float64, 0.0)
     self.node = Grow(None, np.int64, -1)  # a kept history in it (-1: none since a reset)
+    self.tensors = None if tensor_size is None else Grow(tensor_size, np.float32)
 
   def __len__(self) -> int:
     return len(self.keys)
@@ -108,12 +110,15 @@ class HistoryCache:
                max_nodes: int = 4_000_000):
     sg = load_game(game_string)
     sg.require_two_player_zero_sum("approximate exploitability")
+    self.game_string = game_string
     self.game = sg.game
     self.num_actions = sg.num_actions
     self.policies = tuple(policies)
     self.max_nodes = max_nodes
     self.max_chance = max(self.game.max_chance_outcomes(), 1)
-    self.registries = (Registry(self.num_actions), Registry(self.num_actions))
+    self.registries = tuple(
+        Registry(self.num_actions, sg.info_state_size if pol.reads == "tensors" else None)
+        for pol in self.policies)
     self.expanded = 0  # histories expanded through pyspiel, over the cache's life
     self.resets = 0
     self._reset_nodes()
@@ -196,8 +201,28 @@ class HistoryCache:
       reg.legal.add(legal)
       reg.probs.add(np.zeros(self.num_actions))
       reg.node.add(-1)
+      if reg.tensors is not None:
+        reg.tensors.add(state.information_state_tensor(p))
       self._pending[p].append((info, state))
     return info
+
+  def set_policies(self, policies: Sequence[FrozenPolicy]) -> None:
+    """Plays against `policies` from now on, keeping the histories and information states
+    found so far (their probabilities are recomputed, in one call per player)."""
+    if any(new.reads != old.reads for new, old in zip(policies, self.policies)):
+      raise ValueError("set_policies: a new policy must read what the old one read "
+                       f"({[p.reads for p in self.policies]})")
+    self.policies = tuple(policies)
+    if any(p.reads == "states" for p in self.policies):
+      # A state is at hand only when a history is expanded: start over.
+      self.registries = tuple(Registry(self.num_actions, None) for _ in self.policies)
+      self._reset_nodes()
+      return
+    for p, reg in enumerate(self.registries):
+      if len(reg):
+        ids = np.arange(len(reg))
+        self._pending[p] = []
+        self._apply(p, ids, None)
 
   def policy_at(self, player: int, states: Sequence[pyspiel.State]) -> np.ndarray:
     """(R, A) the frozen policy of `player` at R of its decision states."""
@@ -220,14 +245,19 @@ class HistoryCache:
     for p, pending in enumerate(self._pending):
       if not pending:
         continue
-      reg = self.registries[p]
-      ids = np.asarray([i for i, _ in pending])
-      states = [s for _, s in pending]
-      keys = [reg.keys[i] for i in ids]
-      legal = reg.legal.view[ids]
-      probs = self.policies[p].probs(states, p, keys, legal)
-      reg.probs.view[ids] = checked(np.asarray(probs, dtype=np.float64), legal, keys)
       self._pending[p] = []
+      self._apply(p, np.asarray([i for i, _ in pending]), [s for _, s in pending])
+
+  def _apply(self, p: int, ids: np.ndarray, states) -> None:
+    """The frozen policy of player p at its information states `ids`."""
+    reg = self.registries[p]
+    pol = self.policies[p]
+    keys = [reg.keys[i] for i in ids]
+    legal = reg.legal.view[ids]
+    data = {"keys": keys, "states": states,
+            "tensors": None if reg.tensors is None else reg.tensors.view[ids]}[pol.reads]
+    probs = pol.probs(p, data, legal)
+    reg.probs.view[ids] = checked(np.asarray(probs, dtype=np.float64), legal, keys)
 
   def _state(self, node: int) -> pyspiel.State:
     """The pyspiel state of `node` (from the memo, else replayed from the nearest memoised

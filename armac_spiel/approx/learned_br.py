@@ -189,13 +189,17 @@ def learn(cache: HistoryCache, budget: Budget, seed: int,
   models = [ResponderModel(cache.registries[p], cache.num_actions) for p in (0, 1)]
   episodes, batch = 0, config.first_batch
   acts = [None, None]
+  round_s, last_b = 0.0, 1
   while True:
     if budget.episodes is not None and episodes >= budget.episodes:
       break
-    if budget.seconds is not None and time.perf_counter() - t0 >= budget.seconds:
-      break
     b = batch if budget.episodes is None else max(1, min(batch, (budget.episodes - episodes)
                                                         // 2))
+    # Stop before a round that would overrun the seconds (at the last round's rate).
+    if (budget.seconds is not None and episodes and
+        time.perf_counter() - t0 + round_s * b / last_b > budget.seconds):
+      break
+    t_round, last_b = time.perf_counter(), b
     for seat in (0, 1):
       act = [None, None]
       act[seat] = acts[seat]
@@ -205,6 +209,7 @@ def learn(cache: HistoryCache, budget: Budget, seed: int,
     for seat in (0, 1):
       q, _, _ = models[seat].solve(config.lcb)
       acts[seat] = models[seat].behaviour(q, config.ucb, config.explore)
+    round_s = time.perf_counter() - t_round
     batch = min(2 * batch, config.max_batch)
   responders, roots = [], []
   for seat in (0, 1):

@@ -19,6 +19,7 @@ from armac_spiel.approx.control import HistoryBaseline
 from armac_spiel.approx.histories import HistoryCache
 
 EVAL_CHUNK = 65536
+FIRST_CHUNK = 4096
 PILOT = 0.25  # share of the evaluation budget that fits the control variates
 
 
@@ -38,6 +39,23 @@ class Responder:
     probs[fixed] = 0.0
     probs[fixed, a[fixed]] = 1.0
     return probs
+
+
+class _Clock:
+  """Seconds since t0, and whether a chunk of b episodes fits a limit (from the rate of
+  the last chunk timed)."""
+
+  def __init__(self, t0: float):
+    self.t0, self.rate, self._b, self._t = t0, 0.0, 0, 0.0
+
+  def start(self, b: int) -> None:
+    self._b, self._t = b, time.perf_counter()
+
+  def stop(self) -> None:
+    self.rate = (time.perf_counter() - self._t) / max(self._b, 1)
+
+  def fits(self, b: int, limit: float) -> bool:
+    return time.perf_counter() - self.t0 + self.rate * b <= limit
 
 
 class SampledValue(NamedTuple):
@@ -64,37 +82,44 @@ def sampled_value(cache: HistoryCache, responders, budget: Budget, seed: int,
   chunk = chunk or EVAL_CHUNK
   if budget.eval_episodes is not None:
     chunk = max(1, min(chunk, budget.eval_episodes // 4))
+  clock = _Clock(t0)
   baselines = [HistoryBaseline(0), HistoryBaseline(1)]
   acts = ([responders[0], None], [None, responders[1]])
   n = n_pilot = 0
+  b = min(chunk, FIRST_CHUNK)
   while pilot > 0:  # the pilot: a share of the episodes, or of the seconds
     if budget.eval_episodes is not None and n_pilot >= pilot * budget.eval_episodes:
       break
     if (budget.eval_seconds is not None and n_pilot and
-        time.perf_counter() - t0 >= pilot * budget.eval_seconds):
+        not clock.fits(b, pilot * budget.eval_seconds)):
       break
+    clock.start(b)
     for seat in (0, 1):
-      play = cache.play(acts[seat], chunk, rng, visits=True)
+      play = cache.play(acts[seat], b, rng, visits=True)
       baselines[seat].add(cache, play.visits, play.returns)
-    n_pilot += chunk
-  for b in baselines:
-    b.fit(cache)
+    clock.stop()
+    n_pilot += b
+    b = min(2 * b, chunk)
+  for bl in baselines:
+    bl.fit(cache)
   x0, x1 = [], []
-  t1 = time.perf_counter()
+  b = min(chunk, FIRST_CHUNK)
   while True:
-    if budget.eval_episodes is not None and n_pilot + n >= budget.eval_episodes:
-      break
+    if budget.eval_episodes is not None:
+      b = min(b, budget.eval_episodes - n_pilot - n)
+      if b <= 0:
+        break
     if (budget.eval_seconds is not None and len(x0) >= 2 and
-        time.perf_counter() - t0 >= budget.eval_seconds):
+        not clock.fits(b, budget.eval_seconds)):
       break
-    b = chunk if budget.eval_episodes is None else min(chunk,
-                                                        budget.eval_episodes - n_pilot - n)
     u = cache.uniforms(b, rng)
+    clock.start(b)
     for seat, out in ((0, x0), (1, x1)):
       play = cache.play(acts[seat], b, rng, uniforms=u, baseline=baselines[seat])
       out.append(play.returns[:, seat] - play.correction)
+    clock.stop()
     n += b
-  del t1
+    b = min(2 * b, chunk)
   x0, x1 = np.concatenate(x0), np.concatenate(x1)
   d = 0.5 * (x0 + x1)
   return SampledValue((float(x0.mean()), float(x1.mean())), (half_width(x0), half_width(x1)),

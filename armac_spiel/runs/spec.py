@@ -25,6 +25,7 @@ import re
 from typing import Any, Mapping, Optional
 
 from armac_spiel import config as config_lib
+from armac_spiel.approx import check_method
 from armac_spiel.config import ConfigError
 from armac_spiel.learner import learner_entry
 
@@ -74,6 +75,7 @@ class RunSpec:
   plot: bool = True
   record: Optional[Mapping[str, Any]] = None  # ARMAC episode recording (armac_spiel.recording)
   config_file: Optional[str] = None
+  evaluation: str = "auto"  # auto | exact | learned_br | lbr (armac_spiel.approx.in_run)
 
   @property
   def config(self) -> config_lib.ARMACConfig:
@@ -156,7 +158,7 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                  eval_every: Optional[int] = None, eval_every_s: Optional[float] = None,
                  scheduler: Optional[str] = None, sampler: Optional[str] = None,
                  device: str = "auto", resume: bool = False, plot: bool = True,
-                 record: Optional[dict] = None) -> RunSpec:
+                 record: Optional[dict] = None, evaluation: str = "auto") -> RunSpec:
   """Resolves defaults < YAML < `sets` < flags into a RunSpec (see the module docstring).
 
   For ARMAC, `max_steps` / `eval_every` override the config's `max_epochs` / `eval_every`.
@@ -165,6 +167,10 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
   """
   from games import load_game
   load_game(game)  # GameError names the game and what is wrong with it
+  try:
+    check_method(evaluation, game, "--evaluation")
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   # The flags first, so that the error names the flag rather than a config field.
   learner, alias_sets = ALIASES.get(algo, (algo, {}))
   check_budgets(time_budget_s, max_steps, eval_every, eval_every_s, need_one=False,
@@ -220,4 +226,4 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                  out_dir=str(out_dir), hparams=hparams, scheduler=sched_dict,
                  time_budget_s=time_budget_s, max_steps=max_steps, eval_every=eval_every,
                  eval_every_s=eval_every_s, device=device, resume=resume, plot=plot,
-                 record=record, config_file=path)
+                 record=record, config_file=path, evaluation=evaluation)

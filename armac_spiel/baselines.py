@@ -349,6 +349,11 @@ class _MCCFR(Baseline):
   def average_table(self) -> torch.Tensor:
     return evaluation.tabularise(self.game_string, self._solver.average_policy())
 
+  def solver_policy(self):
+    """The solver's average policy as a pyspiel policy, queried per state (uniform where
+    the solver has not been): it needs no enumeration of the game."""
+    return self._solver.average_policy()
+
   def state_dict(self) -> dict:
     # The solver's own text serialisation (game, generator state and every information
     # state's regrets and averages) round-trips exactly; a string keeps the checkpoint

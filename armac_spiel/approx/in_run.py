@@ -5,7 +5,8 @@
 - learned_br / lbr: a lower bound on the average policy's exploitability by sampled play,
   with its 95% half-width. The learner's `average_policy()` is used when it is a batched
   network policy (it needs no enumeration of the game), else its `average_table()`.
-  Its time allowance keeps the run's approximate evaluations within APPROX_SHARE of the
+  A learner's `evaluation_extras()` (exact quantities, e.g. the scheduler's) are added
+  only for a game small enough to tabulate. Its time allowance keeps the run's approximate evaluations within APPROX_SHARE of the
   wall time: the budget of this evaluation is APPROX_SHARE / (1 - APPROX_SHARE) times
   the training seconds so far, less what earlier evaluations spent (at least MIN_S).
 Every line says which method gave it (`exploitability_method`) and its `exploitability_ci95`
@@ -16,6 +17,7 @@ Every line says which method gave it (`exploitability_method`) and its `exploita
 from __future__ import annotations
 
 import time
+from typing import Protocol, runtime_checkable
 
 from armac_spiel import evaluation
 from armac_spiel.approx.budget import Budget
@@ -34,8 +36,19 @@ def allowance(train_s: float, approx_s: float) -> float:
   return max(MIN_S, APPROX_SHARE / (1.0 - APPROX_SHARE) * train_s - approx_s)
 
 
+@runtime_checkable
+class HasSolverPolicy(Protocol):
+  """A learner whose solver's own average policy is queried per state (MCCFR)."""
+
+  def solver_policy(self):
+    ...
+
+
 def learner_policy(learner):
-  """The learner's average policy in the form that needs the least of the game."""
+  """The learner's average policy in the form that needs the least of the game: the
+  solver's policy, a batched network policy, else the table."""
+  if isinstance(learner, HasSolverPolicy):
+    return learner.solver_policy()
   average = getattr(learner, "average_policy", None)
   if average is not None:
     pol = average()
@@ -75,8 +88,8 @@ def evaluate_learner(learner, method: str, seed: int, train_s: float,
          "exploitability_method": method, "exploitability_ci95": est.ci95,
          "approx_s": time.perf_counter() - t0, "approx_episodes": est.train_episodes + 2 * est.eval_episodes}
   extras = getattr(learner, "evaluation_extras", None)
-  if extras is not None:
-    out.update(extras())
+  if extras is not None and enumerable(learner.game_string):
+    out.update(extras())  # exact extras (the scheduler's) need the game tabulated
   return out
 
 

@@ -1,15 +1,14 @@
 """A learned best response to a frozen policy, from sampled episodes only.
 
 Against a fixed policy, a best response of seat i is an optimal policy of a single-agent
-decision problem whose states are i's information states. With perfect recall every
-information state I' of i follows one pair (I, a) of i's previous information state and
-action, and the law of what comes next (the opponent's moves and chance up to i's next
-decision or the end) depends on (I, a) and the fixed policy only, not on how i plays
+decision problem whose states are i's information states. With perfect recall the law of
+what follows i's action a at information state I (the opponent's moves and chance up to i's
+next decision or the end) depends on (I, a) and the fixed policy only, not on how i plays
 elsewhere. So it is estimated from episodes played with any behaviour of i:
 
   N(I, a)  visits of (I, a);  R(I, a) sum of the returns of episodes that end before i acts
-  again;  C(I') arrivals at I' (each after its one parent pair).
-  Q(I, a) = (R(I, a) + sum_{I' after (I, a)} C(I') V(I')) / N(I, a),  V(I) = Q(I, pi(I)),
+  again;  C(I, a, I') transitions to i's next information state I'.
+  Q(I, a) = (R(I, a) + sum_{I'} C(I, a, I') V(I')) / N(I, a),  V(I) = Q(I, pi(I)),
 
 by backward induction over i's information states (deepest first). No tree is walked: the
 model holds what sampled play has reached, and nothing needs importance weights, because
@@ -54,31 +53,39 @@ class LearnedBRConfig:
       raise ValueError(f"learned_br ucb={self.ucb}, lcb={self.lcb}: must be >= 0")
 
 
-class ImperfectRecallError(ValueError):
-  """An information state reached after two different (information state, action) pairs."""
-
-
 class ResponderModel:
-  """The counts of one seat's decision problem, over its Registry's ids."""
+  """The counts of one seat's decision problem, over its Registry's ids.
+
+  Edges (I, a) -> I' carry their counts. With perfect recall each I' has one parent pair;
+  where the information-state strings forget the order of what was seen (universal_poker
+  sorts its board cards) an I' may follow several, and the model is a DAG: I' is still one
+  decision, so the responder stays one fixed strategy and its measured value a lower
+  bound."""
 
   def __init__(self, registry: Registry, num_actions: int):
     self.registry = registry
     self.a = num_actions
     self.n = Grow(num_actions, np.float64)
     self.r = Grow(num_actions, np.float64)
-    self.c = Grow(None, np.float64)
-    self.parent = Grow(None, np.int64, -1)   # parent pair I * A + a, -1: a first decision
+    self.first = Grow(None, np.float64)      # episodes whose first decision is I
+    self.edge_pair = Grow(None, np.int64)    # I * A + a
+    self.edge_child = Grow(None, np.int64)   # I'
+    self.edge_count = Grow(None, np.float64)
+    self._edges: dict[int, int] = {}         # (pair << 32) | child -> edge index
     self.episodes = 0
     self.none_return = 0.0   # returns of episodes in which the seat never acted
     self.ret_sum = self.ret_sq = 0.0
 
+  @property
+  def size(self) -> int:
+    return self.first.n
+
   def _grow(self) -> None:
-    k = len(self.registry) - self.c.n
+    k = len(self.registry) - self.first.n
     if k > 0:
       self.n.add(np.zeros((k, self.a)))
       self.r.add(np.zeros((k, self.a)))
-      self.c.add(np.zeros(k))
-      self.parent.add(np.full(k, -1))
+      self.first.add(np.zeros(k))
 
   def add(self, play: Play, seat: int) -> None:
     self._grow()
@@ -92,31 +99,25 @@ class ResponderModel:
     self.none_return += float(g[~acted].sum())
     if not ep.size:
       return
-    m = self.c.n
+    m = self.size
     pair = ids * self.a + acts
     last = np.r_[ep[1:] != ep[:-1], True]
     first = np.r_[True, ep[1:] != ep[:-1]]
     self.n.view.reshape(-1)[:] += np.bincount(pair, minlength=m * self.a)
     self.r.view.reshape(-1)[:] += np.bincount(pair[last], weights=g[ep[last]],
                                              minlength=m * self.a)
-    self.c.view[:] += np.bincount(ids, minlength=m)
-    child, par = ids[~first], pair[np.flatnonzero(~first) - 1]
-    u_child, idx = np.unique(child, return_index=True)
-    seen = self.parent.view[child]
-    clash = ((seen >= 0) & (seen != par)) | (par != par[idx][np.searchsorted(u_child, child)])
-    if clash.any():
-      k = int(np.flatnonzero(clash)[0])
-      raise ImperfectRecallError(
-          f"information state {self.registry.keys[child[k]]!r} follows two different "
-          "(information state, action) pairs of its player: the game does not have perfect "
-          "recall, which learned_br needs")
-    self.parent.view[u_child] = par[idx]
-    roots = ids[first]
-    if (self.parent.view[roots] >= 0).any():
-      k = int(roots[np.flatnonzero(self.parent.view[roots] >= 0)[0]])
-      raise ImperfectRecallError(
-          f"information state {self.registry.keys[k]!r} is both a first decision and a later "
-          "one of its player: the game does not have perfect recall, which learned_br needs")
+    self.first.view[:] += np.bincount(ids[first], minlength=m)
+    keys = (pair[np.flatnonzero(~first) - 1] << 32) | ids[~first]
+    uniq, counts = np.unique(keys, return_counts=True)
+    idx = np.empty(uniq.size, dtype=np.int64)
+    for j, k in enumerate(uniq.tolist()):
+      e = self._edges.get(k)
+      if e is None:
+        e = self._edges[k] = self.edge_pair.add(k >> 32)
+        self.edge_child.add(k & 0xFFFFFFFF)
+        self.edge_count.add(0.0)
+      idx[j] = e
+    np.add.at(self.edge_count.data, idx, counts)
 
   @property
   def sigma(self) -> float:
@@ -126,15 +127,17 @@ class ResponderModel:
     return max(np.sqrt(max(self.ret_sq / self.episodes - mean * mean, 0.0)), 1e-9)
 
   def solve(self, lcb: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """(Q (S, A) with NaN where never tried, pessimistic choice (S,), model root value)."""
+    """(Q (S, A) with NaN where never tried, pessimistic choice (S,) (-1: never acted),
+    model root value)."""
     self._grow()
-    s, a = self.c.n, self.a
-    n, parent, c = self.n.view, self.parent.view, self.c.view
+    s, a = self.size, self.a
+    n = self.n.view
+    pair, child, count = self.edge_pair.view, self.edge_child.view, self.edge_count.view
+    parent_id = pair // a
     depth = np.zeros(s, dtype=np.int64)
-    has = parent >= 0
-    pid = np.where(has, parent // a, 0)
-    for _ in range(s):  # depth = number of earlier decisions; a fixed point in <= depth steps
-      new = np.where(has, depth[pid] + 1, 0)
+    for _ in range(s + 1):  # longest path from a first decision: parents come first
+      new = np.zeros(s, dtype=np.int64)
+      np.maximum.at(new, child, depth[parent_id] + 1)
       if np.array_equal(new, depth):
         break
       depth = new
@@ -143,6 +146,7 @@ class ResponderModel:
     choice = np.full(s, -1, dtype=np.int64)
     v = np.zeros(s)
     penalty = lcb * self.sigma / np.sqrt(np.maximum(n, 1.0))
+    edge_depth = depth[child]
     for d in range(int(depth.max(initial=0)), -1, -1):
       ids = np.flatnonzero(depth == d)
       tried = n[ids] > 0
@@ -152,10 +156,9 @@ class ResponderModel:
       ch = score.argmax(1)
       choice[ids] = np.where(tried.any(1), ch, -1)
       v[ids] = np.nan_to_num(qd[np.arange(ids.size), ch])
-      kids = ids[has[ids]]
-      np.add.at(total.reshape(-1), parent[kids], c[kids] * v[kids])
-    roots = np.flatnonzero(~has)
-    root = (float((c[roots] * v[roots]).sum()) + self.none_return) / max(self.episodes, 1)
+      e = np.flatnonzero(edge_depth == d)
+      np.add.at(total.reshape(-1), pair[e], count[e] * v[child[e]])
+    root = (float((self.first.view * v).sum()) + self.none_return) / max(self.episodes, 1)
     return q, choice, root
 
   def behaviour(self, q: np.ndarray, ucb: float, explore: float):
@@ -218,7 +221,7 @@ def learn(cache: HistoryCache, budget: Budget, seed: int,
     roots.append(root)
   stats = {"train_episodes": episodes, "train_s": time.perf_counter() - t0,
            "train_estimate": 0.5 * (roots[0] + roots[1]),
-           "infostates": int(sum(m.c.n for m in models))}
+           "infostates": int(sum(int((m.n.view.sum(1) > 0).sum()) for m in models))}
   return responders, stats
 
 

@@ -156,17 +156,17 @@ def _reconcile_metrics(path: str, n_lines: int, pending: dict) -> None:
 
 
 def finish(spec: RunSpec, learner) -> None:
-  """policy.json (the average policy; not for a game too large to tabulate), the
-  learner's own exports, curve.png and DONE."""
+  """policy.json (the average policy) and the learner's own exports (not for a game too
+  large to tabulate), curve.png and DONE."""
   if (in_run.resolve_method(spec.evaluation, spec.game) == "exact" or
       in_run.enumerable(spec.game)):
     policy_io.export_policy(os.path.join(spec.out_dir, "policy.json"), spec.game,
                             learner.average_table())
-  else:
-    logging.info("%s: too large to write its policy as a table; no policy.json", spec.game)
-  export = getattr(learner, "export", None)
-  if export is not None:
-    export(spec.out_dir)
+    export = getattr(learner, "export", None)
+    if export is not None:
+      export(spec.out_dir)
+  else:  # its policy stays in checkpoint.pt (armac_spiel.runs.load_run)
+    logging.info("%s: too large to write policy tables; no policy.json", spec.game)
   if spec.plot:
     # matplotlib costs 31 MB resident; a run imports it only to draw its final curve.
     from armac_spiel.runs import plots  # pylint: disable=import-outside-toplevel

@@ -41,6 +41,12 @@ class HistoryBaseline:
     counts[:self.counts.size] += self.counts
     self.sums, self.counts = sums, counts
 
+  @property
+  def recurrence(self) -> float:
+    """Pilot visits per distinct history visited."""
+    seen = int((self.counts > 0).sum())
+    return float(self.counts.sum()) / seen if seen else 0.0
+
   def fit(self, cache: HistoryCache) -> None:
     m = self.sums.size
     f = np.zeros(m)

@@ -35,6 +35,9 @@ from armac_spiel.approx.histories import Grow, HistoryCache, Play, Registry
 from armac_spiel.approx.responder import Responder, sampled_value
 
 
+SMALL_BATCH = 64
+
+
 @dataclasses.dataclass(frozen=True)
 class LearnedBRConfig:
   first_batch: int = 4096     # episodes per seat in the first round; doubled each round
@@ -42,6 +45,7 @@ class LearnedBRConfig:
   explore: float = 0.2        # uniform share of the training behaviour
   ucb: float = 1.0            # optimism of the training behaviour (return std / sqrt(N))
   lcb: float = 1.0            # pessimism of the final choice (same unit)
+  race: bool = False          # behaviour: uniform over the actions still in the race
 
   def __post_init__(self):
     if not 1 <= self.first_batch <= self.max_batch:
@@ -161,11 +165,13 @@ class ResponderModel:
     root = (float((self.first.view * v).sum()) + self.none_return) / max(self.episodes, 1)
     return q, choice, root
 
-  def behaviour(self, q: np.ndarray, ucb: float, explore: float):
-    """The training ActFn: optimistic choice mixed with `explore` uniform."""
+  def behaviour(self, q: np.ndarray, ucb: float, explore: float, race: bool = False):
+    """The training ActFn: optimistic choice (race: uniform over the actions whose upper
+    bound reaches the best lower bound) mixed with `explore` uniform."""
     n = self.n.view[:q.shape[0]]
     bonus = ucb * self.sigma / np.sqrt(np.maximum(n, 1.0))
     score = np.where(n > 0, q + bonus, np.inf)
+    low = np.where(n > 0, q - bonus, -np.inf)
 
     def act(ids: np.ndarray, legal: np.ndarray) -> np.ndarray:
       uniform = legal / legal.sum(1, keepdims=True)
@@ -175,9 +181,13 @@ class ResponderModel:
       if known.any():
         k = np.flatnonzero(known)
         sc = np.where(legal[k], score[ids[k]], -np.inf)
-        best = sc.argmax(1)
-        greedy = np.zeros_like(uniform[k])
-        greedy[np.arange(k.size), best] = 1.0
+        if race:
+          best_low = np.where(legal[k], low[ids[k]], -np.inf).max(1, keepdims=True)
+          cand = legal[k] & (sc >= best_low)
+          greedy = cand / cand.sum(1, keepdims=True)
+        else:
+          greedy = np.zeros_like(uniform[k])
+          greedy[np.arange(k.size), sc.argmax(1)] = 1.0
         p[k] = (1 - explore) * greedy + explore * uniform[k]
       return p
 
@@ -190,7 +200,11 @@ def learn(cache: HistoryCache, budget: Budget, seed: int,
   t0 = time.perf_counter()
   rng = np.random.default_rng([seed, 0xB7])
   models = [ResponderModel(cache.registries[p], cache.num_actions) for p in (0, 1)]
-  episodes, batch = 0, config.first_batch
+  # Under a seconds budget start small: on a large game every episode expands new
+  # histories through pyspiel, and the first round's cost is not known in advance.
+  episodes = 0
+  batch = config.first_batch if budget.seconds is None else min(config.first_batch,
+                                                                  SMALL_BATCH)
   acts = [None, None]
   round_s, last_b = 0.0, 1
   while True:
@@ -211,7 +225,7 @@ def learn(cache: HistoryCache, budget: Budget, seed: int,
       episodes += b
     for seat in (0, 1):
       q, _, _ = models[seat].solve(config.lcb)
-      acts[seat] = models[seat].behaviour(q, config.ucb, config.explore)
+      acts[seat] = models[seat].behaviour(q, config.ucb, config.explore, config.race)
     round_s = time.perf_counter() - t_round
     batch = min(2 * batch, config.max_batch)
   responders, roots = [], []

@@ -20,6 +20,8 @@ from armac_spiel.approx.histories import HistoryCache
 
 EVAL_CHUNK = 65536
 FIRST_CHUNK = 4096
+SMALL_CHUNK = 64      # first chunk under a seconds budget
+MIN_RECURRENCE = 4.0  # pilot visits per distinct history needed to use control variates
 PILOT = 0.25  # share of the evaluation budget that fits the control variates
 
 
@@ -82,11 +84,12 @@ def sampled_value(cache: HistoryCache, responders, budget: Budget, seed: int,
   chunk = chunk or EVAL_CHUNK
   if budget.eval_episodes is not None:
     chunk = max(1, min(chunk, budget.eval_episodes // 4))
+  first = min(chunk, FIRST_CHUNK if budget.eval_seconds is None else SMALL_CHUNK)
   clock = _Clock(t0)
   baselines = [HistoryBaseline(0), HistoryBaseline(1)]
   acts = ([responders[0], None], [None, responders[1]])
   n = n_pilot = 0
-  b = min(chunk, FIRST_CHUNK)
+  b = first
   while pilot > 0:  # the pilot: a share of the episodes, or of the seconds
     if budget.eval_episodes is not None and n_pilot >= pilot * budget.eval_episodes:
       break
@@ -102,8 +105,11 @@ def sampled_value(cache: HistoryCache, responders, budget: Budget, seed: int,
     b = min(2 * b, chunk)
   for bl in baselines:
     bl.fit(cache)
+  # Control variates pay off when histories recur (each correction expands the siblings of
+  # the histories played); on a game where the pilot's histories hardly recur, play plain.
+  use = [bl if bl.recurrence >= MIN_RECURRENCE else None for bl in baselines]
   x0, x1 = [], []
-  b = min(chunk, FIRST_CHUNK)
+  b = first
   while True:
     if budget.eval_episodes is not None:
       b = min(b, budget.eval_episodes - n_pilot - n)
@@ -115,8 +121,9 @@ def sampled_value(cache: HistoryCache, responders, budget: Budget, seed: int,
     u = cache.uniforms(b, rng)
     clock.start(b)
     for seat, out in ((0, x0), (1, x1)):
-      play = cache.play(acts[seat], b, rng, uniforms=u, baseline=baselines[seat])
-      out.append(play.returns[:, seat] - play.correction)
+      play = cache.play(acts[seat], b, rng, uniforms=u, baseline=use[seat])
+      out.append(play.returns[:, seat] -
+                 (0.0 if play.correction is None else play.correction))
     clock.stop()
     n += b
     b = min(2 * b, chunk)

@@ -11,8 +11,8 @@ only check or call to the showdown:
          calls, after which both check/call down (the paper's fp * pot + (1 - fp) * ...,
          with each opponent hand weighted by its own fold probability).
 It plays the best of these (ties: call, then raise, then fold). Chance cards still to come are
-enumerated while at most `max_leaves` continuations remain, and sampled (`rollouts`, from a
-fixed seed) beyond. LBR is one fixed strategy, so its value by sampled play is a lower
+enumerated while at most `max_leaves` continuations remain, and sampled (from a fixed seed)
+beyond. LBR is one fixed strategy, so its value by sampled play is a lower
 bound on the best response's value. Decisions are computed once per information state,
 when sampled play first reaches it.
 
@@ -89,12 +89,11 @@ class LBR:
   """LBR's decisions per information state of either player, as the `ActFn` of a seat."""
 
   def __init__(self, cache: HistoryCache, game_string: str, seed: int,
-               max_leaves: int = 256, rollouts: int = 16):
+               max_leaves: int = 64):
     check_applies(game_string)
     self.cache = cache
     self.roles = _Roles(game_string)
     self.max_leaves = max_leaves
-    self.rollouts = rollouts
     self.rng = np.random.default_rng([seed, 0x1B2])
     self.choice = [np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)]
     self._private: dict[tuple[int, int], bool] = {}
@@ -162,19 +161,20 @@ class LBR:
         weights[j] *= pr[a]
     return [st for st, _, _ in alts], weights
 
-  def _checkdown(self, state: pyspiel.State, me: int, leaves: int = 1) -> float:
-    """Expected return of `me` when both check/call to the end (chance enumerated while at
-    most max_leaves continuations, else sampled)."""
+  def _checkdown(self, state: pyspiel.State, me: int, leaves: int = 0) -> float:
+    """Expected return of `me` when both check/call to the end. At a chance node with k
+    outcomes and a budget of B leaves (max_leaves at the start) the outcomes are enumerated
+    when k <= B, each with B // k, and otherwise B of them are sampled, each with 1."""
+    budget = leaves or self.max_leaves
     while not state.is_terminal():
       if state.is_chance_node():
         outs = state.chance_outcomes()
-        if leaves * len(outs) <= self.max_leaves:
-          return sum(p * self._checkdown(state.child(o), me, leaves * len(outs))
+        if len(outs) <= budget:
+          return sum(p * self._checkdown(state.child(o), me, max(budget // len(outs), 1))
                      for o, p in outs)
         a, p = zip(*outs)
-        draws = self.rng.choice(len(a), size=self.rollouts, p=np.asarray(p) / sum(p))
-        return float(np.mean([self._checkdown(state.child(a[i]), me, self.max_leaves)
-                              for i in draws]))
+        draws = self.rng.choice(len(a), size=budget, p=np.asarray(p) / sum(p))
+        return float(np.mean([self._checkdown(state.child(a[i]), me, 1) for i in draws]))
       state = state.child(self.roles.call(state))
     return state.returns()[me]
 

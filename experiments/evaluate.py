@@ -22,6 +22,7 @@ import json
 import sys
 import time
 
+import torch
 from absl import app, flags
 
 from armac_spiel import approx, evaluation, policy_io
@@ -47,6 +48,7 @@ flags.DEFINE_integer("seed", 0, "learned_br/lbr: seed of the sampled episodes.")
 
 def main(argv):
   del argv
+  torch.set_num_threads(1)  # small batches: threads only contend
   t0 = time.perf_counter()
   try:
     load_game(FLAGS.game_name)

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+import torch
 from absl import app, flags
 
 from armac_spiel import approx, evaluation, policy_io
@@ -58,6 +59,7 @@ def check_row(exact: float, value: float, ci95: float) -> dict:
 
 def main(argv):
   del argv
+  torch.set_num_threads(1)  # small batches: threads only contend
   try:
     rungs = [ladder.rung(n) for n in FLAGS.rungs]
     budget = approx.Budget(episodes=FLAGS.budget_episodes, eval_episodes=FLAGS.eval_episodes)

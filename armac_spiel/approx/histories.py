@@ -36,20 +36,31 @@ ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class Grow:
-  """A numpy array that grows by rows (capacity doubling)."""
+  """A numpy array that grows by rows (capacity doubling); new rows hold `fill` until set."""
 
   def __init__(self, width: Optional[int], dtype, fill=0):
     self.width, self.dtype, self.fill, self.n = width, dtype, fill, 0
     shape = (1024,) if width is None else (1024, width)
     self.data = np.full(shape, fill, dtype=dtype)
 
-  def add(self, rows) -> int:
-    """Appends rows (one row, or k rows as an array); returns the first new index."""
-    rows = np.asarray(rows, dtype=self.dtype)
-    k = 1 if rows.ndim == (0 if self.width is None else 1) else rows.shape[0]
+  def _reserve(self, k: int) -> None:
     while self.n + k > self.data.shape[0]:
       extra = np.full(self.data.shape, self.fill, dtype=self.dtype)
       self.data = np.concatenate([self.data, extra])
+
+  def append(self, row=None) -> int:
+    """One new row (`fill` when row is None); returns its index."""
+    self._reserve(1)
+    if row is not None:
+      self.data[self.n] = row
+    self.n += 1
+    return self.n - 1
+
+  def add(self, rows) -> int:
+    """Appends k rows (an array); returns the first new index."""
+    rows = np.asarray(rows, dtype=self.dtype)
+    k = rows.shape[0]
+    self._reserve(k)
     self.data[self.n:self.n + k] = rows
     self.n += k
     return self.n - k
@@ -152,35 +163,33 @@ class HistoryCache:
   def _add(self, state: pyspiel.State, parent: int, action: int) -> int:
     node = self.kind.n
     if state.is_terminal():
-      self.kind.add(TERMINAL)
-      self.row.add(self.term_ret.add(state.returns()))
+      self.kind.append(TERMINAL)
+      self.row.append(self.term_ret.append(state.returns()))
     elif state.is_chance_node():
       outcomes, probs = zip(*state.chance_outcomes())
-      cdf = np.full(self.max_chance, 2.0)
+      r = self.ch_cdf.append()
       c = np.cumsum(probs)
-      cdf[:len(c)] = c / c[-1]
-      cdf[len(c) - 1] = 1.0
-      out = np.full(self.max_chance, -1, dtype=np.int64)
-      out[:len(c)] = outcomes
-      self.kind.add(CHANCE)
-      r = self.ch_cdf.add(cdf)
-      self.ch_out.add(out)
-      self.ch_child.add(np.full(self.max_chance, -1, dtype=np.int64))
-      self.row.add(r)
+      self.ch_cdf.data[r, :len(c)] = c / c[-1]
+      self.ch_cdf.data[r, len(c) - 1] = 1.0
+      self.ch_out.append()
+      self.ch_out.data[r, :len(c)] = outcomes
+      self.ch_child.append()
+      self.kind.append(CHANCE)
+      self.row.append(r)
     else:
       p = state.current_player()
       info = self._register(p, state)
       reg = self.registries[p]
       if reg.node.data[info] < 0:
         reg.node.data[info] = node
-      self.kind.add(DECISION)
-      r = self.dec_player.add(p)
-      self.dec_info.add(info)
-      self.dec_child.add(np.full(self.num_actions, -1, dtype=np.int64))
-      self.row.add(r)
-    self.parent.add(parent)
-    self.depth.add(0 if parent < 0 else self.depth.data[parent] + 1)
-    self.pact.add(action)
+      self.kind.append(DECISION)
+      r = self.dec_player.append(p)
+      self.dec_info.append(info)
+      self.dec_child.append()
+      self.row.append(r)
+    self.parent.append(parent)
+    self.depth.append(0 if parent < 0 else self.depth.data[parent] + 1)
+    self.pact.append(action)
     if len(self._memo) >= STATE_MEMO:
       self._memo.clear()
     self._memo[node] = state
@@ -196,13 +205,12 @@ class HistoryCache:
     if info is None:
       info = reg.ids[key] = len(reg.keys)
       reg.keys.append(key)
-      legal = np.zeros(self.num_actions, dtype=bool)
-      legal[state.legal_actions()] = True
-      reg.legal.add(legal)
-      reg.probs.add(np.zeros(self.num_actions))
-      reg.node.add(-1)
+      r = reg.legal.append()
+      reg.legal.data[r, state.legal_actions()] = True
+      reg.probs.append()
+      reg.node.append()
       if reg.tensors is not None:
-        reg.tensors.add(state.information_state_tensor(p))
+        reg.tensors.append(state.information_state_tensor(p))
       self._pending[p].append((info, state))
     return info
 

@@ -117,9 +117,9 @@ class ResponderModel:
     for j, k in enumerate(uniq.tolist()):
       e = self._edges.get(k)
       if e is None:
-        e = self._edges[k] = self.edge_pair.add(k >> 32)
-        self.edge_child.add(k & 0xFFFFFFFF)
-        self.edge_count.add(0.0)
+        e = self._edges[k] = self.edge_pair.append(k >> 32)
+        self.edge_child.append(k & 0xFFFFFFFF)
+        self.edge_count.append(0.0)
       idx[j] = e
     np.add.at(self.edge_count.data, idx, counts)
 

@@ -96,6 +96,10 @@ class Play(NamedTuple):
   new_nodes: int           # histories expanded through pyspiel during this call
   correction: Optional[np.ndarray] = None  # (B,) control-variate sum (with `baseline`)
   visits: Optional[tuple[np.ndarray, np.ndarray]] = None  # (episode, node) of each history
+  rec_node: Optional[np.ndarray] = None   # (M,) history of each recorded decision
+  rec_reach: Optional[np.ndarray] = None  # (M,) its chance and other player's reach
+  final_node: Optional[np.ndarray] = None   # (B,) terminal history of each episode
+  final_reach: Optional[np.ndarray] = None  # (B,) its reach (as rec_reach)
 
 
 class Baseline(Protocol):
@@ -323,6 +327,7 @@ class HistoryCache:
     active = np.arange(batch)
     rec, seen = [], []
     corr = np.zeros(batch) if baseline is not None else None
+    reach = np.ones(batch)  # chance's and the other players' probabilities so far
     while active.size:
       if visits:
         seen.append((active, node[active].copy()))
@@ -334,8 +339,9 @@ class HistoryCache:
         kc[ch] += 1
         cdf = self.ch_cdf.data[rows]
         slot = (cdf <= u[:, None]).sum(1)
+        probs = np.diff(np.minimum(cdf, 1.0), prepend=0.0, axis=1)
+        reach[ch] *= probs[np.arange(ch.size), slot]
         if baseline is not None:
-          probs = np.diff(np.minimum(cdf, 1.0), prepend=0.0, axis=1)
           corr[ch] += self._correction(baseline, node[ch], rows, probs, slot, True)
         node[ch] = self._children(node[ch], rows, slot, True)
       dc = active[kind == DECISION]
@@ -361,7 +367,9 @@ class HistoryCache:
             corr[dc[sel]] += self._correction(baseline, node[dc[sel]], rows[sel], probs,
                                               actions[sel], False)
           if record == p:
-            rec.append((dc[sel], ids, actions[sel]))
+            rec.append((dc[sel], ids, actions[sel], node[dc[sel]], reach[dc[sel]]))
+          else:
+            reach[dc[sel]] *= probs[np.arange(sel.size), actions[sel]]
         node[dc] = self._children(node[dc], rows, actions, False)
       active = active[kind != TERMINAL]
     returns = self.term_ret.data[self.row.data[node]]
@@ -370,12 +378,14 @@ class HistoryCache:
       seen.append((np.arange(batch), node.copy()))
       seen_out = tuple(np.concatenate(x) for x in zip(*seen))
     if rec:
-      ep, ids, acts = (np.concatenate(x) for x in zip(*rec))
+      ep, ids, acts, nodes, reaches = (np.concatenate(x) for x in zip(*rec))
       order = np.argsort(ep, kind="stable")
-      ep, ids, acts = ep[order], ids[order], acts[order]
+      ep, ids, acts, nodes, reaches = (x[order] for x in (ep, ids, acts, nodes, reaches))
     else:
-      ep = ids = acts = np.zeros(0, dtype=np.int64)
-    return Play(returns, ep, ids, acts, self.expanded - start, corr, seen_out)
+      ep = ids = acts = nodes = np.zeros(0, dtype=np.int64)
+      reaches = np.zeros(0)
+    return Play(returns, ep, ids, acts, self.expanded - start, corr, seen_out, nodes, reaches,
+                node, reach)
 
   def _correction(self, baseline: Baseline, nodes, rows, probs, taken,
                   chance: bool) -> np.ndarray:

@@ -36,6 +36,7 @@ from armac_spiel.approx.responder import Responder, sampled_value
 
 
 SMALL_BATCH = 64
+MAX_STRATA = 5_000_000  # beyond this many (history, action) strata the model pools
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,8 @@ class LearnedBRConfig:
   ucb: float = 1.0            # optimism of the training behaviour (return std / sqrt(N))
   lcb: float = 1.0            # pessimism of the final choice (same unit)
   race: bool = False          # behaviour: uniform over the actions still in the race
+  stratify: bool = True       # Q over the histories of I weighted by their exact reach
+  missing_mass: float = 0.05  # ... where the Good-Turing missing mass is at most this
 
   def __post_init__(self):
     if not 1 <= self.first_batch <= self.max_batch:
@@ -76,6 +79,21 @@ class ResponderModel:
     self.edge_child = Grow(None, np.int64)   # I'
     self.edge_count = Grow(None, np.float64)
     self._edges: dict[int, int] = {}         # (pair << 32) | child -> edge index
+    # Strata: one per (history h, action a) of the seat, weighted by h's reach by chance and
+    # the opponent (exact: the probabilities drawn on the way). Its edges go to what follows
+    # before the seat acts again (a terminal history, or the seat's next history), each with
+    # its exact probability given (h, a) and its count.
+    self.strata_ok, self._cache_epoch = True, None
+    self._strata: dict[int, int] = {}        # h * A + a -> stratum
+    self.s_pair = Grow(None, np.int64)
+    self.s_w = Grow(None, np.float64)
+    self.s_n = Grow(None, np.float64)
+    self._sedges: dict[int, int] = {}        # (stratum << 32) | next history -> edge
+    self.se_stratum = Grow(None, np.int64)
+    self.se_child = Grow(None, np.int64)     # the seat's next information state, -1: end
+    self.se_term = Grow(None, np.float64)    # the seat's return at a terminal history
+    self.se_p = Grow(None, np.float64)
+    self.se_count = Grow(None, np.float64)
     self.episodes = 0
     self.none_return = 0.0   # returns of episodes in which the seat never acted
     self.ret_sum = self.ret_sq = 0.0
@@ -91,7 +109,9 @@ class ResponderModel:
       self.r.add(np.zeros((k, self.a)))
       self.first.add(np.zeros(k))
 
-  def add(self, play: Play, seat: int) -> None:
+  def add(self, play: Play, seat: int, cache_epoch: int = 0) -> None:
+    """Counts the seat's decisions of `play`; `cache_epoch` (HistoryCache.resets) tells
+    whether the history ids of the strata still name the same histories."""
     self._grow()
     g = play.returns[:, seat]
     self.episodes += g.size
@@ -122,6 +142,47 @@ class ResponderModel:
         self.edge_count.append(0.0)
       idx[j] = e
     np.add.at(self.edge_count.data, idx, counts)
+    if self._cache_epoch is None:
+      self._cache_epoch = cache_epoch
+    if self.strata_ok and (cache_epoch != self._cache_epoch or play.rec_node is None or
+                           len(self._strata) > MAX_STRATA):
+      self.strata_ok = False  # the pooled counts carry on alone
+      self._strata, self._sedges = {}, {}
+    if self.strata_ok:
+      self._add_strata(play, seat, pair, first, last)
+
+  def _add_strata(self, play: Play, seat: int, pair, first, last) -> None:
+    ep = play.rec_episode
+    keys = play.rec_node * self.a + play.rec_action
+    sid = self._lookup(self._strata, keys, lambda k, j: (
+        self.s_pair.append(pair[j]), self.s_w.append(play.rec_reach[j]),
+        self.s_n.append(0.0))[0])
+    np.add.at(self.s_n.data, sid, 1.0)
+    # What follows each decision: the next decision's history, else the episode's end.
+    nxt = np.minimum(np.arange(ep.size) + 1, ep.size - 1)
+    node = np.where(last, play.final_node[ep], play.rec_node[nxt])
+    reach = np.where(last, play.final_reach[ep], play.rec_reach[nxt])
+    child = np.where(last, -1, play.rec_id[nxt])
+    term = np.where(last, play.returns[ep, seat], 0.0)
+    prob = reach / np.maximum(play.rec_reach, 1e-300)
+    ekeys = (sid << 32) | node
+    idx = self._lookup(self._sedges, ekeys, lambda k, j: (
+        self.se_stratum.append(sid[j]), self.se_child.append(child[j]),
+        self.se_term.append(term[j]), self.se_p.append(prob[j]),
+        self.se_count.append(0.0))[0])
+    np.add.at(self.se_count.data, idx, 1.0)
+
+  @staticmethod
+  def _lookup(table: dict, keys: np.ndarray, new) -> np.ndarray:
+    """Index of each key in `table`; new(key, position of its first occurrence) makes one."""
+    uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    out = np.empty(uniq.size, dtype=np.int64)
+    for j, (k, f) in enumerate(zip(uniq.tolist(), first.tolist())):
+      i = table.get(k)
+      if i is None:
+        i = table[k] = new(k, f)
+      out[j] = i
+    return out[inv.reshape(-1)]
 
   @property
   def sigma(self) -> float:
@@ -130,9 +191,14 @@ class ResponderModel:
     mean = self.ret_sum / self.episodes
     return max(np.sqrt(max(self.ret_sq / self.episodes - mean * mean, 0.0)), 1e-9)
 
-  def solve(self, lcb: float) -> tuple[np.ndarray, np.ndarray, float]:
+  def solve(self, lcb: float, stratify: bool = True, missing_mass: float = 0.05
+            ) -> tuple[np.ndarray, np.ndarray, float]:
     """(Q (S, A) with NaN where never tried, pessimistic choice (S,) (-1: never acted),
-    model root value)."""
+    model root value).
+
+    stratify: where the histories seen of (I, a) hold all but `missing_mass` of its
+    visits' law (Good-Turing: the share of visits to histories seen once), Q(I, a) weighs
+    each history's mean by its exact reach instead of its sampled frequency."""
     self._grow()
     s, a = self.size, self.a
     n = self.n.view
@@ -151,10 +217,33 @@ class ResponderModel:
     v = np.zeros(s)
     penalty = lcb * self.sigma / np.sqrt(np.maximum(n, 1.0))
     edge_depth = depth[child]
+    strata = stratify and self.strata_ok and self.s_pair.n > 0
+    if strata:
+      sp, sw, sn = self.s_pair.view, self.s_w.view, self.s_n.view
+      s_depth = depth[sp // a]
+      se_s, se_c, se_t = self.se_stratum.view, self.se_child.view, self.se_term.view
+      se_p, se_n = self.se_p.view, self.se_count.view
+      se_depth = s_depth[se_s]
     for d in range(int(depth.max(initial=0)), -1, -1):
       ids = np.flatnonzero(depth == d)
       tried = n[ids] > 0
       qd = np.where(tried, total[ids] / np.maximum(n[ids], 1.0), np.nan)
+      if strata:
+        # A stratum's value: exact weights on the outcomes seen, their sampled mean on the
+        # probability not yet seen.
+        e = np.flatnonzero(se_depth == d)
+        val = np.where(se_c[e] >= 0, v[np.maximum(se_c[e], 0)], se_t[e])
+        m = sp.size
+        seen_p = np.minimum(np.bincount(se_s[e], weights=se_p[e], minlength=m), 1.0)
+        exact = np.bincount(se_s[e], weights=se_p[e] * val, minlength=m)
+        mean = np.bincount(se_s[e], weights=se_n[e] * val, minlength=m) / np.maximum(sn, 1.0)
+        k = np.flatnonzero(s_depth == d)
+        qs = exact[k] + (1.0 - seen_p[k]) * mean[k]
+        num = np.bincount(sp[k], weights=sw[k] * qs, minlength=s * a).reshape(s, a)[ids]
+        den = np.bincount(sp[k], weights=sw[k], minlength=s * a).reshape(s, a)[ids]
+        once = np.bincount(sp[k], weights=(sn[k] == 1), minlength=s * a).reshape(s, a)[ids]
+        use = tried & (den > 0) & (once <= missing_mass * n[ids])
+        qd = np.where(use, num / np.where(den > 0, den, 1.0), qd)
       q[ids] = qd
       score = np.where(tried, qd - penalty[ids], -np.inf)
       ch = score.argmax(1)
@@ -221,16 +310,16 @@ def learn(cache: HistoryCache, budget: Budget, seed: int,
       act = [None, None]
       act[seat] = acts[seat]
       play = cache.play(act, b, rng, record=seat)
-      models[seat].add(play, seat)
+      models[seat].add(play, seat, cache.resets)
       episodes += b
     for seat in (0, 1):
-      q, _, _ = models[seat].solve(config.lcb)
+      q, _, _ = models[seat].solve(config.lcb, config.stratify, config.missing_mass)
       acts[seat] = models[seat].behaviour(q, config.ucb, config.explore, config.race)
     round_s = time.perf_counter() - t_round
     batch = min(2 * batch, config.max_batch)
   responders, roots = [], []
   for seat in (0, 1):
-    _, choice, root = models[seat].solve(config.lcb)
+    _, choice, root = models[seat].solve(config.lcb, config.stratify, config.missing_mass)
     responders.append(Responder(choice))
     roots.append(root)
   stats = {"train_episodes": episodes, "train_s": time.perf_counter() - t0,

@@ -18,7 +18,7 @@ from armac_spiel.approx.lbr import NotPokerError
 from games import ladder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = approx.Budget(episodes=100_000, eval_episodes=20_000)
+SMALL = approx.Budget(episodes=60_000, eval_episodes=12_000)
 
 
 def _exact(game, probs):
@@ -66,7 +66,7 @@ def test_sampled_returns_match_exact_expected_returns_with_any_baseline():
     return np.random.default_rng(len(nodes)).normal(size=nodes.size) * 3.0
 
   for baseline in (None, noisy):
-    play = cache.play([None, None], 60_000, rng, baseline=baseline)
+    play = cache.play([None, None], 30_000, rng, baseline=baseline)
     x = play.returns[:, 0] - (0 if baseline is None else play.correction)
     half = 4 * x.std() / np.sqrt(x.size)
     assert abs(x.mean() - exact) <= half

@@ -37,6 +37,8 @@ flags.DEFINE_integer("budget_episodes", approx.Budget().episodes,
 flags.DEFINE_integer("eval_episodes", approx.Budget().eval_episodes,
                      "Evaluation episodes per seat.")
 flags.DEFINE_integer("seed", 0, "Seed of the sampled episodes.")
+flags.DEFINE_bool("stratify", True, "learned_br: weigh sampled histories by their exact reach "
+                  "(armac_spiel.approx.learned_br, Strata); --nostratify: counts only.")
 flags.DEFINE_string("out", None, "Write the rows here (JSON).")
 
 RATIO = 0.8
@@ -87,7 +89,8 @@ def main(argv):
             lbr_lib.check_applies(rung.game)
           except lbr_lib.NotPokerError:
             continue
-        est = approx.estimate(rung.game, probs, m, budget, FLAGS.seed)
+        est = approx.estimate(rung.game, probs, m, budget, FLAGS.seed,
+                              approx.LearnedBRConfig(stratify=FLAGS.stratify))
         row[m] = {**est.to_dict(), **check_row(exact, est.exploitability, est.ci95)}
       rows.append(row)
       parts = [f"{rung.name:13s} {name:8s} exact {exact:.5f}"]
@@ -101,7 +104,7 @@ def main(argv):
       if FLAGS.out:
         atomic_write_text(FLAGS.out, json.dumps({
             "budget_episodes": FLAGS.budget_episodes, "eval_episodes": FLAGS.eval_episodes,
-            "seed": FLAGS.seed, "rows": rows}, indent=1))
+            "seed": FLAGS.seed, "stratify": FLAGS.stratify, "rows": rows}, indent=1))
   for m in FLAGS.methods:
     done = [r[m] for r in rows if m in r]
     print(f"{m}: {len(done)} rows, upper check failed {sum(not d['upper_ok'] for d in done)}, "

@@ -14,6 +14,19 @@ by backward induction over i's information states (deepest first). No tree is wa
 model holds what sampled play has reached, and nothing needs importance weights, because
 the counts estimate the next-state law under any behaviour of i.
 
+Strata. The policy is frozen and chance's probabilities are known, so every sampled
+history h carries its exact reach w(h) by chance and the opponent (the product of the
+probabilities its moves were drawn with). Per (history h, action a) the model keeps what
+followed before i acted again (a terminal history z, or i's next history h'), each with its
+exact probability w(.) / w(h) given (h, a). Then
+  q(h, a) = sum over the outcomes seen of p(o) value(o) + (1 - sum p(o)) (their sampled mean),
+  Q(I, a) = sum_h w(h) q(h, a) / sum_h w(h) over the histories of I seen,
+where value is u_i(z) or V(I(h')). This takes the sampling noise of chance and of the
+opponent's moves out of Q wherever the histories sampled cover the law; the pooled counts
+above are used where they do not (the Good-Turing missing mass of I's histories, the share
+of (I, a)'s visits to histories seen once, above `missing_mass`), and where the histories
+do not recur at all (the HistoryCache was emptied).
+
 Training plays rounds of episodes in each seat: i follows the optimistic choice
 argmax Q + ucb * sigma / sqrt(N) (an action never tried first) mixed with `explore`
 uniform; the opponent plays the frozen policy. The responder is then fixed to the

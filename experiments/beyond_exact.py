@@ -9,7 +9,10 @@ evaluated every --eval_every_s training seconds by sampled play (--evaluation: l
 or lbr on poker; approximate evaluation keeps within 20% of the run's time), so each run's
 metrics.jsonl is a curve of lower bounds with their 95% intervals. The scheduler's variant
 uses the model-free br_critic update, its states keyed by clusters of information-state
-tensors (state_keying.level 2), since neither needs the tree.
+tensors (state_keying.level 2), since neither needs the tree, and samples the learning
+player's actions from its mix (policy_mixer.behaviour). What is evaluated is each run's
+average policy: the scheduler's deployed mix exists only as a table over every information
+state (scheduler_glue.mixed_table), which a game this large does not have.
 
 When the runs are done, each run's final policy gets one larger approximate evaluation
 (learned_br with --final_episodes / --final_eval_episodes, and lbr on poker), and every
@@ -63,12 +66,15 @@ def _game() -> str:
 
 
 def _sched_yaml(out_dir: str) -> str:
-  """The scheduler's sections for a game without the tree: br_critic, level-2 keys."""
+  """The scheduler's sections for a game without the tree: br_critic, level-2 keys, and
+  the mix as the learning player's behaviour (so that the scheduler shapes the average
+  policy, which is what is evaluated: the deployed mix is a table, see the module doc)."""
   path = os.path.join(out_dir, "armac_sched.yaml")
   atomic_write_text(path, "\n".join([
       "use_scheduler: true",
       "policy_mixer:",
       "  discrete: true",
+      "  behaviour: true",
       "state_keying:",
       "  level: 2",
       f"  cluster_file: {os.path.join(out_dir, 'state_clusters.pt')}",

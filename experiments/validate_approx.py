@@ -3,7 +3,7 @@
   python -m experiments.validate_approx --runs_dir=RUNS --out=validate_approx.json
 
 For each rung of games.ladder.LADDER (or --rungs) and each policy of --policies
-(`uniform`, or a run directory RUNS/<rung>_<name>, e.g. a short and a long ARMAC run made
+(`uniform`, `cfr_plus:N`, or a run directory RUNS/<rung>_<name>, e.g. a short and a long ARMAC run made
 with `python -m experiments.train --game_name=G --seed=S --max_epochs=N --out_dir=RUNS/<rung>_short
 --noprogress --noplot`), it computes the exact exploitability (armac_spiel.evaluation) and
 the lower bounds of armac_spiel.approx: learned_br, and lbr on poker games. Each
@@ -30,7 +30,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("runs_dir", None, "Directory of the run directories <rung>_<policy>.")
 flags.DEFINE_list("rungs", [r.name for r in ladder.LADDER], "Ladder rungs (games.ladder).")
 flags.DEFINE_list("policies", ["uniform", "short", "long"],
-                  "uniform, or NAME for the run directory <runs_dir>/<rung>_NAME.")
+                  "uniform, cfr_plus:N (N iterations of OpenSpiel's CFR+), or NAME for the "
+                  "run directory <runs_dir>/<rung>_NAME.")
 flags.DEFINE_list("methods", ["learned_br", "lbr"], "Approximate methods (lbr: poker only).")
 flags.DEFINE_integer("budget_episodes", approx.Budget().episodes,
                      "learned_br training episodes (both seats).")
@@ -45,8 +46,8 @@ RATIO = 0.8
 
 
 def _policy(rung, name: str):
-  if name == "uniform":
-    return evaluation.uniform_table(rung.game)
+  if name == "uniform" or name.startswith("cfr_plus:"):
+    return policy_io.resolve_policy(rung.game, name, "--policies")
   if not FLAGS.runs_dir:
     raise ValueError(f"--policies={name}: needs --runs_dir (the run {rung.name}_{name})")
   return policy_io.resolve_policy(rung.game, os.path.join(FLAGS.runs_dir,

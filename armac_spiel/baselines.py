@@ -55,6 +55,7 @@ from typing import Optional
 import numpy as np
 import pyspiel
 import torch
+from open_spiel.python import policy as os_policy
 
 from armac_spiel import evaluation
 from armac_spiel.config import ConfigError, dataclass_from_dict
@@ -349,10 +350,10 @@ class _MCCFR(Baseline):
   def average_table(self) -> torch.Tensor:
     return evaluation.tabularise(self.game_string, self._solver.average_policy())
 
-  def solver_policy(self):
-    """The solver's average policy as a pyspiel policy, queried per state (uniform where
-    the solver has not been): it needs no enumeration of the game."""
-    return self._solver.average_policy()
+  def solver_policy(self) -> "SolverPolicy":
+    """The solver's average policy, queried per state (uniform where the solver has not
+    been): it needs no enumeration of the game."""
+    return SolverPolicy(self)
 
   def state_dict(self) -> dict:
     # The solver's own text serialisation (game, generator state and every information
@@ -369,6 +370,20 @@ class _MCCFR(Baseline):
     solver.__setstate__(state["solver"])  # parses the text
     self._solver = solver
     self._load_counters(state)
+
+
+class SolverPolicy(os_policy.Policy):
+  """A pyspiel solver's average policy as an OpenSpiel policy. The pyspiel policy points
+  into the solver, so this keeps the learner that owns the solver alive."""
+
+  def __init__(self, learner: _MCCFR):
+    super().__init__(learner.sgame.game, list(range(learner.sgame.num_players)))
+    self._learner = learner
+    self._policy = learner._solver.average_policy()  # pylint: disable=protected-access
+
+  def action_probabilities(self, state, player_id=None):
+    del player_id
+    return self._policy.action_probabilities(state)
 
 
 class ESMCCFR(_MCCFR):

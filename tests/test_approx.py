@@ -146,3 +146,19 @@ def test_cache_reuse_across_policies_gives_the_same_estimate():
   fresh = approx.estimate(game, b, "learned_br", SMALL, seed=5)
   assert reused.exploitability == pytest.approx(fresh.exploitability, abs=1e-12)
   assert torch.is_tensor(b)
+
+
+def test_a_solver_policy_outlives_its_learner():
+  """OS-MCCFR's policy is queried per state, without enumeration, and keeps the solver it
+  points into alive."""
+  import gc
+  from armac_spiel.baselines import OSMCCFR
+  learner = OSMCCFR("kuhn_poker", 0, iterations_per_step=200)
+  learner.step()
+  pol = in_run.learner_policy(learner)
+  exact = _exact("kuhn_poker", pol)
+  del learner
+  gc.collect()
+  est = approx.estimate("kuhn_poker", pol, "learned_br", SMALL, seed=6)
+  assert est.exploitability <= exact + est.ci95
+  assert est.exploitability >= 0.8 * exact

@@ -3,12 +3,14 @@
 `evaluate_learner(learner, method, seed, train_s, approx_s)`:
 - exact: armac_spiel.evaluation.evaluate_learner (average and current policy, extras);
 - learned_br / lbr: a lower bound on the average policy's exploitability by sampled play,
-  with its 95% half-width. The learner's `average_policy()` is used when it is a batched
-  network policy (it needs no enumeration of the game), else its `average_table()`.
-  A learner's `evaluation_extras()` (exact quantities, e.g. the scheduler's) are added
-  only for a game small enough to tabulate. Its time allowance keeps the run's approximate evaluations within APPROX_SHARE of the
-  wall time: the budget of this evaluation is APPROX_SHARE / (1 - APPROX_SHARE) times
-  the training seconds so far, less what earlier evaluations spent (at least MIN_S).
+  with its 95% half-width. The policy is the learner's solver policy (MCCFR), its
+  `average_policy()` when that is a batched network policy (ARMAC), else its
+  `average_table()`: only the last needs the game enumerated. A learner's
+  `evaluation_extras()` (exact quantities, e.g. the scheduler's) are added only for a game
+  small enough to tabulate. The time allowance keeps the run's approximate evaluations
+  within APPROX_SHARE of its wall time: this evaluation may spend APPROX_SHARE /
+  (1 - APPROX_SHARE) times the training seconds so far, less what earlier evaluations
+  spent (at least MIN_S). Its HistoryCache is kept for the next evaluation.
 Every line says which method gave it (`exploitability_method`) and its `exploitability_ci95`
 (0 for exact values); approximate lines add `approx_s` (this evaluation's seconds) and
 `approx_episodes`.
@@ -21,7 +23,7 @@ from typing import Protocol, runtime_checkable
 
 from armac_spiel import evaluation
 from armac_spiel.approx.budget import Budget
-from armac_spiel.approx.estimate import estimate, resolve_method  # noqa: F401 (re-export)
+from armac_spiel.approx.estimate import estimate, resolve_method
 from armac_spiel.approx.frozen import BatchedPolicy, frozen_policy
 from armac_spiel.approx.histories import HistoryCache
 from games import tree
@@ -86,7 +88,8 @@ def evaluate_learner(learner, method: str, seed: int, train_s: float,
                  seed, cache=_cache(learner.game_string, policy))
   out = {"exploitability": est.exploitability, "nash_conv": 2.0 * est.exploitability,
          "exploitability_method": method, "exploitability_ci95": est.ci95,
-         "approx_s": time.perf_counter() - t0, "approx_episodes": est.train_episodes + 2 * est.eval_episodes}
+         "approx_s": time.perf_counter() - t0,
+         "approx_episodes": est.train_episodes + 2 * est.eval_episodes}
   extras = getattr(learner, "evaluation_extras", None)
   if extras is not None and enumerable(learner.game_string):
     out.update(extras())  # exact extras (the scheduler's) need the game tabulated

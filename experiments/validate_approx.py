@@ -5,8 +5,9 @@
 For each rung of games.ladder.LADDER (or --rungs) and each policy of --policies
 (`uniform`, `cfr_plus:N`, or a run directory RUNS/<rung>_<name>, e.g. a short and a long
 ARMAC run made with `python -m experiments.train --game_name=G --seed=S --max_epochs=N
---out_dir=RUNS/<rung>_short --noprogress --noplot`), it computes the exact exploitability (armac_spiel.evaluation) and
-the lower bounds of armac_spiel.approx: learned_br, and lbr on poker games. Each
+--out_dir=RUNS/<rung>_short --noprogress --noplot`), it computes the exact exploitability
+(armac_spiel.evaluation) and the lower bounds of armac_spiel.approx: learned_br, and lbr
+on poker games. Each
 approximate value gets two checks:
   upper: value <= exact + ci95 (a lower bound, up to its interval);
   ratio: value >= 0.8 * exact (close to the exact value).

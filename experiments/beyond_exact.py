@@ -15,7 +15,8 @@ average policy: the scheduler's deployed mix exists only as a table over every i
 state (scheduler_glue.mixed_table), which a game this large does not have.
 
 When the runs are done, each run's final policy gets one larger approximate evaluation
-(learned_br with --final_episodes / --final_eval_episodes, and lbr on poker), and every
+(learned_br with --final_episodes / --final_eval_episodes, and lbr on poker with
+--final_lbr_eval_episodes), and every
 pair of algorithms plays a duplicate match of --hands hands per seed
 (`python -m experiments.match`). Writes OUT/beyond_exact.json (curves, final estimates,
 head-to-head table) and OUT/beyond_exact.png.
@@ -52,6 +53,9 @@ flags.DEFINE_integer("final_episodes", 1_000_000, "learned_br training episodes 
                      "final evaluation of each run.")
 flags.DEFINE_integer("final_eval_episodes", 200_000, "Evaluation episodes per seat of the "
                      "final evaluation.")
+flags.DEFINE_integer("final_lbr_eval_episodes", 5_000, "Evaluation episodes per seat of "
+                     "the final LBR evaluation (each new LBR information state costs a "
+                     "range and check-down computation).")
 flags.DEFINE_integer("hands", 100_000, "Hands per seat of each head-to-head match.")
 flags.DEFINE_string("out_dir", None, "Output directory.")
 
@@ -111,7 +115,9 @@ def final_estimates(game: str, algo: str, seed: int) -> dict:
   except lbr_lib.NotPokerError:
     pass
   for m in methods:
-    out[m] = approx.estimate(game, pol, m, budget, seed).to_dict()
+    b = budget if m == "learned_br" else approx.Budget(
+        episodes=1, eval_episodes=FLAGS.final_lbr_eval_episodes)
+    out[m] = approx.estimate(game, pol, m, b, seed).to_dict()
   return out
 
 
@@ -183,9 +189,9 @@ def main(argv):
            "method": r.get("exploitability_method"), "approx_s": r.get("approx_s"),
            "eval_s": r["eval_s"]} for r in rows]
       finals.setdefault(algo, {})[seed] = final_estimates(game, algo, seed)
-      last = finals[algo][seed]["learned_br"]
-      print(f"{algo:12s} seed {seed}: final learned_br {last['exploitability']:.4f} +- "
-            f"{last['ci95']:.4f}", flush=True)
+      print(f"{algo:12s} seed {seed}: final " + ", ".join(
+          f"{m} {e['exploitability']:.4f} +- {e['ci95']:.4f}"
+          for m, e in finals[algo][seed].items()), flush=True)
   matches = []
   for i, a in enumerate(FLAGS.algos):
     for b in FLAGS.algos[i + 1:]:

@@ -56,6 +56,10 @@ flags.DEFINE_enum("sampler", None, list(SAMPLER_BACKENDS), "Sampler backend (ARM
 flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE[,KEY=VALUE...] (or repeat "
                           "the flag); e.g. --set=critic_lr=0.001,critic_hidden=[64,64].")
 flags.DEFINE_bool("plot", True, "Write curve.png at the end.")
+flags.DEFINE_enum("evaluation", "auto", ["auto", "exact", "learned_br", "lbr"],
+                  "Exploitability at each evaluation: exact, or a lower bound by sampled play "
+                  "(learned_br; lbr for poker); auto: exact when the compiled tree holds the "
+                  "game, else learned_br.")
 flags.DEFINE_bool("tensorboard", False, "Write TensorBoard event files into --out_dir "
                   "(tensorboard --logdir=<out_dir or its parent>).")
 flags.DEFINE_bool("progress", True, "Show a progress bar (plain lines when stdout is not a "
@@ -80,7 +84,8 @@ def spec_from_flags() -> runs.RunSpec:
       sets=parse_sets(FLAGS.set), time_budget_s=FLAGS.time_budget_s,
       max_steps=max_steps, eval_every=FLAGS.eval_every, eval_every_s=FLAGS.eval_every_s,
       eval_fraction=FLAGS.eval_fraction, scheduler=FLAGS.scheduler, sampler=FLAGS.sampler,
-      device=FLAGS.device, resume=FLAGS.resume, plot=FLAGS.plot, record=record)
+      device=FLAGS.device, resume=FLAGS.resume, plot=FLAGS.plot, record=record,
+      evaluation=FLAGS.evaluation)
 
 
 def make_loggers(spec: runs.RunSpec, show_progress: bool, tensorboard: bool) -> list:

@@ -5,7 +5,7 @@ One place defines it; tests, benchmarks and `python -m experiments.ladder` read 
 rung names its game string and its family, so that a result table can say what kind of game
 each row is (poker, dice, bidding, board, allocation). `LADDER` holds the rungs used for
 training studies; `LARGE` the rungs whose trees hold up to about 10^7 nodes, for exact
-evaluation at scale.
+evaluation at scale; `BEYOND` games too large for exact evaluation.
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ def leduc_like(num_ranks: int, num_suits: int) -> str:
           f"numSuits={num_suits},numRanks={num_ranks},numHoleCards=1,numBoardCards=0 1)")
 
 
+def leduc3_like(num_ranks: int, num_suits: int) -> str:
+  """Three betting rounds of limit poker in `universal_poker`: one hole card, then one
+  board card before each of the second and third rounds."""
+  return ("universal_poker(betting=limit,numPlayers=2,numRounds=3,blind=1 1,"
+          "raiseSize=2 4 4,firstPlayer=1 1 1,maxRaises=2 2 2,"
+          f"numSuits={num_suits},numRanks={num_ranks},numHoleCards=1,numBoardCards=0 1 1)")
+
+
 LADDER: tuple[Rung, ...] = (
     Rung("kuhn", "kuhn_poker", "poker"),
     Rung("leduc", "leduc_poker", "poker"),
@@ -54,10 +62,18 @@ LARGE: tuple[Rung, ...] = (
 )
 
 
+# Games beyond exact evaluation (about 10^8 and 3 x 10^9 histories by Knuth estimates of
+# games.tree): evaluated by sampled play only (armac_spiel.approx).
+BEYOND: tuple[Rung, ...] = (
+    Rung("leduc3_6x4", leduc3_like(6, 4), "poker"),
+    Rung("liars_dice_2", "liars_dice(numdice=2)", "dice"),
+)
+
+
 def rung(name: str) -> Rung:
-  """The rung called `name` (LADDER or LARGE); ValueError lists the names."""
-  for r in LADDER + LARGE:
+  """The rung called `name` (LADDER, LARGE or BEYOND); ValueError lists the names."""
+  for r in LADDER + LARGE + BEYOND:
     if r.name == name:
       return r
   raise ValueError(f"unknown ladder rung {name!r}; known: "
-                   f"{[r.name for r in LADDER + LARGE]}")
+                   f"{[r.name for r in LADDER + LARGE + BEYOND]}")

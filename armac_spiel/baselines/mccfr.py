@@ -17,6 +17,7 @@ import dataclasses
 
 import pyspiel
 import torch
+from open_spiel.python import policy as os_policy
 
 from armac_spiel import evaluation
 from armac_spiel.baselines.base import Baseline, BaselineParams, derive_seed
@@ -63,6 +64,11 @@ class MCCFR(Baseline):
   def average_table(self) -> torch.Tensor:
     return evaluation.tabularise(self.game_string, self._solver.average_policy())
 
+  def solver_policy(self) -> "SolverPolicy":
+    """The solver's average policy, queried per state (uniform where the solver has not
+    been): it needs no enumeration of the game."""
+    return SolverPolicy(self)
+
   def state_dict(self) -> dict:
     # The solver's own text serialisation (game, generator state and every information
     # state's regrets and averages) round-trips exactly; a string keeps the checkpoint
@@ -78,6 +84,20 @@ class MCCFR(Baseline):
     solver.__setstate__(state["solver"])  # parses the text
     self._solver = solver
     self._load_counters(state)
+
+
+class SolverPolicy(os_policy.Policy):
+  """A pyspiel solver's average policy as an OpenSpiel policy. The pyspiel policy points
+  into the solver, so this keeps the learner that owns the solver alive."""
+
+  def __init__(self, learner: MCCFR):
+    super().__init__(learner.sgame.game, list(range(learner.sgame.num_players)))
+    self._learner = learner
+    self._policy = learner._solver.average_policy()  # pylint: disable=protected-access
+
+  def action_probabilities(self, state, player_id=None):
+    del player_id
+    return self._policy.action_probabilities(state)
 
 
 class ESMCCFR(MCCFR):

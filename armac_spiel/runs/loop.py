@@ -1,9 +1,9 @@
-"""The one run loop, for every Learner: budgets, exact evaluation, metrics, checkpoints,
-resume.
+"""The one run loop, for every Learner: budgets, evaluation, metrics, checkpoints, resume.
 
 `run(spec)` trains `spec.learner` until `spec.time_budget_s` training seconds (evaluation
-excluded) or `spec.max_steps` steps, whichever comes first. It evaluates exactly
-(armac_spiel.evaluation.evaluate_learner) every `spec.eval_every` steps and/or every
+excluded) or `spec.max_steps` steps, whichever comes first. It evaluates (exactly, or by
+sampled play per `spec.evaluation`: armac_spiel.approx.in_run) every `spec.eval_every`
+steps and/or every
 `spec.eval_every_s` training seconds, at the start when the learner asks for it
 (`eval_at_start`), and at the end. Each evaluation appends one line to metrics.jsonl:
 the learner's counters, the clocks, the evaluation, the last step's losses and the rates.
@@ -34,7 +34,8 @@ from typing import Callable, Optional, Sequence
 
 from absl import logging
 
-from armac_spiel import evaluation, policy_io
+from armac_spiel import policy_io
+from armac_spiel.approx import in_run
 from armac_spiel.atomic import atomic_write_text
 from armac_spiel.learner import learner_entry
 from armac_spiel.params import ConfigError
@@ -74,7 +75,8 @@ def _run(spec: RunSpec, on_step, loggers) -> list[dict]:
                       "--resume to continue it or choose a new --out_dir")
   learner = build_learner(spec, device)
   clock = {"steps": 0, "train_s": 0.0, "eval_s": 0.0, "n_lines": 0, "last_eval_step": 0,
-           "last_eval_train_s": 0.0, "last_eval_episodes": 0, "eval_s_last": 0.0}
+           "last_eval_train_s": 0.0, "last_eval_episodes": 0, "eval_s_last": 0.0,
+           "approx_s": 0.0}
   if spec.resume and os.path.exists(ckpt_path):
     ck = rundir.load_checkpoint(ckpt_path)
     if ck.get("spec") != spec.identity():
@@ -100,7 +102,9 @@ def _run(spec: RunSpec, on_step, loggers) -> list[dict]:
 
   def evaluate_and_checkpoint():
     t0 = time.perf_counter()
-    ev = evaluation.evaluate_learner(learner)
+    ev = in_run.evaluate_learner(learner, spec.evaluation, spec.seed + 7919 * clock["n_lines"],
+                                 clock["train_s"], clock["approx_s"])
+    clock["approx_s"] += ev.get("approx_s", 0.0)
     clock["eval_s_last"] = time.perf_counter() - t0
     clock["eval_s"] += clock["eval_s_last"]
     dt = clock["train_s"] - clock["last_eval_train_s"]
@@ -181,12 +185,17 @@ def _reconcile_metrics(path: str, n_lines: int, pending: dict) -> None:
 
 
 def finish(spec: RunSpec, learner) -> None:
-  """policy.json (the average policy), the learner's own exports, curve.png and DONE."""
-  policy_io.export_policy(os.path.join(spec.out_dir, "policy.json"), spec.game,
-                          learner.average_table())
-  export = getattr(learner, "export", None)
-  if export is not None:
-    export(spec.out_dir)
+  """policy.json (the average policy) and the learner's own exports (not for a game too
+  large to tabulate), curve.png and DONE."""
+  if (in_run.resolve_method(spec.evaluation, spec.game) == "exact" or
+      in_run.enumerable(spec.game)):
+    policy_io.export_policy(os.path.join(spec.out_dir, "policy.json"), spec.game,
+                            learner.average_table())
+    export = getattr(learner, "export", None)
+    if export is not None:
+      export(spec.out_dir)
+  else:  # its policy stays in checkpoint.pt (armac_spiel.runs.load_run)
+    logging.info("%s: too large to write policy tables; no policy.json", spec.game)
   if spec.plot:  # matplotlib is imported here only (armac_spiel.runs.plots)
     plots.plot_run(spec.out_dir, spec.game)
   atomic_write_text(os.path.join(spec.out_dir, rundir.DONE), "")

@@ -59,18 +59,27 @@ def plot_run(out_dir: str, game_string: str, name: str = "curve.png") -> str | N
           if r.get("exploitability") is not None]
   if not rows:
     return None
-  ref = cfr_plus_curve(game_string)
+  methods = {r.get("exploitability_method", "exact") for r in rows}
+  # A game evaluated approximately is too large for the CFR+ reference.
+  ref = cfr_plus_curve(game_string) if methods == {"exact"} else None
   fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2))
   for ax, key, label in ((axes[0], "episodes", "episodes"),
                          (axes[1], "train_s", "training seconds (evaluation excluded)")):
-    pts = [(r[key], r["exploitability"]) for r in rows if r[key] > 0]
+    pts = [(r[key], r["exploitability"], r.get("exploitability_ci95") or 0.0)
+           for r in rows if r[key] > 0]
     cur = [(r[key], r["exploitability_current"]) for r in rows
            if r[key] > 0 and r.get("exploitability_current") is not None]
-    if pts:
-      ax.plot(*zip(*pts), "o-", ms=3, label="average policy")
+    if pts and ref is None:
+      x, y, ci = zip(*pts)
+      ax.errorbar(x, y, yerr=ci, fmt="o-", ms=3, capsize=2,
+                  label=f"average policy ({', '.join(sorted(methods))} lower bound, 95% CI)")
+    elif pts:
+      ax.plot(*zip(*[p[:2] for p in pts]), "o-", ms=3, label="average policy")
     if cur:
       ax.plot(*zip(*cur), "-", alpha=0.4, label="current (regret-matching) policy")
-    if key == "train_s":
+    if ref is None:
+      pass
+    elif key == "train_s":
       ax.plot([r[0] for r in ref], [r[2] for r in ref], "k--", label="CFR+ (pyspiel C++)")
     else:
       ax.axhline(ref[-1][2], color="k", ls="--",

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
+from armac_spiel.approx import check_method
 from armac_spiel.config import SCHEDULER_MODES, ARMACConfig, load_yaml
 from armac_spiel.learner import learner_entry
 from armac_spiel.params import ConfigError, Params
@@ -89,6 +90,7 @@ class RunSpec(Params):
   plot: bool = True
   record: Optional[RecorderConfig] = None  # ARMAC episode recording (armac_spiel.recording)
   config_file: Optional[str] = None
+  evaluation: str = "auto"  # auto | exact | learned_br | lbr (armac_spiel.approx.in_run)
 
   @property
   def config(self) -> ARMACConfig:
@@ -175,7 +177,7 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                  sampler: Optional[str] = None,
                  device: str = "auto", resume: bool = False, plot: bool = True,
                  record: Union[Mapping[str, Any], RecorderConfig, None] = None,
-                 config_flag: str = "--config") -> RunSpec:
+                 config_flag: str = "--config", evaluation: str = "auto") -> RunSpec:
   """Resolves defaults < YAML < `sets` < flags into a RunSpec (see the module docstring).
 
   For ARMAC, `max_steps` / `eval_every` override the config's `max_epochs` / `eval_every`.
@@ -189,6 +191,10 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
   `config_flag`: the flag that gave `config_path`, named in errors.
   """
   load_game(game)  # GameError names the game and what is wrong with it
+  try:
+    check_method(evaluation, game, "--evaluation")
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   # The flags first, so that the error names the flag rather than a config field.
   learner, alias_sets = ALIASES.get(algo, (algo, {}))
   check_budgets(time_budget_s, max_steps, eval_every, eval_every_s, need_one=False,
@@ -249,4 +255,5 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                  out_dir=str(out_dir), hparams=hparams, scheduler=sched_dict,
                  time_budget_s=time_budget_s, max_steps=max_steps, eval_every=eval_every,
                  eval_every_s=eval_every_s, eval_fraction=eval_fraction, device=device,
-                 resume=resume, plot=plot, record=record, config_file=path)
+                 resume=resume, plot=plot, record=record, config_file=path,
+                 evaluation=evaluation)

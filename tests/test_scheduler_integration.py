@@ -192,8 +192,10 @@ def test_yaml_loads_and_unknown_key_is_named(tmp_path):
                        "current_groups: 1\n")
   assert spec_of(plain).scheduler is None
   spec3 = spec_of(plain, sets={"scheduler_mode": "discrete"})
-  # The default suite, its strategy (auto) decided for the game: exact on Kuhn's tree.
-  assert spec3.scheduler == SchedulerSuiteConfig().with_mode("discrete").to_dict()
+  # The default suite, its strategy (auto) decided for the game in the spec (config.json
+  # says what runs): exact on Kuhn's tree.
+  assert spec3.scheduler == from_dict(
+      {"utility_computation": {"strategy": "best_response"}}).with_mode("discrete").to_dict()
   assert adapter(spec3).suite == from_dict(
       {"utility_computation": {"strategy": "best_response"}}).with_mode("discrete")
   bad = _write_yaml(tmp_path / "bad.yaml", SEED_YAML.format(mr_key="max_state"))

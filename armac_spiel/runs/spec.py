@@ -35,6 +35,7 @@ from armac_spiel.learner import learner_entry
 from armac_spiel.params import ConfigError, Params
 from armac_spiel.recording import RecorderConfig, resolve_recorder
 from armac_spiel.scheduler.config import ReplayConfig, SchedulerSuiteConfig
+from armac_spiel.scheduler.strategies import resolve_strategy
 from games import load_game
 
 BOOTSTRAP = {"regret_fit": "bootstrap", "actor_fit": "rows", "policy_draw": "current",
@@ -233,7 +234,9 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
     cfg = cfg.replace(scheduler_mode=mode)
     sched_dict = None
     if mode != "off":
-      sched_dict = (suite or SchedulerSuiteConfig()).with_mode(mode).to_dict()
+      # config.json names the update strategy that runs (auto decided for the game)
+      sched_dict = resolve_strategy((suite or SchedulerSuiteConfig()).with_mode(mode),
+                                    load_game(game), game).to_dict()
     replay = suite.deterministic_replay if suite is not None else ReplayConfig()
     record = resolve_recorder(record, replay)
     hparams = cfg.to_dict()

@@ -54,7 +54,8 @@ def _save(fig, path: str) -> str:
 
 
 def plot_run(out_dir: str, game_string: str, name: str = "curve.png") -> str | None:
-  """curve.png of one run directory (average and, if logged, current policy)."""
+  """curve.png of one run directory: the average policy and, where logged, the current policy
+  and the scheduler's deployed mix."""
   rows = [r for r in rundir.read_metrics(os.path.join(out_dir, rundir.METRICS))
           if r.get("exploitability") is not None]
   if not rows:
@@ -76,7 +77,12 @@ def plot_run(out_dir: str, game_string: str, name: str = "curve.png") -> str | N
     elif pts:
       ax.plot(*zip(*[p[:2] for p in pts]), "o-", ms=3, label="average policy")
     if cur:
-      ax.plot(*zip(*cur), "-", alpha=0.4, label="current (regret-matching) policy")
+      ax.plot(*zip(*cur), "-", color="tab:gray", alpha=0.6,
+              label="current (regret-matching) policy")
+    mix = [(r[key], r["exploitability_mixed"]) for r in rows
+           if r[key] > 0 and r.get("exploitability_mixed") is not None]
+    if mix:
+      ax.plot(*zip(*mix), "s-", ms=3, color="tab:orange", label="scheduler's deployed mix")
     if ref is None:
       pass
     elif key == "train_s":

@@ -56,14 +56,38 @@ def to_device(rows: NamedTuple, device) -> NamedTuple:
   return type(rows)(*(None if v is None else v.to(device) for v in rows))
 
 
+# Per-node encoding tables up to this many bytes are built whole; larger ones (a tree of
+# millions of nodes: 4 M N D bytes for the histories) are gathered from the tree's per-player
+# views on each read (games.tree.GameTree.history_of), the same values.
+MATERIALISE_BYTES = 512 * 2**20
+
+
+class NodeGather:
+  """A per-node encoding table read by index without being built: `table[ids]` gathers the
+  rows of node ids (-1: the zero row) through `gather` on CPU, then moves them to `device`."""
+
+  def __init__(self, gather, device):
+    self.gather = gather
+    self.device = torch.device(device)
+
+  def __getitem__(self, ids: Tensor) -> Tensor:
+    return self.gather(ids.cpu()).to(self.device)
+
+
 class TreeTables:
   """A compiled tree's encodings by id, on the learner's device: per node (index -1, the
-  last row, is padding's zero row) and per information state."""
+  last row, is padding's zero row) and per information state. The per-node encodings are
+  tensors up to MATERIALISE_BYTES, else NodeGather views of the tree."""
 
   def __init__(self, tree, device):
     self.tree = tree
-    self.history = tree.history_ext.to(device)
-    self.node_info = tree.node_info_ext.to(device)
+    width = tree.view_tensors.shape[1] * (tree.num_players + 1)  # history (N D) and info (D)
+    if 4 * (tree.num_nodes + 1) * width <= MATERIALISE_BYTES:
+      self.history = tree.history_ext.to(device)
+      self.node_info = tree.node_info_ext.to(device)
+    else:
+      self.history = NodeGather(tree.history_of, device)
+      self.node_info = NodeGather(tree.info_state_of, device)
     self.node_mask = tree.legal_ext.to(device)
     self.state_info = tree.info_tensors.to(device)
     self.state_mask = tree.info_legal.to(device)

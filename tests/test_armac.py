@@ -18,7 +18,7 @@ from open_spiel.python.algorithms import exploitability as os_exploitability
 from armac_spiel import config as config_lib
 from armac_spiel import evaluation, policy_io, runs
 from armac_spiel.runs import rundir
-from armac_spiel import fits
+from armac_spiel import fits, records
 from armac_spiel import networks as networks_lib
 from armac_spiel.armac import ARMAC, CURRENT, NonFiniteLossError, content_ids, unique_forward
 from armac_spiel.buffers import TensorBuffer
@@ -607,3 +607,23 @@ def test_each_fit_checkpoints_plain_data_and_resumes_identically(regret_fit, act
   for net in ("critic", "regret", "actor"):
     for p, q in zip(getattr(a, net).parameters(), getattr(b, net).parameters()):
       assert torch.equal(p, q), net
+
+
+def test_node_tables_gathered_on_demand_give_the_same_epochs(monkeypatch):
+  """Above records.MATERIALISE_BYTES the per-node encodings are gathered from the tree on
+  each read (a tree of millions of nodes): the epochs are bit for bit those of the built
+  tables."""
+  cfg = config_lib.ARMACConfig(**TINY, sampler="tree")
+
+  def two_epochs():
+    a = ARMAC("leduc_poker", cfg, seed=0)
+    losses = [a.step() for _ in range(2)]
+    return a, losses
+
+  built, losses_built = two_epochs()
+  assert isinstance(built.tables.history, torch.Tensor)
+  monkeypatch.setattr(records, "MATERIALISE_BYTES", 0)
+  gathered, losses_gathered = two_epochs()
+  assert isinstance(gathered.tables.history, records.NodeGather)
+  assert losses_gathered == losses_built
+  assert torch.equal(gathered.average_table(), built.average_table())

@@ -12,7 +12,7 @@ uses the model-free br_critic update, its states keyed by clusters of informatio
 tensors (state_keying.level 2), since neither needs the tree, and samples the learning
 player's actions from its mix (policy_mixer.behaviour). What is evaluated is each run's
 average policy: the scheduler's deployed mix exists only as a table over every information
-state (scheduler_glue.mixed_table), which a game this large does not have.
+state (armac_spiel.scheduler.Scheduler.mixed_table), which a game this large does not have.
 
 When the runs are done, each run's final policy gets one larger approximate evaluation
 (learned_br with --final_episodes / --final_eval_episodes, and lbr on poker with

@@ -180,16 +180,22 @@ def test_best_response_on_a_game_beyond_the_tree_names_br_critic():
 
 
 def test_strategy_auto_is_best_response_on_the_tree_and_br_critic_beyond_it(caplog):
-  """The default strategy (auto) decides by the game, and says so beyond the tree."""
+  """The default strategy and state keys (auto) are decided by the game, and said beyond
+  the tree: exact best responses and a key per information state where the tree holds the
+  game, br_critic and clusters of the tensors beyond it."""
   assert from_dict({}).utility_computation.strategy == "auto"
-  assert Scheduler(from_dict({}), "kuhn_poker", 0, "cpu", "discrete").strategy == \
-      "best_response"
+  assert from_dict({}).state_keying.level == "auto"
+  kuhn = Scheduler(from_dict({}), "kuhn_poker", 0, "cpu", "discrete")
+  assert kuhn.strategy == "best_response" and kuhn.suite.state_keying.level == 3
   caplog.set_level(logging.INFO)
   suite = resolve_strategy(from_dict({}), load_game(HOLDEM), HOLDEM)
   assert suite.utility_computation.strategy == "br_critic"
+  assert suite.state_keying.level == 2
   assert any("auto -> br_critic" in r.getMessage() and "beyond the compiled tree" in
              r.getMessage() for r in caplog.records)
-  explicit = from_dict({"utility_computation": {"strategy": "immediate"}})
+  assert any("level auto -> 2" in r.getMessage() for r in caplog.records)
+  explicit = from_dict({"utility_computation": {"strategy": "immediate"},
+                        "state_keying": {"level": 3}})
   assert resolve_strategy(explicit, load_game(HOLDEM), HOLDEM) is explicit
 
 

@@ -194,10 +194,10 @@ def test_yaml_loads_and_unknown_key_is_named(tmp_path):
   spec3 = spec_of(plain, sets={"scheduler_mode": "discrete"})
   # The default suite, its strategy (auto) decided for the game in the spec (config.json
   # says what runs): exact on Kuhn's tree.
-  assert spec3.scheduler == from_dict(
-      {"utility_computation": {"strategy": "best_response"}}).with_mode("discrete").to_dict()
-  assert adapter(spec3).suite == from_dict(
-      {"utility_computation": {"strategy": "best_response"}}).with_mode("discrete")
+  decided = from_dict({"utility_computation": {"strategy": "best_response"},
+                       "state_keying": {"level": 3}}).with_mode("discrete")
+  assert spec3.scheduler == decided.to_dict()
+  assert adapter(spec3).suite == decided
   bad = _write_yaml(tmp_path / "bad.yaml", SEED_YAML.format(mr_key="max_state"))
   with pytest.raises(config_lib.ConfigError, match=r"meta_regret\.max_state"):
     spec_of(bad)

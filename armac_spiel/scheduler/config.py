@@ -92,7 +92,9 @@ class MetaRegretConfig(Params):
 
 @dataclasses.dataclass(frozen=True)
 class StateKeyingConfig(Params):
-  level: int = 3                 # 3: one key per information state
+  level: IntOrAuto = AUTO        # 3: one key per information state; 2: clusters of the
+                                 # information-state tensors; 0, 1: poker situations; auto:
+                                 # 3 where the compiled tree holds the game, else 2
   n_clusters: int = 100
   cluster_file: str = "experiments/state_clusters.pt"
   update_clusters: bool = True
@@ -212,7 +214,7 @@ class SchedulerSuiteConfig(Params):
          "in [regret_min, regret_clip]")
     need(mr.averaging in AVERAGING, "meta_regret.averaging", f"one of {'|'.join(AVERAGING)}")
     need(mr.average_power >= 0, "meta_regret.average_power", ">= 0")
-    need(sk.level in (0, 1, 2, 3), "state_keying.level", "one of 0|1|2|3")
+    need(sk.level in (0, 1, 2, 3, AUTO), "state_keying.level", "one of 0|1|2|3|auto")
     need(sk.n_clusters >= 1, "state_keying.n_clusters", ">= 1")
     need(bool(sk.cluster_file), "state_keying.cluster_file", "a non-empty path")
     need(sk.n_buckets >= 1, "state_keying.n_buckets", ">= 1")

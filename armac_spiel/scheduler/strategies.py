@@ -13,7 +13,7 @@ network then distils (SchedulerTrainer.step).
   (BRCritic);
 - advantage_based / immediate / hybrid (`SampledUpdate`): the sampled utilities at the
   learner's visited states (reach weight 1).
-`resolve_strategy` decides strategy auto for the game (best_response on the compiled tree,
+`resolve_strategy` decides the suite's auto fields for the game (best_response on the compiled tree,
 br_critic beyond it), `make_strategy` builds the suite's strategy once; `check_strategy` says
 beforehand whether it can run.
 """
@@ -60,22 +60,32 @@ class UpdateStrategy(Protocol):
 
 def resolve_strategy(suite: SchedulerSuiteConfig, sgame: SpielGame,
                      game_string: str) -> SchedulerSuiteConfig:
-  """The suite with utility_computation.strategy auto decided for the game: best_response
-  where the compiled tree holds a two-player zero-sum game, else br_critic (model-free; the
-  choice is logged). Any other strategy stays as it is (check_strategy says whether it can
-  run)."""
-  uc = suite.utility_computation
-  if uc.kind != AUTO:
+  """The suite with its `auto` fields decided for the game, each choice logged:
+  utility_computation.strategy best_response where the compiled tree holds a two-player
+  zero-sum game, else br_critic (model-free); state_keying.level 3 (a key per information
+  state) where the tree holds the game, else 2 (clusters of the information-state tensors:
+  the information states of a larger game cannot be enumerated). Any other value stays as
+  it is (check_strategy says whether it can run)."""
+  uc, sk = suite.utility_computation, suite.state_keying
+  if AUTO not in (uc.kind, sk.level):
     return suite
-  exact = sgame.is_two_player_zero_sum and tree_fits(game_string)
-  kind = "best_response" if exact else "br_critic"
-  if not exact:
-    logging.info("scheduler: utility_computation.strategy auto -> br_critic: %s is %s, so "
-                 "the exact best-response update cannot run; the utilities come from a "
-                 "best-response critic on sampled episodes", game_string,
-                 "not two-player zero-sum" if not sgame.is_two_player_zero_sum
-                 else "beyond the compiled tree")
-  return dataclasses.replace(suite, utility_computation=dataclasses.replace(uc, strategy=kind))
+  fits = tree_fits(game_string)
+  if uc.kind == AUTO:
+    exact = sgame.is_two_player_zero_sum and fits
+    if not exact:
+      logging.info("scheduler: utility_computation.strategy auto -> br_critic: %s is %s, "
+                   "so the exact best-response update cannot run; the utilities come from "
+                   "a best-response critic on sampled episodes", game_string,
+                   "not two-player zero-sum" if not sgame.is_two_player_zero_sum
+                   else "beyond the compiled tree")
+    uc = dataclasses.replace(uc, strategy="best_response" if exact else "br_critic")
+  if sk.level == AUTO:
+    if not fits:
+      logging.info("scheduler: state_keying.level auto -> 2: the information states of %s "
+                   "cannot be enumerated (beyond the compiled tree); the keys are %d "
+                   "clusters of the information-state tensors", game_string, sk.n_clusters)
+    sk = dataclasses.replace(sk, level=3 if fits else 2)
+  return dataclasses.replace(suite, utility_computation=uc, state_keying=sk)
 
 
 def check_strategy(suite: SchedulerSuiteConfig, sgame: SpielGame, game_string: str) -> None:

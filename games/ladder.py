@@ -27,11 +27,12 @@ def goofspiel(num_cards: int) -> str:
           f"{num_cards},points_order=descending,returns_type=win_loss))")
 
 
-def leduc_like(num_ranks: int, num_suits: int) -> str:
+def leduc_like(num_ranks: int, num_suits: int, max_raises: str = "2 2") -> str:
   """Leduc's rules (one hole card, one board card, limit betting, two rounds) in
-  `universal_poker`, with a deck of num_ranks x num_suits cards."""
+  `universal_poker`, with a deck of num_ranks x num_suits cards (and, optionally, other
+  raise caps per round)."""
   return ("universal_poker(betting=limit,numPlayers=2,numRounds=2,blind=1 1,raiseSize=2 4,"
-          "firstPlayer=1 1,maxRaises=2 2,"
+          f"firstPlayer=1 1,maxRaises={max_raises},"
           f"numSuits={num_suits},numRanks={num_ranks},numHoleCards=1,numBoardCards=0 1)")
 
 
@@ -59,6 +60,7 @@ LARGE: tuple[Rung, ...] = (
     Rung("goofspiel_6", goofspiel(6), "bidding"),
     Rung("leduc_13x2", leduc_like(13, 2), "poker"),
     Rung("leduc_13x4", leduc_like(13, 4), "poker"),
+    Rung("leduc_12x4_3r", leduc_like(12, 4, "3 2"), "poker"),  # 10,943,905 nodes
 )
 
 

@@ -30,8 +30,10 @@ from games.tree.game_tree import GameTree
 
 # Node counts: kuhn_poker 58, leduc_poker 9457, liars_dice(numdice=1) 294883,
 # universal_poker (default) about 1.1e6, leduc_poker(players=3) 1831601, the Leduc-like
-# universal_poker with 13 ranks and 4 suits (games.ladder LARGE) about 9.8e6.
-DEFAULT_MAX_NODES = 10_000_000
+# universal_poker with 13 ranks and 4 suits (games.ladder LARGE) 9,984,833, with 12 ranks
+# and raise caps 3 2 10,943,905 (compiled within 1.9 GB, loaded and evaluated within 3.4 GB;
+# docs/results.md, exact evaluation at scale).
+DEFAULT_MAX_NODES = 12_000_000
 
 
 def _too_big(game_string: str, max_nodes: int) -> GameError:

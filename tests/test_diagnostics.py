@@ -72,8 +72,11 @@ def _scheduler_run(tmp_path, utility: str, epochs: int):
   """A short Kuhn scheduler run (experiments.train) with the given utility_computation
   lines; returns (its directory, the environment to run diagnostics with)."""
   cfg = tmp_path / "sched.yaml"
+  # update_every 1: an update every epoch (auto spaces them by the clock, and a 3-epoch
+  # run could then end before its first update after the warm-up)
   cfg.write_text("episodes_per_epoch: 256\nuse_scheduler: true\nscheduler:\n"
-                 "  scheduler_warmup_iters: 1\nutility_computation:\n" + utility)
+                 "  scheduler_warmup_iters: 1\n  update_every: 1\nutility_computation:\n"
+                 + utility)
   run = tmp_path / "run"
   env = {**os.environ, "PYTHONPATH": REPO}
   r = subprocess.run([sys.executable, "-m", "experiments.train", "--game_name=kuhn_poker",

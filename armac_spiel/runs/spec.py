@@ -152,7 +152,7 @@ def check_budgets(time_budget_s, max_steps, eval_every, eval_every_s,
 def resolve_eval_fraction(eval_fraction: Optional[float], fixed: bool) -> Optional[float]:
   """RunSpec.eval_fraction from the flags: `--eval_fraction` when given (0: None, a fixed
   cadence); otherwise DEFAULT_EVAL_FRACTION, or None when the cadence was asked for
-  (`fixed`: --eval_every, --eval_every_s or --set eval_every; runs that are compared
+  (`fixed`: --eval_every, --eval_every_s, or eval_every in --set or the YAML; runs that are compared
   evaluate at the steps they name)."""
   if eval_fraction is None:
     return None if fixed else DEFAULT_EVAL_FRACTION
@@ -183,8 +183,8 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
 
   For ARMAC, `max_steps` / `eval_every` override the config's `max_epochs` / `eval_every`.
   `eval_fraction`: see resolve_eval_fraction (the default cadence is bounded to
-  DEFAULT_EVAL_FRACTION of the run's seconds; `eval_every`, `eval_every_s` or an
-  `eval_every` in `sets` fix it).
+  DEFAULT_EVAL_FRACTION of the run's seconds; `eval_every`, `eval_every_s`, or an
+  `eval_every` in `sets` or the YAML fix it).
   For another algorithm the YAML maps its hyper-parameters, either at the top level or in
   a section named after the algorithm (one file may serve several algorithms).
   `record`: RecorderConfig fields (out_dir: --record_replay, may be None), resolved with
@@ -202,14 +202,17 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                 steps_flag="--max_epochs" if learner == "armac" else "--max_steps")
   entry = learner_entry(learner)
   sets = dict(sets or {})
-  eval_fraction = resolve_eval_fraction(eval_fraction, eval_every is not None or
-                                        eval_every_s is not None or "eval_every" in sets)
   path = config_path or None
   source = f"{config_flag}={path}"
   if learner == "armac" and path is None:
     path = default_config_path(game)
     source = f"the default config {path} ({config_flag} picks another)"
   raw = load_yaml(path, source) if path else {}
+  # A cadence named anywhere (flag, --set, the YAML or its section for this algorithm) is
+  # kept as it is: runs that are compared evaluate at the steps they name.
+  named = [eval_every, eval_every_s, sets.get("eval_every"), raw.get("eval_every"),
+           (raw.get(algo) or {}).get("eval_every") if isinstance(raw.get(algo), dict) else None]
+  eval_fraction = resolve_eval_fraction(eval_fraction, any(v is not None for v in named))
   where = path if not sets else (f"{path} / --set" if path else "--set")
   if learner == "armac":
     raw, suite = split_config(raw, path)

@@ -3,7 +3,7 @@ OpenSpiel's MCCFR on every rung of games.ladder.LADDER, at equal training time.
 
   python -m experiments.bench_ladder --out_dir=D [--rungs=kuhn,leduc,...] \
       [--methods=armac,armac_boot_pyspiel,armac_sched,os_mccfr,es_mccfr] [--seeds=3] \
-      [--seconds=600] [--checkpoints=60,300,600] [--parallel=2] \
+      [--seconds=600] [--checkpoints=60,300,600] [--eval_every_s=10] [--parallel=2] \
       [--ray_address=local|none|auto|HOST:PORT] [--out=D/bench_ladder.json] \
       [--figure=D/bench_ladder.png]
   python -m experiments.bench_ladder --plot_only --out=F.json [--figure=F.png]
@@ -20,11 +20,15 @@ the game, and on kuhn_poker and leduc_poker that is the tuned YAML of experiment
 Methods (METHODS): armac (`--algo=armac`), armac_boot_pyspiel (the general bootstrap path on
 the pyspiel sampler), armac_sched (`--algo=armac_sched_discrete`, i.e. `--scheduler=discrete`:
 its value is the deployed mix's `exploitability_mixed`), os_mccfr and es_mccfr (OpenSpiel's
-C++ MCCFR, evaluated every `--seconds` / BASELINE_EVALS training seconds).
+C++ MCCFR).
 
 Values are read at `--checkpoints` training seconds, scaled by `--seconds` / max(checkpoints)
-when the budget is shorter: the last evaluation at or before t (1 + TIME_SLACK), and at the
-budget itself the run's final evaluation. Writes `--out` (JSON: per rung its game, sizes,
+when the budget is shorter. Every run evaluates at least every `--eval_every_s` training
+seconds (default `--seconds` / EVALS; ARMAC also every `eval_every` epochs of its config),
+and the value at t is that of the first evaluation at or after t: the policy after t
+seconds of training, read at most one cadence and one step late (at the budget: the run's
+final evaluation). The JSON records when each value was read, the table the latest. Writes `--out` (JSON: per rung
+its game, sizes,
 the uniform policy's exploitability, per method the per-seed values and their mean, the
 ratio of the mean to OS-MCCFR's; the command, date and git commit), the table beside it
 (`.md`) and `--figure` (left: the value at the last checkpoint per rung and method, mean
@@ -76,10 +80,7 @@ METHODS = {
     "es_mccfr": Method("es_mccfr", "exploitability", "ES-MCCFR"),
 }
 REFERENCE = "os_mccfr"  # the ratios' denominator
-BASELINE_EVALS = 60     # MCCFR evaluations per budget (every 10 s of a 600 s run)
-# The loop evaluates when a step ends, just past its cadence: an evaluation this share of t
-# past t still counts as the value at t.
-TIME_SLACK = 0.02
+EVALS = 60  # evaluations per run by default: every 10 s of a 600 s run
 STYLES = {"armac": "tab:blue", "armac_boot_pyspiel": "tab:pink", "armac_sched": "tab:orange",
           "os_mccfr": "tab:olive", "es_mccfr": "tab:brown"}
 
@@ -90,6 +91,8 @@ flags.DEFINE_string("seeds", "3", "A count N (seeds 0..N-1) or a comma list of s
 flags.DEFINE_float("seconds", 600.0, "Training seconds per run (evaluation excluded).")
 flags.DEFINE_list("checkpoints", ["60", "300", "600"], "Training seconds at which values are "
                   "read (scaled to --seconds when it is smaller than the largest).")
+flags.DEFINE_float("eval_every_s", None, "Training seconds between evaluations of every "
+                   "run (default: --seconds / 60).")
 flags.DEFINE_integer("parallel", 2, "Runs at a time (CPUs of the local Ray).")
 flags.DEFINE_string("ray_address", "local", "local | none (inline, one run at a time) | "
                     "auto | HOST:PORT.")
@@ -128,30 +131,24 @@ def run_path(root: str, rung: str, method: str, seed: int) -> str:
 
 
 def tasks(root: str, rungs: list[str], methods: list[str], seeds: list[int],
-          seconds: float) -> dict[tuple, sweep.RunTask]:
+          seconds: float, every_s: float) -> dict[tuple, sweep.RunTask]:
   """{(rung, method, seed): its run}, seed-major, so that a stopped benchmark holds every
   (rung, method) at its first seeds."""
   out = {}
   for seed in seeds:
     for name in rungs:
       for m in methods:
-        algo = METHODS[m].algo
-        every = None if sweep.learner_of(algo) == "armac" else seconds / BASELINE_EVALS
         out[name, m, seed] = sweep.RunTask(
-            ladder.rung(name).game, algo, seed, run_path(root, name, m, seed),
-            time_budget_s=seconds, eval_every_s=every, plot=False)
+            ladder.rung(name).game, METHODS[m].algo, seed, run_path(root, name, m, seed),
+            time_budget_s=seconds, eval_every_s=every_s, plot=False)
   return out
 
 
-def value_at(rows: list[dict], t: float, budget: float, key: str) -> tuple:
-  """(value, train_s of the evaluation read) at t (module docstring); (None, None) if none."""
-  rows = [r for r in rows if r.get(key) is not None]
-  if not rows:
-    return None, None
-  if t >= budget:
-    return rows[-1][key], rows[-1]["train_s"]
-  before = [r for r in rows if r["train_s"] <= t * (1 + TIME_SLACK)]
-  return (before[-1][key], before[-1]["train_s"]) if before else (None, None)
+def value_at(rows: list[dict], t: float, key: str) -> tuple:
+  """(value, train_s) of the first evaluation at or after t training seconds with `key`;
+  (None, None) when the run has none (yet)."""
+  after = [r for r in rows if r["train_s"] >= t and r.get(key) is not None]
+  return (after[0][key], after[0]["train_s"]) if after else (None, None)
 
 
 def _mean(values: list) -> Optional[float]:
@@ -168,7 +165,7 @@ def rung_sizes(name: str) -> dict:
 
 
 def collect(root: str, rungs: list[str], methods: list[str], seeds: list[int],
-            seconds: float, ts: list[float], failed: dict) -> dict:
+            ts: list[float], failed: dict) -> dict:
   """The results of every rung from the run directories (see the module docstring)."""
   out = {}
   for name in rungs:
@@ -180,7 +177,7 @@ def collect(root: str, rungs: list[str], methods: list[str], seeds: list[int],
       for s in seeds:
         d = run_path(root, name, m, s)
         rows = rundir.read_metrics(os.path.join(d, rundir.METRICS))
-        read = [value_at(rows, t, seconds, key) for t in ts]
+        read = [value_at(rows, t, key) for t in ts]
         cfg_path = os.path.join(d, rundir.CONFIG)
         cfg = rundir.read_json(cfg_path) if os.path.exists(cfg_path) else {}
         last = rows[-1] if rows else {}
@@ -208,6 +205,24 @@ def _fmt(x: Optional[float]) -> str:
   return "-" if x is None else f"{x:.3g}"
 
 
+def ordered(res: dict) -> list[tuple[str, dict, list[str]]]:
+  """(rung, its results, its methods) in the ladder's order and METHODS' order (the JSON's
+  keys are sorted)."""
+  rank = {r.name: i for i, r in enumerate(ladder.LADDER)}
+  mrank = {m: i for i, m in enumerate(METHODS)}
+  return [(name, res["rungs"][name],
+           sorted(res["rungs"][name]["methods"], key=lambda m: (mrank.get(m, 99), m)))
+          for name in sorted(res["rungs"], key=lambda n: (rank.get(n, 99), n))]
+
+
+def latest_read(res: dict) -> float:
+  """The most seconds by which a value was read after its checkpoint (0 when none)."""
+  return max([p["read_at_train_s"][t] - float(t) for r in res["rungs"].values()
+              for mr in r["methods"].values() for p in mr["seeds"].values()
+              for t in p["read_at_train_s"] if p["read_at_train_s"][t] is not None],
+             default=0.0)
+
+
 def table(res: dict) -> str:
   """Markdown: per rung and method, the mean (per seed) at each checkpoint and the ratio to
   OS-MCCFR at the last."""
@@ -215,11 +230,13 @@ def table(res: dict) -> str:
   head = (["rung", "histories", "infostates", "uniform", "method"] + [f"{t} s" for t in ts] +
           [f"/ OS-MCCFR at {ts[-1]} s"])
   lines = [f"Exploitability at fixed training seconds (evaluation excluded), {res['seconds']:g} s "
-           f"per run, seeds {res['seeds']}: mean (per seed). The scheduler's value is its "
-           "deployed mix. `-`: no evaluation (yet).", "",
+           f"per run, seeds {res['seeds']}: mean (per seed) of the first evaluation at or "
+           f"after each time (the latest {latest_read(res):.3g} s after it). The scheduler's "
+           "value is its deployed mix. `-`: no evaluation (yet).", "",
            "| " + " | ".join(head) + " |", "|---" * 5 + "|---:" * (len(ts) + 1) + "|"]
-  for name, r in res["rungs"].items():
-    for i, (m, mr) in enumerate(r["methods"].items()):
+  for name, r, methods in ordered(res):
+    for i, m in enumerate(methods):
+      mr = r["methods"][m]
       cells = [name, str(r["histories"]), str(r["infostates"]),
                _fmt(r["uniform_exploitability"])] if i == 0 else ["", "", "", ""]
       cells.append(mr["label"])
@@ -228,8 +245,8 @@ def table(res: dict) -> str:
         cells.append(f"{_fmt(mr['mean'][t])} ({per})")
       cells.append(_fmt(mr["ratio_to_os_mccfr"][ts[-1]]))
       lines.append("| " + " | ".join(cells) + " |")
-  failed = [f"{name}/{m}/seed_{s}: {p['error']}" for name, r in res["rungs"].items()
-            for m, mr in r["methods"].items() for s, p in mr["seeds"].items() if p["error"]]
+  failed = [f"{name}/{m}/seed_{s}: {p['error']}" for name, r, methods in ordered(res)
+            for m in methods for s, p in r["methods"][m]["seeds"].items() if p["error"]]
   if failed:
     lines += ["", "Failed runs:", ""] + [f"- {f}" for f in failed]
   return "\n".join(lines) + "\n"
@@ -247,8 +264,8 @@ def figure(res: dict, path: str) -> str:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   last = f"{res['checkpoints_s'][-1]:g}"
-  rungs = list(res["rungs"])
-  methods = list(dict.fromkeys(m for r in res["rungs"].values() for m in r["methods"]))
+  rungs = [name for name, _, _ in ordered(res)]
+  methods = list(dict.fromkeys(m for _, _, ms in ordered(res) for m in ms))
   fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.2))
   step = 0.8 / max(len(methods), 1)
   for j, m in enumerate(methods):
@@ -340,9 +357,12 @@ def main(argv):
     methods = select(FLAGS.methods, METHODS, "--methods")
     seeds = sweep.parse_seeds(FLAGS.seeds)
     ts = checkpoints(FLAGS.checkpoints, FLAGS.seconds)
+    every_s = FLAGS.seconds / EVALS if FLAGS.eval_every_s is None else FLAGS.eval_every_s
+    if not (math.isfinite(every_s) and every_s > 0):
+      raise ConfigError(f"--eval_every_s={every_s}: must be a positive number of seconds")
     if FLAGS.parallel < 1:
       raise ConfigError(f"--parallel={FLAGS.parallel}: must be >= 1 run at a time")
-    todo = tasks(root, rungs, methods, seeds, FLAGS.seconds)
+    todo = tasks(root, rungs, methods, seeds, FLAGS.seconds, every_s)
   except ValueError as e:  # ConfigError included
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -361,9 +381,9 @@ def main(argv):
          "git_commit": prov["git_commit"], "git_dirty": prov["git_dirty"],
          "seconds": FLAGS.seconds, "seeds": seeds, "checkpoints_s": ts,
          "parallel": FLAGS.parallel, "ray_address": FLAGS.ray_address,
-         "reference": REFERENCE, "time_slack": TIME_SLACK,
+         "eval_every_s": every_s, "reference": REFERENCE,
          "methods": {m: dataclasses.asdict(METHODS[m]) for m in methods},
-         "rungs": collect(root, rungs, methods, seeds, FLAGS.seconds, ts, failed)}
+         "rungs": collect(root, rungs, methods, seeds, ts, failed)}
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   rundir.write_json_atomic(out, res)
   print(redraw(out, FLAGS.figure or os.path.splitext(out)[0] + ".png"))

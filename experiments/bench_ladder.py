@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 import os
 import shlex
@@ -155,6 +154,15 @@ def _mean(values: list) -> Optional[float]:
   return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
+def repo_path(path: Optional[str]) -> Optional[str]:
+  """`path` relative to the repository when it lies inside it (a config of
+  experiments/configs), else as given."""
+  if path is None:
+    return None
+  rel = os.path.relpath(os.path.abspath(path), sweep.REPO_DIR)
+  return path if rel.startswith(os.pardir) else rel
+
+
 def rung_sizes(name: str) -> dict:
   r = ladder.rung(name)
   game = pyspiel.load_game(r.game)
@@ -186,8 +194,8 @@ def collect(root: str, rungs: list[str], methods: list[str], seeds: list[int],
             "read_at_train_s": {f"{t:g}": at for t, (_, at) in zip(ts, read)},
             "final_train_s": last.get("train_s"), "episodes": last.get("episodes"),
             "steps": last.get("epoch", last.get("step")),
-            "done": os.path.exists(os.path.join(d, "DONE")),
-            "error": failed.get((name, m, s)), "config_file": cfg.get("config_file")}
+            "done": os.path.exists(os.path.join(d, rundir.DONE)),
+            "error": failed.get((name, m, s)), "config_file": repo_path(cfg.get("config_file"))}
       mean = {f"{t:g}": _mean([p["values"][f"{t:g}"] for p in per_seed.values()])
               for t in ts}
       per_method[m] = {"algo": METHODS[m].algo, "value_key": key, "label": METHODS[m].label,

@@ -253,6 +253,13 @@ def table(res: dict) -> str:
         cells.append(f"{_fmt(mr['mean'][t])} ({per})")
       cells.append(_fmt(mr["ratio_to_os_mccfr"][ts[-1]]))
       lines.append("| " + " | ".join(cells) + " |")
+  yamls = sorted({(name, p["config_file"]) for name, r, methods in ordered(res)
+                  for m in methods for p in r["methods"][m]["seeds"].values()
+                  if p["config_file"]})
+  if yamls:
+    lines += ["", "ARMAC's runs used a YAML on " +
+              ", ".join(f"{name} (`{path}`)" for name, path in yamls) +
+              "; on the other rungs, the defaults of resolve_spec."]
   failed = [f"{name}/{m}/seed_{s}: {p['error']}" for name, r, methods in ordered(res)
             for m in methods for s, p in r["methods"][m]["seeds"].items() if p["error"]]
   if failed:

@@ -27,13 +27,14 @@ when the budget is shorter. Every run evaluates at least every `--eval_every_s` 
 seconds (default `--seconds` / EVALS; ARMAC also every `eval_every` epochs of its config),
 and the value at t is that of the first evaluation at or after t: the policy after t
 seconds of training, read at most one cadence and one step late (at the budget: the run's
-final evaluation). The JSON records when each value was read, the table the latest. Writes `--out` (JSON: per rung
-its game, sizes,
-the uniform policy's exploitability, per method the per-seed values and their mean, the
-ratio of the mean to OS-MCCFR's; the command, date and git commit), the table beside it
-(`.md`) and `--figure` (left: the value at the last checkpoint per rung and method, mean
-with a 95% bootstrap band over seeds, log scale; right: the ratio to OS-MCCFR against the
-game's histories). `--plot_only` redraws the table and the figure from `--out`.
+final evaluation). The JSON records when each value was read, the table the latest.
+
+Writes `--out` (JSON: per rung its game, sizes, the uniform policy's exploitability, per
+method the per-seed values and their mean, the ratio of the mean to OS-MCCFR's; the
+command, date and git commit), the table beside it (`.md`) and `--figure` (left: the value
+at the last checkpoint per rung and method, mean with a 95% bootstrap band over seeds, log
+scale; right: the ratio to OS-MCCFR against the game's histories). `--plot_only` redraws
+the table and the figure from `--out`.
 
 Exit status: 0 when every run is done, 1 when some failed (the JSON names them), 2 for bad
 flags.

@@ -45,7 +45,8 @@ flags.DEFINE_string("armac_config", None,
 flags.DEFINE_string("baseline_hparams", None,
                     "YAML mapping algo -> hyper-parameters for the baselines (e.g. "
                     "deep_cfr: {num_traversals: 64}).")
-flags.DEFINE_float("eval_every_s", None, "Baselines: training seconds between evaluations.")
+flags.DEFINE_float("eval_every_s", None, "Training seconds between evaluations (ARMAC: "
+                   "besides its config's eval_every epochs).")
 flags.DEFINE_integer("eval_every_steps", None, "Baselines: steps between evaluations.")
 flags.DEFINE_string("ray_address", "local",
                     "local: start Ray on this machine; none: run inline without Ray; "

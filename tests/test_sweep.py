@@ -114,3 +114,16 @@ def test_plot_cli_writes_curves_and_table(sweeps):
     assert (root / name).stat().st_size > 0
   table = (root / "table.md").read_text()
   assert "## kuhn_poker" in table and "| ARMAC | 2 |" in table and "| ES-MCCFR | 2 |" in table
+
+
+def test_task_eval_every_s_reaches_armac_and_baselines(tmp_path):
+  """A task's eval_every_s is every algorithm's cadence (ARMAC's fixed, besides its config's
+  eval_every epochs); without it ARMAC keeps its default cadence, bounded by eval_fraction."""
+  for algo in ("armac", "armac_sched_discrete", "os_mccfr"):
+    spec = sweep.task_spec(sweep.RunTask("kuhn_poker", algo, 0, str(tmp_path / algo),
+                                         time_budget_s=20.0, eval_every_s=4.0))
+    assert (spec.eval_every_s, spec.eval_fraction) == (4.0, None), algo
+  spec = sweep.task_spec(sweep.RunTask("kuhn_poker", "armac", 0, str(tmp_path / "d"),
+                                       time_budget_s=20.0))
+  assert spec.eval_every_s is None and spec.eval_fraction == 0.1
+  assert spec.eval_every == spec.config.eval_every

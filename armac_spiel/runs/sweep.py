@@ -78,7 +78,9 @@ class RunTask:
   max_epochs: Optional[int] = None          # ARMAC epoch budget (overrides the config)
   max_steps: Optional[int] = None           # step budget of the other algorithms
   armac_config: Optional[str] = None        # ARMAC YAML (default experiments/configs/<game>)
-  eval_every_s: Optional[float] = None      # baselines; default budget / BASELINE_EVALS
+  eval_every_s: Optional[float] = None      # every algorithm (ARMAC: besides its config's
+                                            # eval_every epochs, at a fixed cadence);
+                                            # baselines default budget / BASELINE_EVALS
   eval_every_steps: Optional[int] = None    # baselines; default max_steps / BASELINE_EVALS
   baseline_hparams: Optional[str] = None    # YAML {algo: {hparam: value}} for baselines
   device: str = "cpu"
@@ -147,7 +149,7 @@ def task_spec(task: RunTask) -> RunSpec:
       config_flag="--armac_config" if armac else "--baseline_hparams",
       time_budget_s=task.time_budget_s,
       max_steps=task.max_epochs if armac else task.max_steps,
-      eval_every=None if armac else every_steps, eval_every_s=None if armac else every_s,
+      eval_every=None if armac else every_steps, eval_every_s=every_s,
       device=task.device, resume=resume, plot=task.plot)
 
 

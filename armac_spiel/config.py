@@ -59,6 +59,12 @@ class ARMACConfig(Params):
                                      # values bootstrap the trace targets: after each critic
                                      # step theta' <- (1 - tau) theta' + tau theta; 1: no
                                      # target network (the live critic's values)
+  critic_prev_actions: int = 0       # K > 0: the one-hots of the last K decision actions join
+                                     # the critic's history input (records.critic_history):
+                                     # all players' information-state tensors do not tell
+                                     # apart the nodes of a turn-based simultaneous-move game
+                                     # (the first mover's action is in no player's view);
+                                     # K = players - 1 does; 0: off
   critic_replay_episodes: int = 16384
   critic_steps: int = 8
   critic_batch_episodes: int = 512
@@ -109,7 +115,8 @@ class ARMACConfig(Params):
                  "regret_batch", "bootstrap_memory", "actor_replay", "actor_batch",
                  "eval_every"):
       need(getattr(self, name) > 0, name, "a positive integer")
-    for name in ("critic_steps", "regret_steps", "actor_steps", "max_epochs", "current_groups"):
+    for name in ("critic_steps", "regret_steps", "actor_steps", "max_epochs", "current_groups",
+                 "critic_prev_actions"):
       need(getattr(self, name) >= 0, name, "an integer >= 0")
     need(self.episodes_per_epoch % self.groups_per_epoch == 0, "episodes_per_epoch",
          f"a multiple of groups_per_epoch ({self.groups_per_epoch})")

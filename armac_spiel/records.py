@@ -51,6 +51,35 @@ class PolicyRows(NamedTuple):
   mask: Optional[Tensor] = None   # (R, A) legal masks
 
 
+def prev_actions_onehot(prev: Tensor, num_actions: int) -> Tensor:
+  """(..., k) previous decision actions (latest first, -1: none) -> (..., k * A) one-hots
+  (zeros where there is none): the part of the critic's input set by critic_prev_actions."""
+  onehot = torch.nn.functional.one_hot(prev.clamp_min(0), num_actions).float()
+  return (onehot * (prev >= 0).unsqueeze(-1)).flatten(-2)
+
+
+def episode_prev_actions(action: Tensor, k: int) -> Tensor:
+  """(B, T) decision actions of episodes (-1: padding) -> (B, T, k): at each step the k
+  previous decision actions of its episode, the latest first, -1 where there are fewer."""
+  b, t = action.shape
+  prev = torch.full((b, t, k), -1, dtype=torch.long)
+  for j in range(1, min(k, t - 1) + 1):
+    prev[:, j:, j - 1] = action[:, :t - j]
+  return prev
+
+
+def critic_history(history: Tensor, action: Tensor, k: int, num_actions: int) -> Tensor:
+  """The critic's input at each step of episodes: the history encodings (B, T, H), then
+  (k > 0, critic_prev_actions) the one-hots of the k previous decision actions (B, T, k A).
+  Every player's information-state tensor leaves out an action nobody has seen yet (the
+  first mover's in a turn-based simultaneous-move game); the previous actions tell those
+  nodes apart."""
+  if not k:
+    return history
+  return torch.cat([history, prev_actions_onehot(episode_prev_actions(action, k), num_actions)
+                    .to(history.device)], -1)
+
+
 def to_device(rows: NamedTuple, device) -> NamedTuple:
   """The record with every tensor on `device` (None fields stay None)."""
   return type(rows)(*(None if v is None else v.to(device) for v in rows))
@@ -58,11 +87,16 @@ def to_device(rows: NamedTuple, device) -> NamedTuple:
 
 class TreeTables:
   """A compiled tree's encodings by id, on the learner's device: per node (index -1, the
-  last row, is padding's zero row) and per information state."""
+  last row, is padding's zero row) and per information state. `history` is the critic's
+  input (critic_history's, with `prev_actions` previous decision actions)."""
 
-  def __init__(self, tree, device):
+  def __init__(self, tree, device, prev_actions: int = 0):
     self.tree = tree
-    self.history = tree.history_ext.to(device)
+    history = tree.history_ext
+    if prev_actions:  # critic_prev_actions: see critic_history
+      prev = prev_actions_onehot(tree.prev_actions(prev_actions), tree.num_actions)
+      history = torch.cat([history, torch.cat([prev, torch.zeros(1, prev.shape[1])])], 1)
+    self.history = history.to(device)  # the critic's input at each node
     self.node_info = tree.node_info_ext.to(device)
     self.node_mask = tree.legal_ext.to(device)
     self.state_info = tree.info_tensors.to(device)

@@ -285,20 +285,16 @@ def derive_config(game_string: str, facts: Optional[GameFacts] = None) -> dict[s
         episodes, f"about 16 episodes per information state ({s:,}), a power of two in "
                   "[4096, 16384]: below 4096 the fits dominate an epoch, above 16384 a "
                   "budget buys too few epochs")
-    d["critic_steps"] = Derived(32, "as the tuned Leduc config")
+    d["critic_steps"] = Derived(16, "16 steps of a sixteenth of the epoch each: the critic "
+                                    "sees each new episode about once")
     d["critic_batch_episodes"] = Derived(
-        episodes // 8, "an eighth of an epoch's episodes per critic step")
+        episodes // 16, "a sixteenth of an epoch's episodes per critic step")
     d["regret_steps"] = Derived(96, "as the tuned Leduc config (full-batch per-state fit)")
     d["actor_steps"] = Derived(16, "as the tuned Leduc config (full-batch per-state fit)")
-    batch = _pow2_clamp(s, 1024, 4096)
+    batch = _pow2_clamp(s, 512, 4096)
     for name in ("regret_batch", "actor_batch"):
       d[name] = Derived(batch, f"the information states ({s:,}) as a power of two in "
-                               "[1024, 4096]")
-    hidden = (256, 256) if s > 8192 else (128, 128)
-    for name in ("critic_hidden", "regret_hidden", "actor_hidden"):
-      d[name] = Derived(hidden, f"{s:,} information states: "
-                                + ("256 units above 8,192 states" if s > 8192 else
-                                   "128 units up to 8,192 states"))
+                               "[512, 4096]")
   else:
     beyond = "the compiled tree does not hold the game: the bootstrap path (W carries " \
              "DCFR+'s sums) on the pyspiel sampler"

@@ -260,7 +260,8 @@ def _pow2_clamp(x: float, lo: int, hi: int) -> int:
   return int(min(max(2 ** math.ceil(math.log2(max(x, 1))), lo), hi))
 
 
-def derive_config(game_string: str, facts: Optional[GameFacts] = None) -> dict[str, Derived]:
+def derive_config(game_string: str, facts: Optional[GameFacts] = None,
+                  sampler: str = "auto") -> dict[str, Derived]:
   """ARMAC config fields derived from the game (no YAML applies), each with its reason.
 
   On the compiled tree: the per-state fits of the tuned Leduc config (W and the actor fit
@@ -268,10 +269,11 @@ def derive_config(game_string: str, facts: Optional[GameFacts] = None) -> dict[s
   exploration), episodes sized by the information states. Beyond the tree: the bootstrap
   path on the pyspiel sampler (runs.spec.BOOTSTRAP). Both: the previous action joins the
   critic's input where nodes alias; the critic's learning rate follows the returns' range.
+  `sampler` (the one asked for, if any): 'pyspiel' takes the path beyond the tree.
   The rules and their grounds: docs/config.md."""
   f = facts or game_facts(game_string)
   d: dict[str, Derived] = {}
-  if f.on_tree:
+  if f.on_tree and sampler != "pyspiel":
     tree = f"the compiled tree holds the game ({f.num_nodes:,} nodes)"
     d["sampler"] = Derived("tree", tree)
     for name, value in (("regret_fit", "states"), ("actor_fit", "states"),
@@ -296,8 +298,9 @@ def derive_config(game_string: str, facts: Optional[GameFacts] = None) -> dict[s
       d[name] = Derived(batch, f"the information states ({s:,}) as a power of two in "
                                "[512, 4096]")
   else:
-    beyond = "the compiled tree does not hold the game: the bootstrap path (W carries " \
-             "DCFR+'s sums) on the pyspiel sampler"
+    beyond = ("the pyspiel sampler was asked for" if f.on_tree else
+              "the compiled tree does not hold the game") + \
+        ": the bootstrap path (W carries DCFR+'s sums) on the pyspiel sampler"
     d["sampler"] = Derived("pyspiel", beyond)
     for name, value in (("regret_fit", "bootstrap"), ("actor_fit", "rows"),
                         ("policy_draw", "current"), ("max_snapshots", 1),

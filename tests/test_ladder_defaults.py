@@ -52,6 +52,13 @@ def test_config_json_lists_the_derived_fields_with_reasons(tmp_path):
   assert json.load(open(os.path.join(tmp_path, "config.json")))["hparams"]["critic_steps"] == 2
 
 
+def test_the_pyspiel_sampler_asked_for_takes_the_path_beyond_the_tree(tmp_path):
+  spec = runs.resolve_spec("armac", ladder.rung("goofspiel_4").game, 3, str(tmp_path),
+                           max_steps=1, sampler="pyspiel")
+  assert spec.config.regret_fit == "bootstrap" and spec.config.critic_prev_actions == 1
+  assert "pyspiel sampler was asked for" in spec.derived["regret_fit"]["why"]
+
+
 def test_a_yaml_means_no_derivation(tmp_path):
   spec = runs.resolve_spec("armac", "leduc_poker", 3, str(tmp_path), max_steps=1)
   assert spec.derived is None and spec.config.critic_lr == 1e-3

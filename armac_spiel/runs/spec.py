@@ -226,7 +226,7 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
                    "sampler": sampler}
     given = {**raw, **section, **alias_sets, **sets,
              **{k: v for k, v in flag_fields.items() if v is not None}}
-    derived = {} if path else derive_config(game)
+    derived = {} if path else derive_config(game, sampler=given.get("sampler", "auto"))
     given_fields = set(given)
     derived = {k: v for k, v in derived.items() if k not in given_fields}
     merged = {**{k: v.value for k, v in derived.items()}, **given}

@@ -292,8 +292,8 @@ def derive_config(game_string: str, facts: Optional[GameFacts] = None,
     d["critic_batch_episodes"] = Derived(
         episodes // 16, "a sixteenth of an epoch's episodes per critic step")
     d["regret_lstsq"] = Derived(8, "8 Adam steps, then W's last layer solved exactly (as the "
-                                   "tuned Kuhn config): about half an epoch's cost, and a "
-                                   "closer fit of the per-state regrets")
+                                   "tuned Kuhn config): 96 Adam steps were most of an "
+                                   "epoch's cost")
     d["actor_steps"] = Derived(16, "as the tuned Leduc config (full-batch per-state fit)")
     batch = _pow2_clamp(s, 512, 4096)
     for name in ("regret_batch", "actor_batch"):

@@ -85,24 +85,37 @@ def to_device(rows: NamedTuple, device) -> NamedTuple:
   return type(rows)(*(None if v is None else v.to(device) for v in rows))
 
 
+class WithPrevActions:
+  """A per-node table read by index (`table[ids]`, -1: padding), each row followed by the
+  one-hots of the node's k previous decision actions (critic_history's encoding): the
+  critic's input with critic_prev_actions = k. Keeps the actions (k ids a node), not the
+  one-hots."""
+
+  def __init__(self, table, tree, k: int, device):
+    self.table, self.num_actions = table, tree.num_actions
+    self.prev = torch.cat([tree.prev_actions(k), torch.full((1, k), -1)]).to(device)
+
+  def __getitem__(self, ids: Tensor) -> Tensor:
+    rows = self.table[ids]
+    return torch.cat([rows, prev_actions_onehot(self.prev[ids.to(self.prev.device)],
+                                                self.num_actions).to(rows.device)], -1)
+
+
 class TreeTables:
   """A compiled tree's encodings by id, on the learner's device: per node (index -1, the
-  last row, is padding's zero row) and per information state. `history` is the critic's
-  input (critic_history's, with `prev_actions` previous decision actions)."""
+  last row, is padding's zero row) and per information state."""
 
   def __init__(self, tree, device, prev_actions: int = 0):
     self.tree = tree
-    history = tree.history_ext
-    if prev_actions:  # critic_prev_actions: see critic_history
-      prev = prev_actions_onehot(tree.prev_actions(prev_actions), tree.num_actions)
-      history = torch.cat([history, torch.cat([prev, torch.zeros(1, prev.shape[1])])], 1)
-    self.history = history.to(device)  # the critic's input at each node
+    self.history = tree.history_ext.to(device)
     self.node_info = tree.node_info_ext.to(device)
     self.node_mask = tree.legal_ext.to(device)
     self.state_info = tree.info_tensors.to(device)
     self.state_mask = tree.info_legal.to(device)
     self.state_info_ext = tree.info_ext.to(device)  # zero row at -1: padding's id
     self.node_sid = torch.cat([tree.infostate, torch.tensor([-1])]).to(device)  # -1 -> -1
+    if prev_actions:  # the critic's input: see critic_history
+      self.history = WithPrevActions(self.history, tree, prev_actions, device)
 
   def node_inputs(self, rows: CriticRows) -> CriticRows:
     """Critic rows with the encodings of their node ids (rows that hold them: as they are)."""

@@ -85,22 +85,6 @@ def to_device(rows: NamedTuple, device) -> NamedTuple:
   return type(rows)(*(None if v is None else v.to(device) for v in rows))
 
 
-class WithPrevActions:
-  """A per-node table read by index (`table[ids]`, -1: padding), each row followed by the
-  one-hots of the node's k previous decision actions (critic_history's encoding): the
-  critic's input with critic_prev_actions = k. Keeps the actions (k ids a node), not the
-  one-hots."""
-
-  def __init__(self, table, tree, k: int, device):
-    self.table, self.num_actions = table, tree.num_actions
-    self.prev = torch.cat([tree.prev_actions(k), torch.full((1, k), -1)]).to(device)
-
-  def __getitem__(self, ids: Tensor) -> Tensor:
-    rows = self.table[ids]
-    return torch.cat([rows, prev_actions_onehot(self.prev[ids.to(self.prev.device)],
-                                                self.num_actions).to(rows.device)], -1)
-
-
 class TreeTables:
   """A compiled tree's encodings by id, on the learner's device: per node (index -1, the
   last row, is padding's zero row) and per information state."""
@@ -130,3 +114,19 @@ class TreeTables:
     if rows.info is not None:
       return rows
     return rows._replace(info=self.state_info[rows.sid], mask=self.state_mask[rows.sid])
+
+
+class WithPrevActions:
+  """A per-node table read by index (`table[ids]`, -1: padding), each row followed by the
+  one-hots of the node's k previous decision actions (critic_history's encoding): the
+  critic's input with critic_prev_actions = k. Keeps the actions (k ids a node), not the
+  one-hots."""
+
+  def __init__(self, table, tree, k: int, device):
+    self.table, self.num_actions = table, tree.num_actions
+    self.prev = torch.cat([tree.prev_actions(k), torch.full((1, k), -1)]).to(device)
+
+  def __getitem__(self, ids: Tensor) -> Tensor:
+    rows = self.table[ids]
+    return torch.cat([rows, prev_actions_onehot(self.prev[ids.to(self.prev.device)],
+                                                self.num_actions).to(rows.device)], -1)

@@ -64,7 +64,7 @@ from armac_spiel.fits import ACTOR_FITS, REGRET_FITS, FitContext, NonFiniteLossE
 from armac_spiel.networks import (MLP, SnapshotBank, content_ids, masked_softmax,
                                   regret_matching, uniform_policy, unique_forward)
 from armac_spiel.past_policies import CURRENT, CFRWeights, PolicyDraw, learner_ids
-from armac_spiel.records import PolicyRows, RegretRows, TreeTables
+from armac_spiel.records import PolicyRows, RegretRows, TreeTables, critic_history
 from armac_spiel.scheduler.protocol import SchedulerHooks
 from games import StepBatch, Trajectories, infostate_table, load_game, make_sampler
 
@@ -148,7 +148,8 @@ class ARMAC:
     self.heads = 1 if self.zero_sum2 else sg.num_players
     with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG state
       torch.manual_seed(seed)
-      self.critic = MLP(sg.history_size, cfg.critic_hidden, sg.num_actions * self.heads)
+      self.critic = MLP(sg.history_size + cfg.critic_prev_actions * sg.num_actions,
+                        cfg.critic_hidden, sg.num_actions * self.heads)
       self.regret = MLP(sg.info_state_size, cfg.regret_hidden, sg.num_actions)
       self.actor = MLP(sg.info_state_size, cfg.actor_hidden, sg.num_actions)
     for net in (self.critic, self.regret, self.actor):
@@ -170,7 +171,8 @@ class ARMAC:
     self._tree = tree
     # With ids, replay rows store ids, not encodings (Leduc checkpoints 4.8x smaller, see
     # experiments/bench_checkpoint.py); the tables gather the encodings.
-    self.tables = None if tree is None else TreeTables(tree, self.device)
+    self.tables = None if tree is None else TreeTables(tree, self.device,
+                                                              cfg.critic_prev_actions)
     self.rng = np.random.default_rng([seed, 1])
     self.gen = torch.Generator().manual_seed(seed + 2)
     self.weights = CFRWeights(cfg, self.n_players)
@@ -220,6 +222,16 @@ class ARMAC:
     (S', A), legal masks (S', A)). Needs information-state ids (tree sampler)."""
     self._need_tree("state_policy_targets")
     return self.actor_fit.state_targets(self.epoch)
+
+  def critic_inputs(self, traj: Trajectories) -> torch.Tensor:
+    """(B, T, in) the critic's input at each step of `traj` (records.critic_history)."""
+    return critic_history(traj.history, traj.action, self.cfg.critic_prev_actions,
+                          self.sgame.num_actions)
+
+  def critic_node_inputs(self, nodes: torch.Tensor) -> torch.Tensor:
+    """The critic's input at compiled-tree nodes (tree sampler only)."""
+    self._need_tree("critic_node_inputs")
+    return self.tables.history[nodes.to(self.device)]
 
   def _need_tree(self, what: str) -> None:
     if self._tree is None:
@@ -335,7 +347,7 @@ class ARMAC:
     pi_j = regret_matching(w_j.view(b, t, -1), mask)
     epochs = self.draw.slot_epochs(slots, self.epoch)
     if self.target_critic is None:
-      hist = lambda: traj.history.to(dev).view(g, b * t // g, -1)
+      hist = lambda: self.critic_inputs(traj).to(dev).view(g, b * t // g, -1)
       q_j = self.group_forward("critic", slots, hist, node, by_content=True,
                                table=None if node is None else tab.history)
     else:

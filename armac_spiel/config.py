@@ -1,8 +1,10 @@
 """ARMAC's hyper-parameters: `ARMACConfig`, a `Params` (armac_spiel.params), loadable from YAML.
 
-Per-game tuned defaults live in experiments/configs/<game>.yaml. Precedence: dataclass
-defaults < YAML file < command-line flags (resolved by armac_spiel.runs.resolve_spec). The
-resolved config is written to each run directory as config.json.
+Per-game tuned defaults live in experiments/configs/<game>.yaml. A game without one gets
+the fields `derive_config` derives from the game itself (its rules: docs/config.md).
+Precedence: dataclass defaults < derived fields (no YAML only) < YAML file < `--set` <
+command-line flags (resolved by armac_spiel.runs.resolve_spec). The resolved config is
+written to each run directory as config.json, the derived fields with their reasons.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
+import torch
 import yaml
 
 from armac_spiel.params import ConfigError, Params  # ConfigError: re-exported for callers
-from games import SAMPLER_BACKENDS
+from games import SAMPLER_BACKENDS, load_game
+from games.tree import DECISION, compile_tree, tree_fits
 
 WEIGHTINGS = ("uniform", "linear")
 LR_DECAYS = ("none", "sqrt", "linear")
@@ -59,6 +63,12 @@ class ARMACConfig(Params):
                                      # values bootstrap the trace targets: after each critic
                                      # step theta' <- (1 - tau) theta' + tau theta; 1: no
                                      # target network (the live critic's values)
+  critic_prev_actions: int = 0       # K > 0: the one-hots of the last K decision actions join
+                                     # the critic's history input (records.critic_history):
+                                     # all players' information-state tensors do not tell
+                                     # apart the nodes of a turn-based simultaneous-move game
+                                     # (the first mover's action is in no player's view);
+                                     # K = players - 1 does; 0: off
   critic_replay_episodes: int = 16384
   critic_steps: int = 8
   critic_batch_episodes: int = 512
@@ -109,7 +119,8 @@ class ARMACConfig(Params):
                  "regret_batch", "bootstrap_memory", "actor_replay", "actor_batch",
                  "eval_every"):
       need(getattr(self, name) > 0, name, "a positive integer")
-    for name in ("critic_steps", "regret_steps", "actor_steps", "max_epochs", "current_groups"):
+    for name in ("critic_steps", "regret_steps", "actor_steps", "max_epochs", "current_groups",
+                 "critic_prev_actions"):
       need(getattr(self, name) >= 0, name, "an integer >= 0")
     need(self.episodes_per_epoch % self.groups_per_epoch == 0, "episodes_per_epoch",
          f"a multiple of groups_per_epoch ({self.groups_per_epoch})")
@@ -187,4 +198,133 @@ def load_yaml(path: str, source: Optional[str] = None) -> dict:
     raise ConfigError(f"{source}: cannot read YAML: {e}") from e
   if not isinstance(d, dict):
     raise ConfigError(f"{source}: top level must be a mapping")
+  return d
+
+
+# ---------------------------------------------------------------- defaults from the game
+class Derived(NamedTuple):
+  """One derived config field: its value and why (written to config.json)."""
+  value: Any
+  why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class GameFacts:
+  """What derive_config reads of a game."""
+  num_players: int
+  num_actions: int        # distinct actions
+  max_depth: int          # game.max_game_length()
+  return_range: float     # max_utility - min_utility
+  on_tree: bool           # the compiled tree holds the game (games.tree.tree_fits)
+  num_nodes: int          # compiled tree's nodes (0 beyond the tree)
+  num_infostates: int     # information states (0 beyond the tree: unknown)
+  aliased_nodes: int      # decision nodes whose critic history input another decision node
+                          # shares (on the tree: counted; beyond: -1 where the game's type
+                          # says so, a turn-based simultaneous-move game; else 0)
+
+
+def aliased_decision_nodes(tree) -> int:
+  """Decision nodes of a compiled tree whose history encoding (every player's
+  information-state tensor) equals another decision node's: the critic cannot tell them
+  apart. Counted on view-row ids made content ids, without building the encodings."""
+  dec = (tree.kind == DECISION).nonzero().squeeze(1)
+  content = torch.unique(tree.view_tensors, dim=0, return_inverse=True)[1]
+  content = torch.cat([content, torch.tensor([-1])])  # -1: a player without a view
+  keys = content[tree.view[dec]]  # (M_dec, N)
+  _, inverse, counts = torch.unique(keys, dim=0, return_inverse=True, return_counts=True)
+  return int((counts[inverse] > 1).sum())
+
+
+def game_facts(game_string: str) -> GameFacts:
+  """The facts of `game_string` that derive_config reads (compiles the tree where it fits:
+  the run compiles it anyway, and the disk cache keeps it)."""
+  sg = load_game(game_string)
+  game = sg.game
+  on_tree = tree_fits(game_string)
+  nodes = states = 0
+  if on_tree:
+    tree = compile_tree(game_string)
+    nodes, states = tree.num_nodes, tree.num_infostates
+    aliased = aliased_decision_nodes(tree)
+  else:
+    aliased = -1 if game_string.startswith("turn_based_simultaneous_game") else 0
+  return GameFacts(num_players=sg.num_players, num_actions=sg.num_actions,
+                   max_depth=game.max_game_length(),
+                   return_range=float(game.max_utility() - game.min_utility()),
+                   on_tree=on_tree, num_nodes=nodes, num_infostates=states,
+                   aliased_nodes=aliased)
+
+
+def _pow2_clamp(x: float, lo: int, hi: int) -> int:
+  """The power of two at or above x, clamped to [lo, hi]."""
+  return int(min(max(2 ** math.ceil(math.log2(max(x, 1))), lo), hi))
+
+
+def derive_config(game_string: str, facts: Optional[GameFacts] = None,
+                  sampler: str = "auto") -> dict[str, Derived]:
+  """ARMAC config fields derived from the game (no YAML applies), each with its reason.
+
+  On the compiled tree: the per-state fits of the tuned Leduc config (W and the actor fit
+  per-information-state sums, DCFR, the current policy replayed, one snapshot, uniform
+  exploration), episodes sized by the information states. Beyond the tree: the bootstrap
+  path on the pyspiel sampler (runs.spec.BOOTSTRAP). Both: the previous action joins the
+  critic's input where nodes alias; the critic's learning rate follows the returns' range.
+  `sampler` (the one asked for, if any): 'pyspiel' takes the path beyond the tree.
+  The rules and their grounds: docs/config.md."""
+  f = facts or game_facts(game_string)
+  d: dict[str, Derived] = {}
+  if f.on_tree and sampler != "pyspiel":
+    tree = f"the compiled tree holds the game ({f.num_nodes:,} nodes)"
+    d["sampler"] = Derived("tree", tree)
+    for name, value in (("regret_fit", "states"), ("actor_fit", "states"),
+                        ("regret_discount", "dcfr"), ("policy_draw", "current"),
+                        ("max_snapshots", 1), ("explore_eps", 1.0)):
+      d[name] = Derived(value, f"{tree}: per-information-state fits with DCFR, as the "
+                               "tuned Leduc config")
+    s = f.num_infostates
+    episodes = _pow2_clamp(16 * s, 4096, 16384)
+    d["episodes_per_epoch"] = Derived(
+        episodes, f"about 16 episodes per information state ({s:,}), a power of two in "
+                  "[4096, 16384]: below 4096 the fits dominate an epoch, above 16384 a "
+                  "budget buys too few epochs")
+    d["critic_steps"] = Derived(16, "16 steps of a sixteenth of the epoch each: the critic "
+                                    "sees each new episode about once")
+    d["critic_batch_episodes"] = Derived(
+        episodes // 16, "a sixteenth of an epoch's episodes per critic step")
+    d["regret_lstsq"] = Derived(8, "8 Adam steps, then W's last layer solved exactly (as the "
+                                   "tuned Kuhn config): 96 Adam steps were most of an "
+                                   "epoch's cost")
+    d["actor_steps"] = Derived(16, "as the tuned Leduc config (full-batch per-state fit)")
+    batch = _pow2_clamp(s, 512, 4096)
+    for name in ("regret_batch", "actor_batch"):
+      d[name] = Derived(batch, f"the information states ({s:,}) as a power of two in "
+                               "[512, 4096]")
+  else:
+    beyond = ("the pyspiel sampler was asked for" if f.on_tree else
+              "the compiled tree does not hold the game") + \
+        ": the bootstrap path (W carries DCFR+'s sums) on the pyspiel sampler"
+    d["sampler"] = Derived("pyspiel", beyond)
+    for name, value in (("regret_fit", "bootstrap"), ("actor_fit", "rows"),
+                        ("policy_draw", "current"), ("max_snapshots", 1),
+                        ("regret_discount", "dcfr"), ("regret_plus", True),
+                        ("explore_eps", 1.0)):
+      d[name] = Derived(value, beyond)
+    d["episodes_per_epoch"] = Derived(4096, "the bootstrap path's tuned value (Leduc)")
+    d["critic_steps"] = Derived(32, "the bootstrap path's tuned value (Leduc)")
+    memory = _pow2_clamp(4096 * f.max_depth, 65536, 1 << 20)
+    d["bootstrap_memory"] = Derived(
+        memory, f"an epoch's decisions at most (4096 episodes x depth {f.max_depth}) as a "
+                "power of two in [65536, 2^20]")
+  if f.aliased_nodes:
+    seen = (f"{f.aliased_nodes:,} decision nodes share their history input with another"
+            if f.aliased_nodes > 0 else "a turn-based simultaneous-move game")
+    d["critic_prev_actions"] = Derived(
+        f.num_players - 1, f"{seen}: the previous {f.num_players - 1} action(s) tell them "
+                           "apart")
+  d["critic_lr"] = Derived(
+      3e-3 if f.return_range <= 4 else 1e-3,
+      f"returns span {f.return_range:g}: " + ("3e-3 up to 4 (as the tuned Kuhn config: "
+                                             "the critic must track pi^t)"
+                                             if f.return_range <= 4 else
+                                             "1e-3 above 4 (as the tuned Leduc config)"))
   return d

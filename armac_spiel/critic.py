@@ -19,7 +19,7 @@ import torch
 from armac_spiel.buffers import TensorBuffer
 from armac_spiel.fits import FitContext, NetTrainer
 from armac_spiel.networks import MLP, regret_matching
-from armac_spiel.records import CriticRows
+from armac_spiel.records import CriticRows, critic_history
 from games import Trajectories
 
 
@@ -58,7 +58,9 @@ class CriticFit:
     if traj.node is not None and self.ctx.tables is not None:
       rows = rows._replace(node=pad(traj.node, -1))
     else:
-      rows = rows._replace(history=pad(traj.history), info=pad(traj.info_state),
+      history = critic_history(traj.history, traj.action, self.ctx.cfg.critic_prev_actions,
+                               traj.legal_mask.shape[-1])
+      rows = rows._replace(history=pad(history), info=pad(traj.info_state),
                            mask=pad(traj.legal_mask, True))
     self.replay.add(rows, self.ctx.gen)
 

@@ -51,6 +51,35 @@ class PolicyRows(NamedTuple):
   mask: Optional[Tensor] = None   # (R, A) legal masks
 
 
+def prev_actions_onehot(prev: Tensor, num_actions: int) -> Tensor:
+  """(..., k) previous decision actions (latest first, -1: none) -> (..., k * A) one-hots
+  (zeros where there is none): the part of the critic's input set by critic_prev_actions."""
+  onehot = torch.nn.functional.one_hot(prev.clamp_min(0), num_actions).float()
+  return (onehot * (prev >= 0).unsqueeze(-1)).flatten(-2)
+
+
+def episode_prev_actions(action: Tensor, k: int) -> Tensor:
+  """(B, T) decision actions of episodes (-1: padding) -> (B, T, k): at each step the k
+  previous decision actions of its episode, the latest first, -1 where there are fewer."""
+  b, t = action.shape
+  prev = torch.full((b, t, k), -1, dtype=torch.long)
+  for j in range(1, min(k, t - 1) + 1):
+    prev[:, j:, j - 1] = action[:, :t - j]
+  return prev
+
+
+def critic_history(history: Tensor, action: Tensor, k: int, num_actions: int) -> Tensor:
+  """The critic's input at each step of episodes: the history encodings (B, T, H), then
+  (k > 0, critic_prev_actions) the one-hots of the k previous decision actions (B, T, k A).
+  Every player's information-state tensor leaves out an action nobody has seen yet (the
+  first mover's in a turn-based simultaneous-move game); the previous actions tell those
+  nodes apart."""
+  if not k:
+    return history
+  return torch.cat([history, prev_actions_onehot(episode_prev_actions(action, k), num_actions)
+                    .to(history.device)], -1)
+
+
 def to_device(rows: NamedTuple, device) -> NamedTuple:
   """The record with every tensor on `device` (None fields stay None)."""
   return type(rows)(*(None if v is None else v.to(device) for v in rows))
@@ -79,7 +108,7 @@ class TreeTables:
   last row, is padding's zero row) and per information state. The per-node encodings are
   tensors up to MATERIALISE_BYTES, else NodeGather views of the tree."""
 
-  def __init__(self, tree, device):
+  def __init__(self, tree, device, prev_actions: int = 0):
     self.tree = tree
     width = tree.view_tensors.shape[1] * (tree.num_players + 1)  # history (N D) and info (D)
     if 4 * (tree.num_nodes + 1) * width <= MATERIALISE_BYTES:
@@ -93,6 +122,8 @@ class TreeTables:
     self.state_mask = tree.info_legal.to(device)
     self.state_info_ext = tree.info_ext.to(device)  # zero row at -1: padding's id
     self.node_sid = torch.cat([tree.infostate, torch.tensor([-1])]).to(device)  # -1 -> -1
+    if prev_actions:  # the critic's input: see critic_history
+      self.history = WithPrevActions(self.history, tree, prev_actions, device)
 
   def node_inputs(self, rows: CriticRows) -> CriticRows:
     """Critic rows with the encodings of their node ids (rows that hold them: as they are)."""
@@ -107,3 +138,19 @@ class TreeTables:
     if rows.info is not None:
       return rows
     return rows._replace(info=self.state_info[rows.sid], mask=self.state_mask[rows.sid])
+
+
+class WithPrevActions:
+  """A per-node table read by index (`table[ids]`, -1: padding), each row followed by the
+  one-hots of the node's k previous decision actions (critic_history's encoding): the
+  critic's input with critic_prev_actions = k. Keeps the actions (k ids a node), not the
+  one-hots."""
+
+  def __init__(self, table, tree, k: int, device):
+    self.table, self.num_actions = table, tree.num_actions
+    self.prev = torch.cat([tree.prev_actions(k), torch.full((1, k), -1)]).to(device)
+
+  def __getitem__(self, ids: Tensor) -> Tensor:
+    rows = self.table[ids]
+    return torch.cat([rows, prev_actions_onehot(self.prev[ids.to(self.prev.device)],
+                                                self.num_actions).to(rows.device)], -1)

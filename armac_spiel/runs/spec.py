@@ -1,9 +1,11 @@
 """One run, fully resolved: `RunSpec`, and `resolve_spec`, the one place that builds it.
 
-Precedence, lowest first: the algorithm's defaults (a frozen dataclass), the YAML config
-(`--config`, else experiments/configs/<game>.yaml for ARMAC), `--set KEY=VALUE` pairs, then
-the dedicated flags (`--max_epochs`, `--eval_every`, `--scheduler`, `--sampler`). Every
-error is a `ConfigError` naming the flag or field and what is allowed.
+Precedence, lowest first: the algorithm's defaults (a frozen dataclass), for ARMAC without a
+YAML the fields derived from the game (armac_spiel.config.derive_config; `spec.derived`
+names each one in effect with its reason), the YAML config (`--config`, else
+experiments/configs/<game>.yaml for ARMAC; a YAML means no derivation), `--set KEY=VALUE`
+pairs, then the dedicated flags (`--max_epochs`, `--eval_every`, `--scheduler`,
+`--sampler`). Every error is a `ConfigError` naming the flag or field and what is allowed.
 
 Algorithms are the names of armac_spiel.learner's registry, plus `ALIASES`: named ARMAC
 variants, each a fixed set of config overrides (applied after the YAML, before --set). An
@@ -30,7 +32,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from armac_spiel.approx import check_method
-from armac_spiel.config import SCHEDULER_MODES, ARMACConfig, load_yaml
+from armac_spiel.config import SCHEDULER_MODES, ARMACConfig, derive_config, load_yaml
 from armac_spiel.learner import learner_entry
 from armac_spiel.params import ConfigError, Params
 from armac_spiel.recording import RecorderConfig, resolve_recorder
@@ -92,6 +94,8 @@ class RunSpec(Params):
   record: Optional[RecorderConfig] = None  # ARMAC episode recording (armac_spiel.recording)
   config_file: Optional[str] = None
   evaluation: str = "auto"  # auto | exact | learned_br | lbr (armac_spiel.approx.in_run)
+  derived: Optional[Mapping[str, Any]] = None  # ARMAC without a YAML: {field: {"value",
+                                               # "why"}} of the derived fields in effect
 
   @property
   def config(self) -> ARMACConfig:
@@ -223,9 +227,18 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
     section = sections.get(algo, {})
     flag_fields = {"max_epochs": max_steps, "eval_every": eval_every,
                    "sampler": sampler}
-    merged = {**raw, **section, **alias_sets, **sets,
-              **{k: v for k, v in flag_fields.items() if v is not None}}
+    given = {**raw, **section, **alias_sets, **sets,
+             **{k: v for k, v in flag_fields.items() if v is not None}}
+    derived = {} if path else derive_config(game, sampler=given.get("sampler", "auto"))
+    given_fields = set(given)
+    derived = {k: v for k, v in derived.items() if k not in given_fields}
+    merged = {**{k: v.value for k, v in derived.items()}, **given}
+    if derived:
+      where = f"{where} over the config derived from the game" if where else \
+          "the config derived from the game (armac_spiel.config.derive_config)"
     cfg = ARMACConfig.from_dict(merged, where=where)
+    derived_dict = {k: {"value": cfg.to_dict()[k], "why": v.why}
+                    for k, v in derived.items()} or None
     mode = scheduler or sets.get("scheduler_mode") or alias_sets.get("scheduler_mode")
     if mode is None:
       if cfg.scheduler_mode != "off":
@@ -255,11 +268,11 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
       raw = raw[learner]
     hparams = _resolve_params(entry.params_cls, {**raw, **sets},
                               f"{where or 'hyper-parameters'} ({algo})")
-    sched_dict = record = None
+    sched_dict = record = derived_dict = None
   check_budgets(time_budget_s, max_steps, eval_every, eval_every_s)
   return RunSpec(algo=algo, learner=learner, game=game, seed=int(seed),
                  out_dir=str(out_dir), hparams=hparams, scheduler=sched_dict,
                  time_budget_s=time_budget_s, max_steps=max_steps, eval_every=eval_every,
                  eval_every_s=eval_every_s, eval_fraction=eval_fraction, device=device,
                  resume=resume, plot=plot, record=record, config_file=path,
-                 evaluation=evaluation)
+                 evaluation=evaluation, derived=derived_dict)

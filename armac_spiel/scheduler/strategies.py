@@ -241,7 +241,8 @@ class SampledUpdate:
         pi_rm, pi_avg = tabulate(learner, x, mask)
         lam = lambdas.net_lambda(x)
         player = traj.player[sel].to(dev)
-        q = learner.player_values(learner.critic(traj.history[sel].to(dev)), player)
+        q = learner.player_values(learner.critic(learner.critic_inputs(traj)[sel].to(dev)),
+                                  player)
         inputs.update(q=q, pi_rm=pi_rm, pi_avg=pi_avg, legal_mask=mask, lam=lam)
       if self.kind in USES_RETURNS:
         chosen, bin_probs = self.bins.table(traj)

@@ -15,6 +15,7 @@ from absl import app, flags
 from armac_spiel import config as config_lib
 from armac_spiel import evaluation, runs
 from armac_spiel.armac import ARMAC
+from armac_spiel.records import TreeTables
 from games.tree import DECISION, compile_tree, exact_q
 
 FLAGS = flags.FLAGS
@@ -34,6 +35,7 @@ def main(argv):
   tree = compile_tree(FLAGS.game_name)
   dec = (tree.kind == DECISION).nonzero().squeeze(1)
   mask = tree.legal_mask[dec].double()
+  inputs = TreeTables(tree, "cpu", learner.cfg.critic_prev_actions).history[dec]
   for e in range(1, FLAGS.epochs + 1):
     learner.step()
     if e % FLAGS.every:
@@ -42,7 +44,7 @@ def main(argv):
     q = exact_q(tree, cur)[dec]
     reach = tree.reach(cur).prod(1)[dec]
     with torch.no_grad():
-      pred = learner.critic(tree.history[dec].float()).double()
+      pred = learner.critic(inputs.to(learner.device)).double().cpu()
     if learner.zero_sum2:
       err = ((pred - q) ** 2 * mask).sum(1) / mask.sum(1)
     else:

@@ -17,7 +17,7 @@ import torch
 from games.infostates import InfoStateTable
 from games.sampler import PolicyFn, StepBatch
 from games.spiel import load_game
-from games.tree.arrays import CHANCE, TreeArrays
+from games.tree.arrays import CHANCE, DECISION, TreeArrays
 from games.tree.exact import BestResponseCFV, Evaluation, Exact, one_thread
 
 
@@ -164,6 +164,20 @@ class GameTree:
   def history_ext(self) -> torch.Tensor:
     """(M+1, N*D) float32 (4 (M+1) N D bytes): `history` and a zero row (id -1)."""
     return self.history_of(torch.arange(-1, self.num_nodes).roll(-1))
+
+  def prev_actions(self, k: int) -> torch.Tensor:
+    """(M, k) int64: the last k decision actions on the path to each node, the latest
+    first (chance outcomes skipped), -1 where the path holds fewer."""
+    prev = torch.full((self.num_nodes, k), -1, dtype=torch.long)
+    bounds, kind, parent, slot = self.depth_bounds, self.kind, self.parent, self.parent_slot
+    for d in range(1, len(bounds) - 1):
+      nodes = torch.arange(bounds[d], bounds[d + 1])
+      if not len(nodes):
+        continue
+      par = parent[nodes]
+      shifted = torch.cat([slot[nodes].unsqueeze(1), prev[par, :k - 1]], 1)
+      prev[nodes] = torch.where((kind[par] == DECISION).unsqueeze(1), shifted, prev[par])
+    return prev
 
   @functools.cached_property
   def info_ext(self) -> torch.Tensor:

@@ -13,9 +13,10 @@ A preset over the sweep (armac_spiel.runs.sweep): each (rung, method, seed) trai
 time on a local Ray (`--ray_address=none`: inline, one run at a time, each in its own
 process). Finished runs (DONE) are skipped and unfinished ones resumed, so a stopped
 benchmark continues where it stopped. Every run is what `python -m experiments.train` does
-with `--algo` below and no `--config`; so ARMAC takes whatever defaults resolve_spec gives
-the game, and on kuhn_poker and leduc_poker that is the tuned YAML of experiments/configs
-(resolve_spec has no switch to leave it out; the JSON names each run's config file).
+with `--algo` below and `--config=--armac_config`: by default `derived`, the config
+derived from the game (armac_spiel.config.derive_config) on every rung, the tuned Kuhn and
+Leduc YAMLs left out (`--armac_config=` empty: the YAML where one exists; the JSON names
+each run's config file).
 
 Methods (METHODS): armac (`--algo=armac`), armac_boot_pyspiel (the general bootstrap path on
 the pyspiel sampler), armac_sched (`--algo=armac_sched_discrete`, i.e. `--scheduler=discrete`:
@@ -58,6 +59,7 @@ from armac_spiel import evaluation, progress
 from armac_spiel.atomic import atomic_write_text
 from armac_spiel.params import ConfigError
 from armac_spiel.runs import curves, rundir, sweep
+from armac_spiel.runs.spec import DERIVED_CONFIG
 from experiments import ladder as ladder_sizes
 from games import ladder
 
@@ -93,6 +95,9 @@ flags.DEFINE_list("checkpoints", ["60", "300", "600"], "Training seconds at whic
                   "read (scaled to --seconds when it is smaller than the largest).")
 flags.DEFINE_float("eval_every_s", None, "Training seconds between evaluations of every "
                    "run (default: --seconds / 60).")
+flags.DEFINE_string("armac_config", DERIVED_CONFIG, "ARMAC's config on every rung: derived "
+                    "(the config derived from the game, the tuned YAMLs left out), a YAML "
+                    "file, or empty (the game's YAML where one exists).")
 flags.DEFINE_integer("parallel", 2, "Runs at a time (CPUs of the local Ray).")
 flags.DEFINE_string("ray_address", "local", "local | none (inline, one run at a time) | "
                     "auto | HOST:PORT.")
@@ -131,16 +136,19 @@ def run_path(root: str, rung: str, method: str, seed: int) -> str:
 
 
 def tasks(root: str, rungs: list[str], methods: list[str], seeds: list[int],
-          seconds: float, every_s: float) -> dict[tuple, sweep.RunTask]:
+          seconds: float, every_s: float,
+          armac_config: Optional[str] = DERIVED_CONFIG) -> dict[tuple, sweep.RunTask]:
   """{(rung, method, seed): its run}, seed-major, so that a stopped benchmark holds every
-  (rung, method) at its first seeds."""
+  (rung, method) at its first seeds. ARMAC's runs take `armac_config` (`derived`: the
+  config derived from the game; None: the game's YAML where one exists)."""
   out = {}
   for seed in seeds:
     for name in rungs:
       for m in methods:
         out[name, m, seed] = sweep.RunTask(
             ladder.rung(name).game, METHODS[m].algo, seed, run_path(root, name, m, seed),
-            time_budget_s=seconds, eval_every_s=every_s, plot=False)
+            time_budget_s=seconds, eval_every_s=every_s, plot=False,
+            armac_config=armac_config if METHODS[m].algo.startswith("armac") else None)
   return out
 
 
@@ -378,7 +386,8 @@ def main(argv):
       raise ConfigError(f"--eval_every_s={every_s}: must be a positive number of seconds")
     if FLAGS.parallel < 1:
       raise ConfigError(f"--parallel={FLAGS.parallel}: must be >= 1 run at a time")
-    todo = tasks(root, rungs, methods, seeds, FLAGS.seconds, every_s)
+    todo = tasks(root, rungs, methods, seeds, FLAGS.seconds, every_s,
+                 FLAGS.armac_config or None)
   except ValueError as e:  # ConfigError included
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -41,7 +41,8 @@ flags.DEFINE_integer("max_epochs", None, "ARMAC epoch budget (overrides config m
 flags.DEFINE_integer("max_steps", None, "Step budget of the other algorithms.")
 flags.DEFINE_string("out_dir", None, "Run directory.")
 flags.DEFINE_string("config", None, "YAML config (ARMAC keys and scheduler sections, or the "
-                    "algorithm's hyper-parameters).")
+                    "algorithm's hyper-parameters); for ARMAC, 'derived': the config derived "
+                    "from the game even where experiments/configs has a tuned YAML.")
 flags.DEFINE_string("device", "auto", "auto | cpu | cuda.")
 flags.DEFINE_integer("eval_every", None, "Steps (ARMAC: epochs) between exact evaluations.")
 flags.DEFINE_float("eval_every_s", None, "Training seconds between exact evaluations.")

@@ -55,10 +55,11 @@ def test_bench_ladder_writes_results_table_and_figure(tmp_path):
   assert kuhn["methods"]["os_mccfr"]["mean"]["2"] < kuhn["uniform_exploitability"]
   table = (tmp_path / "F.md").read_text()
   assert "| kuhn | 58 | 12 |" in table and "OS-MCCFR" in table
-  # resolve_spec applies the tuned Kuhn YAML to ARMAC, as experiments.train does
-  assert kuhn["methods"]["armac"]["seeds"]["0"]["config_file"] == \
-      "experiments/configs/kuhn_poker.yaml"
-  assert "`experiments/configs/kuhn_poker.yaml`" in table
+  # ARMAC runs the config derived from the game (--armac_config=derived), not Kuhn's YAML
+  assert kuhn["methods"]["armac"]["seeds"]["0"]["config_file"] is None
+  run_cfg = json.loads((root / "kuhn" / "armac" / "seed_0" / "config.json").read_text())
+  assert run_cfg["derived"]["regret_fit"]["value"] == "states"
+  assert "kuhn_poker.yaml" not in table
   assert (tmp_path / "F.png").stat().st_size > 10_000
 
   # A rerun skips the finished runs (sweep.jsonl gains no line) and reads the same values.

@@ -72,3 +72,11 @@ def test_the_pyspiel_sampler_asked_for_takes_the_path_beyond_the_tree(tmp_path):
 def test_a_yaml_means_no_derivation(tmp_path):
   spec = runs.resolve_spec("armac", "leduc_poker", 3, str(tmp_path), max_steps=1)
   assert spec.derived is None and spec.config.critic_lr == 1e-3
+
+
+def test_config_derived_leaves_the_tuned_yaml_out(tmp_path):
+  """`--config=derived`: Leduc with the config derived from the game, not its tuned YAML."""
+  spec = runs.resolve_spec("armac", "leduc_poker", 3, str(tmp_path), max_steps=1,
+                           config_path=runs.spec.DERIVED_CONFIG)
+  assert spec.config_file is None and spec.derived["regret_fit"]["value"] == "states"
+  assert spec.config.episodes_per_epoch == spec.derived["episodes_per_epoch"]["value"]

@@ -130,6 +130,11 @@ def resolve_device(device: str) -> str:
   return device
 
 
+# `--config=derived`: ARMAC with the config derived from the game even where a tuned YAML
+# exists (experiments/configs/kuhn_poker.yaml, leduc_poker.yaml).
+DERIVED_CONFIG = "derived"
+
+
 def default_config_path(game_name: str) -> Optional[str]:
   """experiments/configs/<game>.yaml (game parameters stripped), if it exists."""
   path = os.path.join(CONFIG_DIR, re.sub(r"\(.*", "", game_name) + ".yaml")
@@ -208,7 +213,9 @@ def resolve_spec(algo: str, game: str, seed: int, out_dir: str, *,
   sets = dict(sets or {})
   path = config_path or None
   source = f"{config_flag}={path}"
-  if learner == "armac" and path is None:
+  if path == DERIVED_CONFIG:  # no YAML, not even the game's tuned one: the derived config
+    path = None
+  elif learner == "armac" and path is None:
     path = default_config_path(game)
     source = f"the default config {path} ({config_flag} picks another)"
   raw = load_yaml(path, source) if path else {}

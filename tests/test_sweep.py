@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from armac_spiel.runs import rundir, sweep
+from games import ladder
 from tests.conftest import REPO, TINY, as_yaml
 
 TINY_YAML = as_yaml(TINY)
@@ -118,12 +119,16 @@ def test_plot_cli_writes_curves_and_table(sweeps):
 
 def test_task_eval_every_s_reaches_armac_and_baselines(tmp_path):
   """A task's eval_every_s is every algorithm's cadence (ARMAC's fixed, besides its config's
-  eval_every epochs); without it ARMAC keeps its default cadence, bounded by eval_fraction."""
+  eval_every epochs); without it ARMAC keeps its config's cadence: bounded by eval_fraction
+  when it is the default one, as named where a YAML names it (Kuhn's)."""
   for algo in ("armac", "armac_sched_discrete", "os_mccfr"):
     spec = sweep.task_spec(sweep.RunTask("kuhn_poker", algo, 0, str(tmp_path / algo),
                                          time_budget_s=20.0, eval_every_s=4.0))
     assert (spec.eval_every_s, spec.eval_fraction) == (4.0, None), algo
   spec = sweep.task_spec(sweep.RunTask("kuhn_poker", "armac", 0, str(tmp_path / "d"),
                                        time_budget_s=20.0))
-  assert spec.eval_every_s is None and spec.eval_fraction == 0.1
+  assert spec.eval_every_s is None and spec.eval_fraction is None  # the YAML's eval_every
   assert spec.eval_every == spec.config.eval_every
+  spec = sweep.task_spec(sweep.RunTask(ladder.rung("goofspiel_4").game, "armac", 0,
+                                       str(tmp_path / "g"), time_budget_s=20.0))
+  assert spec.eval_every_s is None and spec.eval_fraction == 0.1

@@ -48,12 +48,12 @@ def machine_paths(text: str, parent: str) -> list[str]:
 
 
 def test_the_check_finds_machine_paths():
-  assert machine_paths("--out_dir=/" + "work/results/x\nrelative/work/x\n", "/a") == [
+  assert machine_paths("--out_dir=/" + "work/results/x\nrelative/" + "work/x\n", "/a") == [
       "--out_dir=/" + "work/results/x"]
   assert machine_paths("see /" + "home/me/x and ~/" + "home/y", "/a") == [
       "see /" + "home/me/x and ~/" + "home/y"]
   assert machine_paths("cd /srv/ci/armac-spiel/x", "/srv/ci") == ["cd /srv/ci/armac-spiel/x"]
-  assert not machine_paths("tests/work/x, a/root/b, https://host/home/x", "/srv/ci")
+  assert not machine_paths("tests/" + "work/x, a/root/b, https://host/home/x", "/srv/ci")
 
 
 def test_no_tracked_file_names_a_machine_path():

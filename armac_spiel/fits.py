@@ -131,6 +131,8 @@ class Fit:
   name = ""           # its value
   keeps = ""          # what the fit's checkpoint keeps of the targets (for errors)
   needs_ids = False   # rows must carry information-state ids (a compiled tree)
+  memory = ""         # the attribute that holds the targets (len, state_dict), checkpointed
+                      # under its name
 
   def __init__(self, net: MLP, ctx: FitContext, net_name: str, lr: float):
     self.net, self.ctx, self.cfg, self.lr = net, ctx, ctx.cfg, lr
@@ -145,8 +147,8 @@ class Fit:
     raise NotImplementedError
 
   def __len__(self) -> int:
-    """Target rows (or, BootstrapFit, distinct encodings) the fit holds."""
-    raise NotImplementedError
+    """Target rows (states with targets; BootstrapFit: distinct encodings) the fit holds."""
+    return len(getattr(self, self.memory))
 
   def state_means(self, epoch: int):
     """(state ids (S',), weighted mean targets (S', A) float64, legal masks (S', A))."""
@@ -174,10 +176,23 @@ class Fit:
     self._load_memory(d)
 
   def _memory(self) -> dict:
-    raise NotImplementedError
+    return {self.memory: getattr(self, self.memory).state_dict()}
 
   def _load_memory(self, d: dict) -> None:
-    raise NotImplementedError
+    getattr(self, self.memory).load_state_dict(d[self.memory])
+
+  def _state_sums(self) -> StateSums:
+    """Empty per-information-state sums of the compiled tree (the `states` fits)."""
+    tree = self.ctx.tables.tree
+    return StateSums(tree.num_infostates, tree.num_actions)
+
+  def _state_batch(self, epoch: int):
+    """The `states` fits' full batch on the learner's device: (state ids (S',), their
+    encodings (S', D), targets (S', A), legal masks (S', A)) from `state_targets`."""
+    ctx = self.ctx
+    seen, y, mask = self.state_targets(epoch)
+    return seen, ctx.tables.state_info[seen.to(ctx.device)], y.to(ctx.device), \
+        mask.to(ctx.device)
 
 
 # ---------------------------------------------------------------- W
@@ -201,7 +216,7 @@ class RowsFit(RegretFit):
   """regret_fit=rows: a reservoir of target rows; W regresses on minibatches of rows, each
   weighted by its policy's CFR weight over its draws. Targets are scaled by sqrt(t+1): mean
   regrets shrink like 1/sqrt(t), SGD's jitter does not, and RM ignores the scale."""
-  name, keeps = "rows", "regret replay rows"
+  name, keeps, memory = "rows", "regret replay rows", "replay"
 
   def __init__(self, net: MLP, ctx: FitContext):
     super().__init__(net, ctx)
@@ -209,9 +224,6 @@ class RowsFit(RegretFit):
 
   def add(self, rows: RegretRows) -> None:
     self.replay.add(to_device(rows._replace(player=None), "cpu"), self.ctx.gen)
-
-  def __len__(self) -> int:
-    return len(self.replay)
 
   def train(self, epoch: int) -> float:
     if not len(self):
@@ -236,12 +248,6 @@ class RowsFit(RegretFit):
     return state_means(self.ctx.tables.tree, r.sid, r.target,
                        r.weight * self.ctx.weights.sample_weight(r.j))
 
-  def _memory(self) -> dict:
-    return {"replay": self.replay.state_dict()}
-
-  def _load_memory(self, d: dict) -> None:
-    self.replay.load_state_dict(d["replay"])
-
 
 class StatesFit(RegretFit):
   """regret_fit=states: W regresses on each seen information state's mean target, every
@@ -255,26 +261,20 @@ class StatesFit(RegretFit):
   means come from per-state sums (armac_spiel/state_stats.py): those of an unthinned
   replay, in O(states * actions) memory. With regret_lstsq = N, N Adam steps train the
   features, then W's last layer is solved exactly."""
-  name, keeps, needs_ids = "states", "per-state sums", True
+  name, keeps, needs_ids, memory = "states", "per-state sums", True, "sums"
 
   def __init__(self, net: MLP, ctx: FitContext):
     super().__init__(net, ctx)
-    tree = ctx.tables.tree
-    self.sums = StateSums(tree.num_infostates, tree.num_actions)
+    self.sums = self._state_sums()
 
   def add(self, rows: RegretRows) -> None:
     self.sums.add(rows.sid.cpu(), rows.target.cpu(), rows.weight.cpu(), rows.j.cpu())
-
-  def __len__(self) -> int:
-    return len(self.sums)
 
   def train(self, epoch: int) -> float:
     if not len(self):
       return float("nan")
     ctx, cfg = self.ctx, self.cfg
-    seen, y, mask = self.state_targets(epoch)
-    x = ctx.tables.state_info[seen.to(ctx.device)]
-    y, mask = y.to(ctx.device), mask.to(ctx.device)
+    seen, x, y, mask = self._state_batch(epoch)
 
     def loss():
       idx = ctx.state_rows(len(seen), cfg.regret_batch)
@@ -324,19 +324,14 @@ class StatesFit(RegretFit):
                 weights.epoch_factor(sums.live_epochs))
     return sums
 
-  def _memory(self) -> dict:
-    return {"sums": self.sums.state_dict()}
-
-  def _load_memory(self, d: dict) -> None:
-    self.sums.load_state_dict(d["sums"])
-
 
 class BootstrapFit(RegretFit):
   """regret_fit=bootstrap: W regresses on d_t * C_t + c_t * S_t over the remembered
   encodings (armac_spiel/bootstrap.py), warm-started, states weighted by relative error,
   in full batches (minibatches of regret_batch states if more). An epoch's rows wait until
   W is fitted; they need encodings, not ids."""
-  name, keeps, needs_encodings = "bootstrap", "cumulative-regret memory", True
+  name, keeps, needs_encodings, memory = ("bootstrap", "cumulative-regret memory", True,
+                                          "cumulative")
 
   def __init__(self, net: MLP, ctx: FitContext):
     super().__init__(net, ctx)
@@ -345,9 +340,6 @@ class BootstrapFit(RegretFit):
 
   def add(self, rows: RegretRows) -> None:
     self.pending = rows
-
-  def __len__(self) -> int:
-    return len(self.cumulative)
 
   def train(self, epoch: int) -> float:
     ctx, cfg, weights = self.ctx, self.cfg, self.ctx.weights
@@ -368,12 +360,6 @@ class BootstrapFit(RegretFit):
       return (err * ws[idx]).mean()
 
     return self.trainer.steps(cfg.regret_steps, loss, epoch)
-
-  def _memory(self) -> dict:
-    return {"cumulative": self.cumulative.state_dict()}
-
-  def _load_memory(self, d: dict) -> None:
-    self.cumulative.load_state_dict(d["cumulative"])
 
 
 # ---------------------------------------------------------------- the actor
@@ -397,7 +383,7 @@ class ActorFit(Fit):
 
 class ActorRowsFit(ActorFit):
   """actor_fit=rows: a reservoir of policy rows; the actor regresses on minibatches."""
-  name, keeps = "rows", "actor replay rows"
+  name, keeps, memory = "rows", "actor replay rows", "replay"
 
   def __init__(self, net: MLP, ctx: FitContext):
     super().__init__(net, ctx)
@@ -405,9 +391,6 @@ class ActorRowsFit(ActorFit):
 
   def add(self, rows: PolicyRows) -> None:
     self.replay.add(to_device(rows, "cpu"), self.ctx.gen)
-
-  def __len__(self) -> int:
-    return len(self.replay)
 
   def train(self, epoch: int) -> float:
     if not len(self):
@@ -433,23 +416,16 @@ class ActorRowsFit(ActorFit):
       w = w * (r.epoch.double() + 1.0)
     return state_means(self.ctx.tables.tree, r.sid, r.probs, w)
 
-  def _memory(self) -> dict:
-    return {"replay": self.replay.state_dict()}
-
-  def _load_memory(self, d: dict) -> None:
-    self.replay.load_state_dict(d["replay"])
-
 
 class ActorStatesFit(ActorFit):
   """actor_fit=states: cross-entropy towards each seen state's mean policy (per-state sums),
   states weighted alike, full batches (minibatches of actor_batch states if more). Same
   minimiser per state as the row-wise loss, without its minibatch noise."""
-  name, keeps, needs_ids = "states", "per-state sums", True
+  name, keeps, needs_ids, memory = "states", "per-state sums", True, "sums"
 
   def __init__(self, net: MLP, ctx: FitContext):
     super().__init__(net, ctx)
-    tree = ctx.tables.tree
-    self.sums = StateSums(tree.num_infostates, tree.num_actions)
+    self.sums = self._state_sums()
 
   def add(self, rows: PolicyRows) -> None:
     w = rows.weight.cpu().double()
@@ -457,16 +433,11 @@ class ActorStatesFit(ActorFit):
       w = w * (rows.epoch.cpu().double() + 1.0)
     self.sums.add(rows.sid.cpu(), rows.probs.cpu(), w)
 
-  def __len__(self) -> int:
-    return len(self.sums)
-
   def train(self, epoch: int) -> float:
     if not len(self):
       return float("nan")
     ctx, cfg = self.ctx, self.cfg
-    seen, p, mask = self.state_targets(epoch)
-    x = ctx.tables.state_info[seen.to(ctx.device)]
-    p, mask = p.to(ctx.device), mask.to(ctx.device)
+    seen, x, p, mask = self._state_batch(epoch)
 
     def loss():
       idx = ctx.state_rows(len(seen), cfg.actor_batch)
@@ -478,12 +449,6 @@ class ActorStatesFit(ActorFit):
   def state_means(self, epoch: int):
     seen, mean = self.sums.means()
     return seen, mean, self.ctx.tables.tree.info_legal[seen]
-
-  def _memory(self) -> dict:
-    return {"sums": self.sums.state_dict()}
-
-  def _load_memory(self, d: dict) -> None:
-    self.sums.load_state_dict(d["sums"])
 
 
 REGRET_FITS = {f.name: f for f in (RowsFit, StatesFit, BootstrapFit)}

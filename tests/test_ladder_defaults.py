@@ -14,8 +14,8 @@ from games import ladder
 
 EPOCHS = 8  # each rung's epochs, unless EPOCHS_OF says otherwise
 # Early regret-matching policies are more exploitable than the uniform policy on the poker
-# rungs and goofspiel_5, and so is the
-# average of the first few; these rungs' averages pass the uniform's near epoch 20.
+# rungs and goofspiel_5, and so is the average of the first few; these rungs' averages pass
+# the uniform's near epoch 20.
 EPOCHS_OF = {"goofspiel_5": 24, "leduc": 20, "leduc_5x2": 32}
 # liars_dice(numdice=1): the average policy is still above the uniform policy's 0.781 after
 # 20 epochs (0.807 at seed 3): its regret-matching policies stay near 0.85 that early.

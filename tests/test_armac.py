@@ -314,38 +314,29 @@ def test_state_regret_targets_are_unit_rms_per_state_means_of_the_replay():
                             regret_matching(mean[None], legal[None]), atol=1e-5)
 
 
-class StatesOfRows(fits.StatesFit):
-  """StatesFit's training on the per-state means of an unthinned replay of rows (RowsFit's)."""
+class _MeansOfRows:
+  """A states fit's training on the per-state means of an unthinned replay of rows (those
+  of `rows_fit`, the matching rows fit)."""
+  memory = "rows"
+  rows_fit = None
 
   def __init__(self, net, ctx):
     super().__init__(net, ctx)
-    self.rows = fits.RowsFit(net, ctx)
+    self.rows = self.rows_fit(net, ctx)
 
   def add(self, rows):
     self.rows.add(rows)
-
-  def __len__(self):
-    return len(self.rows)
 
   def state_means(self, epoch):
     return self.rows.state_means(epoch)
 
 
-class ActorStatesOfRows(fits.ActorStatesFit):
-  """ActorStatesFit's training on the per-state means of an unthinned replay of rows."""
+class StatesOfRows(_MeansOfRows, fits.StatesFit):
+  rows_fit = fits.RowsFit
 
-  def __init__(self, net, ctx):
-    super().__init__(net, ctx)
-    self.rows = fits.ActorRowsFit(net, ctx)
 
-  def add(self, rows):
-    self.rows.add(rows)
-
-  def __len__(self):
-    return len(self.rows)
-
-  def state_means(self, epoch):
-    return self.rows.state_means(epoch)
+class ActorStatesOfRows(_MeansOfRows, fits.ActorStatesFit):
+  rows_fit = fits.ActorRowsFit
 
 
 @pytest.mark.parametrize("draw", ["balanced", "uniform"])

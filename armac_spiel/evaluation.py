@@ -17,7 +17,9 @@ CFR+ reference of the plots.
 
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
 import time
 from typing import Callable, NamedTuple, Optional, Union
 
@@ -165,18 +167,74 @@ class ExactValues(NamedTuple):
   own_reach: Optional[torch.Tensor]   # (K, S) float64
 
 
+# Exact values of recently evaluated tables, by content (_Memo): a run's evaluation measures
+# the same pi_mix more than once (the deployment's candidates, then the report's mixes).
+MEMO_BYTES = 64 << 20
+
+
+class _Memo:
+  """Least-recently-used exact values (NashConv, own reach or None) keyed by the game string
+  and a digest of a table's dtype, shape and bytes, up to MEMO_BYTES of own reach. The
+  compiled tree's values do not depend on which policies share a batch
+  (games.tree.exact), so a value found here is the value a new call would give."""
+
+  def __init__(self, max_bytes: int = MEMO_BYTES):
+    self.max_bytes, self.bytes = max_bytes, 0
+    self.items: collections.OrderedDict = collections.OrderedDict()
+
+  @staticmethod
+  def key(game_string: str, table: torch.Tensor) -> tuple:
+    t = table.detach().cpu().contiguous()
+    digest = hashlib.blake2b(t.numpy().tobytes(), digest_size=16).hexdigest()
+    return game_string, str(t.dtype), tuple(t.shape), digest
+
+  def get(self, key: tuple):
+    hit = self.items.get(key)
+    if hit is not None:
+      self.items.move_to_end(key)
+    return hit
+
+  def put(self, key: tuple, nash_conv: float, reach: Optional[torch.Tensor]) -> None:
+    size = 0 if reach is None else reach.numel() * reach.element_size()
+    if key in self.items or size > self.max_bytes:
+      return
+    self.items[key] = (nash_conv, reach)
+    self.bytes += size
+    while self.bytes > self.max_bytes:
+      _, (_, old) = self.items.popitem(last=False)
+      self.bytes -= 0 if old is None else old.numel() * old.element_size()
+
+
+_MEMO = _Memo()
+
+
 def exact_values(game_string: str, policies: list[PolicyLike]) -> ExactValues:
-  """Exploitability and NashConv of each policy. On the compiled tree all of them are
-  evaluated in one batched call (games.tree.exact.Exact), each with the values of a call of
-  its own; beyond the tree each goes through OpenSpiel's C++ nash_conv."""
+  """Exploitability and NashConv of each policy. On the compiled tree the policies not
+  measured recently are evaluated in one batched call (games.tree.exact.Exact), each with the
+  values of a call of its own; beyond the tree each goes through OpenSpiel's C++ nash_conv.
+  A table equal, bit for bit, to one evaluated recently (or earlier in the same call) is not
+  evaluated again (_Memo)."""
   tables = [tabularise(game_string, p) for p in policies]
   two_zs = load_game(game_string).is_two_player_zero_sum
-  reach = None
-  if tree_fits(game_string):
-    ev = compile_tree(game_string).evaluate(torch.stack(tables))
-    ncs, reach = ev.nash_conv.tolist(), ev.own_reach
-  else:
-    ncs = [nash_conv(game_string, t) for t in tables]
+  on_tree = tree_fits(game_string)
+  keys = [_Memo.key(game_string, t) for t in tables]
+  todo = {}  # key -> a table not in the memo, once per key
+  for k, t in zip(keys, tables):
+    if _MEMO.get(k) is None:
+      todo.setdefault(k, t)
+  if todo:
+    new = list(todo.values())
+    if on_tree:
+      ev = compile_tree(game_string).evaluate(torch.stack(new))
+      found = zip(ev.nash_conv.tolist(), (r.clone() for r in ev.own_reach))
+    else:
+      found = ((nash_conv(game_string, t), None) for t in new)
+    for k, (nc, reach) in zip(todo, found):
+      _MEMO.put(k, nc, reach)
+      todo[k] = (nc, reach)
+  got = [_MEMO.get(k) or todo[k] for k in keys]
+  ncs = [float(nc) for nc, _ in got]
+  reach = torch.stack([r for _, r in got]) if on_tree else None
   return ExactValues([nc / 2.0 if two_zs else None for nc in ncs], ncs, reach)
 
 

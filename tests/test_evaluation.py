@@ -138,3 +138,36 @@ def test_evaluate_cli_prints_json_last(tmp_path):
                         "--game_name=kuhn_poker", "--policy=cfr_plus:x"],
                        capture_output=True, text=True)
   assert bad.returncode != 0 and "--policy=cfr_plus:N" in bad.stderr
+
+
+def test_exact_values_measure_a_table_once(monkeypatch):
+  """exact_values evaluates each table of a call once, and a table measured recently not
+  again (evaluation._Memo): the values equal a fresh evaluation's, own reach included."""
+  g = "leduc_poker"
+  a, b, c = (_random_table(g, s) for s in (11, 12, 13))
+  fresh = ev.exact_values(g, [a, b, c])  # may fill the memo; the reference values
+  monkeypatch.setattr(ev, "_MEMO", ev._Memo())
+  seen = []
+  tree = ev.compile_tree(g)
+  real = type(tree).evaluate
+  monkeypatch.setattr(type(tree), "evaluate",
+                      lambda self, probs: seen.append(len(probs)) or real(self, probs))
+  first = ev.exact_values(g, [a, b, a.clone()])
+  second = ev.exact_values(g, [c, b, a])
+  assert seen == [2, 1]  # a and b once, then c alone
+  assert first.nash_conv == [fresh.nash_conv[0], fresh.nash_conv[1], fresh.nash_conv[0]]
+  assert second.nash_conv == [fresh.nash_conv[2], fresh.nash_conv[1], fresh.nash_conv[0]]
+  assert torch.equal(second.own_reach, fresh.own_reach[[2, 1, 0]])
+  nudged = a.clone()
+  nudged[0, 0] += 1e-12  # another table, however close
+  ev.exact_values(g, [nudged])
+  assert seen == [2, 1, 1]
+
+
+def test_the_memo_holds_at_most_its_bytes():
+  memo = ev._Memo(max_bytes=3 * 8 * 10)
+  for i in range(5):
+    memo.put(("g", i), float(i), torch.zeros(10, dtype=torch.float64))
+  assert [k[1] for k in memo.items] == [2, 3, 4] and memo.bytes == 240
+  memo.put(("g", 9), 9.0, torch.zeros(100, dtype=torch.float64))  # larger than the memo
+  assert memo.get(("g", 9)) is None and len(memo.items) == 3

@@ -18,6 +18,7 @@ from armac_spiel import policy_io, runs
 from armac_spiel.scheduler import Scheduler
 from armac_spiel.scheduler.config import MetaRegretConfig, from_dict
 from armac_spiel.scheduler.meta_regret import MetaRegretManager
+from armac_spiel.scheduler.metrics import best_global_lambda
 from armac_spiel.scheduler.mixer import normalise
 from armac_spiel.scheduler.strategies import resolve_strategy
 from armac_spiel.scheduler.utilities import best_response_utilities
@@ -71,6 +72,23 @@ def _cfr_br_average(tree, pi_rm, pi_avg, iters, averaging="linear"):
     mgr.accumulate(keys, res.own_reach, t)
     mgr.update(keys, util, smooth=False)
   return (mgr.average_probs(keys) @ bins)[:, None]
+
+
+@pytest.mark.parametrize("best", [0.0, 0.3, 0.5, 0.8125, 1.0])
+def test_best_global_lambda_searches_sixteenths_in_three_calls(best):
+  """The control's coarse-to-fine search: on a function with one minimum it finds the
+  nearest sixteenth in 3 calls of at most 9 lambdas in all, never worse than lambda 0 or 1."""
+  calls = []
+
+  def f(xs):
+    calls.append(list(xs))
+    return [abs(x - best) for x in xs]
+
+  lam, value = best_global_lambda(f)
+  assert lam == pytest.approx(round(best * 16) / 16) and value == abs(lam - best)
+  assert len(calls) <= 3 and sum(map(len, calls)) <= 9
+  assert calls[0] == [0.0, 0.25, 0.5, 0.75, 1.0]
+  assert value <= min(f([0.0, 1.0]))
 
 
 def test_manager_average_reaches_an_interior_best_lambda():

@@ -3,18 +3,21 @@
 `SchedulerMetrics.report(learner)`: exploitability_mixed (the deployed pi_mix),
 exploitability_mixed_net (the network's lambda everywhere), exploitability_mixed_current (the
 manager's current sigma, the oscillating iterate), exploitability_mixed_average (its
-average), exploitability_best_global_lambda and best_global_lambda (the best single lambda on
-a 21-point grid, a control), scheduler.interior_reach (share of own reach, under the deployed
-pi_mix, on states whose deployed lambda lies in (0.1, 0.9)), the manager's statistics, the
-update's and the deployment's measures, the cost (`Cost`) and the update cadence
-(scheduler.update_every in force, scheduler.update_fraction of the epochs' seconds). Its 25
-policies (the four mixes and the grid's 21) are evaluated in one batched call
-(armac_spiel.evaluation.exact_values).
+average), exploitability_best_global_lambda and best_global_lambda (the best single lambda
+on a grid of sixteenths, by a coarse-to-fine search: a control), scheduler.interior_reach
+(share of own reach, under the deployed pi_mix, on states whose deployed lambda lies in
+(0.1, 0.9)), the manager's statistics, the update's and the deployment's measures, the cost
+(`Cost`) and the update cadence (scheduler.update_every in force, scheduler.update_fraction
+of the epochs' seconds). The four mixes are evaluated in one batched call and the
+control's search in three (armac_spiel.evaluation.exact_values, which measures no table
+twice: the deployment's candidates, measured on the same parts, are the deployed mix and
+the manager's two).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +29,8 @@ from armac_spiel.scheduler.deployment import Deployment
 from armac_spiel.scheduler.lambdas import LambdaSource
 from armac_spiel.scheduler.mixer import mixing_stats
 
-GLOBAL_GRID = 21                # lambdas 0, 0.05, ..., 1 for the best-global-lambda control
+# The best-global-lambda control's search (best_global_lambda): steps 1/4, 1/8, 1/16.
+GLOBAL_GRID = (4, 8, 16)
 INTERIOR = (0.1, 0.9)
 
 
@@ -69,14 +73,31 @@ def interior_reach(own_reach: torch.Tensor | None, lam: torch.Tensor) -> float:
   return float((own_reach * inside).sum()) / total if total > 0 else 0.0
 
 
-def best_global_lambda(nash_convs) -> tuple[float, float]:
-  """(lambda, NashConv) of the first lambda of the GLOBAL_GRID grid (0, 0.05, ..., 1) with
-  the least NashConv, from the grid's NashConvs in grid order."""
-  best = (float("nan"), float("inf"))
-  for lam, nc in zip(np.linspace(0.0, 1.0, GLOBAL_GRID), nash_convs):
-    if nc < best[1]:
-      best = (float(lam), nc)
-  return best
+def best_global_lambda(nash_convs_of: Callable[[list], Sequence[float]]
+                       ) -> tuple[float, float]:
+  """(lambda, NashConv) of the least exploitable single lambda (the smallest on ties) that a
+  coarse-to-fine search finds on the grid k / GLOBAL_GRID[-1]: lambdas 0, 1/4, ..., 1, then
+  the best one's neighbours at each finer step. `nash_convs_of(lambdas)` gives the NashConvs
+  of pi_mix under each lambda of a list, one batched call per step (9 lambdas of 17 in 3
+  calls). Lambdas 0 and 1 (the actor alone, RM(W) alone) are among them, so the control is
+  never worse than either part."""
+  seen: dict[float, float] = {}
+
+  def visit(lams) -> None:
+    new = [x for x in lams if 0.0 <= x <= 1.0 and x not in seen]
+    if new:
+      seen.update(zip(new, (float(nc) for nc in nash_convs_of(new))))
+
+  def best() -> float:
+    return min(seen, key=lambda x: (seen[x], x))
+
+  first, *finer = GLOBAL_GRID
+  visit([k / first for k in range(first + 1)])
+  for n in finer:
+    b = best()
+    visit([b - 1.0 / n, b + 1.0 / n])
+  b = best()
+  return b, seen[b]
 
 
 class SchedulerMetrics:
@@ -108,8 +129,6 @@ class SchedulerMetrics:
     n = len(lambdas.table)
     lams = [lam, dep.deployed_lambda(learner, net_only=True), lambdas.current_lambda(learner),
             lambdas.average_lambda(learner)]
-    lams += [torch.full((n, 1), float(x), dtype=torch.float64)
-             for x in np.linspace(0.0, 1.0, GLOBAL_GRID)]
     ev = evaluation.exact_values(game, [lambdas.mix(x, parts) for x in lams])
     (expl, expl_net, expl_cur, expl_avg), (nc, nc_net, nc_cur, nc_avg) = (
         ev.exploitability[:4], ev.nash_conv[:4])
@@ -129,7 +148,8 @@ class SchedulerMetrics:
     out["nash_conv_mixed_net"] = nc_net
     out["nash_conv_mixed_current"] = nc_cur
     out["nash_conv_mixed_average"] = nc_avg
-    g_lam, g_nc = best_global_lambda(ev.nash_conv[4:])
+    g_lam, g_nc = best_global_lambda(lambda xs: evaluation.exact_values(game, [
+        lambdas.mix(torch.full((n, 1), x, dtype=torch.float64), parts) for x in xs]).nash_conv)
     out["best_global_lambda"] = g_lam
     out["nash_conv_best_global_lambda"] = g_nc
     if expl is not None:

@@ -7,13 +7,12 @@ iteration as ARMAC's pi_rm and pibar are once per epoch. After each CFR iteratio
 scheduler makes one update exactly as in training (scheduler.utilities.
 best_response_utilities, MetaRegretManager.accumulate / update) for each averaging rule.
 Printed at the report points: the exploitability of the parts, of the best single lambda
-on the 21-point grid, and of pi_mix at each rule's averaged lambda and at the current
-iterate. The last line is one JSON object.
+(the search of armac_spiel.scheduler.metrics.best_global_lambda), and of pi_mix at each
+rule's averaged lambda and at the current iterate. The last line is one JSON object.
 """
 
 import json
 
-import numpy as np
 import torch
 from absl import app, flags
 from open_spiel.python.algorithms import cfr
@@ -21,6 +20,7 @@ from open_spiel.python.algorithms import cfr
 from armac_spiel.evaluation import tabularise
 from armac_spiel.scheduler.config import MetaRegretConfig
 from armac_spiel.scheduler.meta_regret import MetaRegretManager
+from armac_spiel.scheduler.metrics import best_global_lambda
 from armac_spiel.scheduler.utilities import best_response_utilities
 from games import load_game
 from games.tree import compile_tree
@@ -58,8 +58,8 @@ def main(argv):
     if it in report:
       row = {"iteration": it, "pi_avg": tree.exploitability(avg),
              "pi_rm": tree.exploitability(cur),
-             "best_global_lambda": min(tree.exploitability(x * cur + (1 - x) * avg)
-                                       for x in np.linspace(0.0, 1.0, 21))}
+             "best_global_lambda": best_global_lambda(lambda xs: [
+                 tree.exploitability(x * cur + (1 - x) * avg) for x in xs])[1]}
       for r, m in mgrs.items():
         la = (m.average_probs(keys) @ bins)[:, None]
         lc = (m.current_probs(keys).double() @ bins)[:, None]

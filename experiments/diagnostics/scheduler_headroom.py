@@ -23,12 +23,12 @@ object.
 import copy
 import json
 
-import numpy as np
 import torch
 from absl import app, flags
 
 from armac_spiel.runs import load_run
 from armac_spiel.scheduler.meta_regret import MetaRegretManager
+from armac_spiel.scheduler.metrics import best_global_lambda
 from armac_spiel.scheduler.utilities import best_response_utilities
 from games.tree import compile_tree
 
@@ -79,8 +79,8 @@ def main(argv):
   head = {"epoch": learner.epoch, "deployed": expl(ad.deployed_lambda(learner)),
           "pi_avg": expl(torch.zeros(n, 1, dtype=torch.float64)),
           "pi_rm": expl(torch.ones(n, 1, dtype=torch.float64)),
-          "best_global_lambda": min(expl(torch.full((n, 1), float(x), dtype=torch.float64))
-                                    for x in np.linspace(0.0, 1.0, 21)),
+          "best_global_lambda": best_global_lambda(lambda xs: [
+              expl(torch.full((n, 1), x, dtype=torch.float64)) for x in xs])[1],
           "manager_current": expl(ad.current_lambda(learner)),
           "manager_average": expl(ad.average_lambda(learner))}
   print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

@@ -287,18 +287,26 @@ def derive_config(game_string: str, facts: Optional[GameFacts] = None,
         episodes, f"about 16 episodes per information state ({s:,}), a power of two in "
                   "[4096, 16384]: below 4096 the fits dominate an epoch, above 16384 a "
                   "budget buys too few epochs")
-    d["critic_steps"] = Derived(16, "16 steps of a sixteenth of the epoch each: the critic "
-                                    "sees each new episode about once")
+    steps = _pow2_clamp(math.sqrt(f.num_nodes) / 8, 16, 64)
+    d["critic_steps"] = Derived(
+        steps, f"sqrt of the nodes ({f.num_nodes:,}) / 8 as a power of two in [16, 64]: the "
+               "critic must track pi^t on every history, and with too few steps the early "
+               "regret-matching policies are worse than uniform (docs/config.md)")
+    batch = max(256, episodes // steps)
     d["critic_batch_episodes"] = Derived(
-        episodes // 16, "a sixteenth of an epoch's episodes per critic step")
+        batch, "the epoch's episodes over the critic's steps (at least 256 a step): it sees "
+               "each new episode about once")
     d["regret_lstsq"] = Derived(8, "8 Adam steps, then W's last layer solved exactly (as the "
                                    "tuned Kuhn config): 96 Adam steps were most of an "
                                    "epoch's cost")
-    d["actor_steps"] = Derived(16, "as the tuned Leduc config (full-batch per-state fit)")
     batch = _pow2_clamp(s, 512, 4096)
     for name in ("regret_batch", "actor_batch"):
       d[name] = Derived(batch, f"the information states ({s:,}) as a power of two in "
                                "[512, 4096]")
+    d["actor_steps"] = Derived(
+        _pow2_clamp(16 * s / batch, 16, 64),
+        f"about 16 passes of {batch} over the information states, a power of two in [16, 64]: "
+        "with fewer the actor lags the average it fits (docs/config.md)")
   else:
     beyond = ("the pyspiel sampler was asked for" if f.on_tree else
               "the compiled tree does not hold the game") + \

@@ -1,4 +1,5 @@
-"""No tracked file names a path of the machine the repository was developed on."""
+"""No tracked file names a path of the machine the repository was developed on, and none is
+a link or an environment."""
 
 import os
 import re
@@ -66,3 +67,17 @@ def test_no_tracked_file_names_a_machine_path():
       found[path] = lines[:3]
   assert not found, ("tracked files name paths of this machine (results name the command, "
                      f"not where their output went): {found}")
+
+
+def test_no_tracked_link_or_environment():
+  """A symbolic link (git mode 120000) points into some machine; an environment is built by
+  `make`, never committed."""
+  try:
+    out = subprocess.run(["git", "ls-files", "-s", "-z"], cwd=REPO, capture_output=True,
+                         check=True, timeout=60).stdout
+  except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+    pytest.skip("not a git checkout (or git is missing)")
+  entries = [e.split("\t", 1) for e in out.decode().split("\0") if e]
+  links = [path for head, path in entries if head.startswith("120000")]
+  envs = [path for _, path in entries if path.split("/")[0] in (".venv", "venv", "env")]
+  assert not links and not envs, {"links": links, "environments": envs}

@@ -161,6 +161,9 @@ def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
   for k in ("exploitability_best_global_lambda", "scheduler.interior_reach",
             "exploitability_mixed_net", "exploitability_mixed_current", "best_global_lambda"):
     assert k in last
+  # The first evaluation, before the scheduler's first update, measures no control.
+  assert rows[0]["epoch"] == 0 and "best_global_lambda" not in rows[0]
+  assert "exploitability_mixed" in rows[0]
   # policy_mixer.deploy = best_measured: the least exploitable of the update's CFR-BR
   # iterates, the average and the actor alone, measured on the parts the evaluation sees,
   # so never worse than the actor, the average lambda or the current iterate.

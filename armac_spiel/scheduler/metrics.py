@@ -8,10 +8,11 @@ on a grid of sixteenths, by a coarse-to-fine search: a control), scheduler.inter
 (share of own reach, under the deployed pi_mix, on states whose deployed lambda lies in
 (0.1, 0.9)), the manager's statistics, the update's and the deployment's measures, the cost
 (`Cost`) and the update cadence (scheduler.update_every in force, scheduler.update_fraction
-of the epochs' seconds). The four mixes are evaluated in one batched call and the
-control's search in three (armac_spiel.evaluation.exact_values, which measures no table
-twice: the deployment's candidates, measured on the same parts, are the deployed mix and
-the manager's two).
+of the epochs' seconds). The four mixes are evaluated in one batched call
+(armac_spiel.evaluation.exact_values, which measures no table twice: the deployment's
+candidates, measured on the same parts, are the deployed mix and the manager's two), and
+the control's search in three more, from the scheduler's first update on (before it every
+lambda is the network's, so a run's first evaluation measures one mix).
 """
 
 from __future__ import annotations
@@ -148,14 +149,16 @@ class SchedulerMetrics:
     out["nash_conv_mixed_net"] = nc_net
     out["nash_conv_mixed_current"] = nc_cur
     out["nash_conv_mixed_average"] = nc_avg
-    g_lam, g_nc = best_global_lambda(lambda xs: evaluation.exact_values(game, [
-        lambdas.mix(torch.full((n, 1), x, dtype=torch.float64), parts) for x in xs]).nash_conv)
-    out["best_global_lambda"] = g_lam
-    out["nash_conv_best_global_lambda"] = g_nc
     if expl is not None:
       out["exploitability_mixed"] = expl
       out["exploitability_mixed_net"] = expl_net
       out["exploitability_mixed_current"] = expl_cur
       out["exploitability_mixed_average"] = expl_avg
-      out["exploitability_best_global_lambda"] = g_nc / 2.0
+    if self.cadence.last:  # the control, once the scheduler has updated (module docstring)
+      g_lam, g_nc = best_global_lambda(lambda xs: evaluation.exact_values(game, [
+          lambdas.mix(torch.full((n, 1), x, dtype=torch.float64), parts) for x in xs]).nash_conv)
+      out["best_global_lambda"] = g_lam
+      out["nash_conv_best_global_lambda"] = g_nc
+      if expl is not None:
+        out["exploitability_best_global_lambda"] = g_nc / 2.0
     return out

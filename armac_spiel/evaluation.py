@@ -218,9 +218,12 @@ def exact_values(game_string: str, policies: list[PolicyLike]) -> ExactValues:
   two_zs = load_game(game_string).is_two_player_zero_sum
   on_tree = tree_fits(game_string)
   keys = [_Memo.key(game_string, t) for t in tables]
-  todo = {}  # key -> a table not in the memo, once per key
+  values, todo = {}, {}  # key -> (NashConv, own reach); key -> a table to evaluate, once
   for k, t in zip(keys, tables):
-    if _MEMO.get(k) is None:
+    hit = values.get(k) or _MEMO.get(k)
+    if hit is not None:
+      values[k] = hit
+    else:
       todo.setdefault(k, t)
   if todo:
     new = list(todo.values())
@@ -231,8 +234,8 @@ def exact_values(game_string: str, policies: list[PolicyLike]) -> ExactValues:
       found = ((nash_conv(game_string, t), None) for t in new)
     for k, (nc, reach) in zip(todo, found):
       _MEMO.put(k, nc, reach)
-      todo[k] = (nc, reach)
-  got = [_MEMO.get(k) or todo[k] for k in keys]
+      values[k] = (nc, reach)
+  got = [values[k] for k in keys]
   ncs = [float(nc) for nc, _ in got]
   reach = torch.stack([r for _, r in got]) if on_tree else None
   return ExactValues([nc / 2.0 if two_zs else None for nc in ncs], ncs, reach)

@@ -164,6 +164,17 @@ def test_exact_values_measure_a_table_once(monkeypatch):
   assert seen == [2, 1, 1]
 
 
+def test_a_value_the_memo_drops_during_a_call_still_comes_back(monkeypatch):
+  g = "leduc_poker"
+  a, b = _random_table(g, 21), _random_table(g, 22)
+  want = ev.exact_values(g, [a, b]).nash_conv
+  one = infostate_table(g).legal_mask.shape[0] * 8  # one table's own reach (float64)
+  monkeypatch.setattr(ev, "_MEMO", ev._Memo(max_bytes=one))
+  ev.exact_values(g, [a])
+  assert ev.exact_values(g, [a, b]).nash_conv == want  # b's entry pushes a's out
+  assert len(ev._MEMO.items) == 1
+
+
 def test_the_memo_holds_at_most_its_bytes():
   memo = ev._Memo(max_bytes=3 * 8 * 10)
   for i in range(5):

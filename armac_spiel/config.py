@@ -292,10 +292,9 @@ def derive_config(game_string: str, facts: Optional[GameFacts] = None,
         steps, f"sqrt of the nodes ({f.num_nodes:,}) / 8 as a power of two in [16, 64]: the "
                "critic must track pi^t on every history, and with too few steps the early "
                "regret-matching policies are worse than uniform (docs/config.md)")
-    batch = max(256, episodes // steps)
     d["critic_batch_episodes"] = Derived(
-        batch, "the epoch's episodes over the critic's steps (at least 256 a step): it sees "
-               "each new episode about once")
+        max(256, episodes // steps), "the epoch's episodes over the critic's steps (at least "
+                                     "256 a step): it sees each new episode about once")
     d["regret_lstsq"] = Derived(8, "8 Adam steps, then W's last layer solved exactly (as the "
                                    "tuned Kuhn config): 96 Adam steps were most of an "
                                    "epoch's cost")

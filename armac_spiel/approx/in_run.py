@@ -10,7 +10,8 @@
   small enough to tabulate. The time allowance keeps the run's approximate evaluations
   within APPROX_SHARE of its wall time: this evaluation may spend TARGET_SHARE /
   (1 - TARGET_SHARE) times the training seconds so far, less what earlier evaluations
-  spent (at least MIN_S), TARGET_SHARE a margin below APPROX_SHARE. Its HistoryCache is kept for the next evaluation.
+  spent (at least MIN_S), TARGET_SHARE a margin below APPROX_SHARE. Its HistoryCache is
+  kept for the next evaluation.
 Every line says which method gave it (`exploitability_method`) and its `exploitability_ci95`
 (0 for exact values); approximate lines add `approx_s` (this evaluation's seconds) and
 `approx_episodes`.

@@ -161,10 +161,12 @@ def cfr_plus_table(game_string: str, iterations: int) -> torch.Tensor:
 class ExactValues(NamedTuple):
   """K policies evaluated exactly: each one's exploitability (None unless the game is
   two-player zero-sum) and NashConv, and on the compiled tree each one's own reach of every
-  information state (games.tree.Evaluation.own_reach; None beyond the tree)."""
+  information state (games.tree.Evaluation.own_reach; None beyond the tree); `evaluated`:
+  how many distinct tables the call evaluated (the others were remembered: _Memo)."""
   exploitability: list[Optional[float]]
   nash_conv: list[float]
   own_reach: Optional[torch.Tensor]   # (K, S) float64
+  evaluated: int = 0
 
 
 # Exact values of recently evaluated tables, by content (_Memo): a run's evaluation measures
@@ -238,7 +240,7 @@ def exact_values(game_string: str, policies: list[PolicyLike]) -> ExactValues:
   got = [values[k] for k in keys]
   ncs = [float(nc) for nc, _ in got]
   reach = torch.stack([r for _, r in got]) if on_tree else None
-  return ExactValues([nc / 2.0 if two_zs else None for nc in ncs], ncs, reach)
+  return ExactValues([nc / 2.0 if two_zs else None for nc in ncs], ncs, reach, len(todo))
 
 
 def fast_exploitability(game_string: str, probs: PolicyLike) -> tuple[Optional[float], float]:

@@ -122,7 +122,7 @@ def targets(runs: dict, warmup: int) -> dict:
                                                    r["exploitability_current"])
             for r in after)
         t["mixed_below_global_by_spread"] = (
-            None if spread is None else
+            None if spread is None or "exploitability_best_global_lambda" not in last else
             last["exploitability_best_global_lambda"] - last["exploitability_mixed"] > spread)
         t["interior_reach_ge_0.2"] = last.get("scheduler.interior_reach", 0.0) >= 0.2
         if off:

@@ -91,6 +91,22 @@ def test_best_global_lambda_searches_sixteenths_in_three_calls(best):
   assert value <= min(f([0.0, 1.0]))
 
 
+def test_control_is_measured_within_its_budget():
+  """The control is measured when cheap (CONTROL_FREE_S) or when the controls' seconds stay
+  within CONTROL_FRACTION of the epochs' seconds; Cost keeps its seconds across a resume."""
+  from armac_spiel.scheduler import metrics
+  cost = metrics.Cost(epoch_s=100.0, train_s=10.0)
+  assert cost.control_fits(metrics.CONTROL_FREE_S)
+  budget = metrics.CONTROL_FRACTION * 110.0
+  assert cost.control_fits(budget) and not cost.control_fits(budget + 0.01 + metrics.CONTROL_FREE_S)
+  cost.control_s = budget - 1.0
+  assert cost.control_fits(1.0) and not cost.control_fits(1.0 + metrics.CONTROL_FREE_S)
+  cost.control_s_last, cost.control_skipped = 2.5, 3
+  again = metrics.Cost()
+  again.load(cost.to_dict())
+  assert again == cost
+
+
 def test_manager_average_reaches_an_interior_best_lambda():
   """Rock-paper-scissors, player 0's parts pure Rock (pi_rm) and pure Paper (pibar): the
   opponent's best response makes exploitability max(lam, 1 - 2 lam, lam - 1) (+0 from the
@@ -142,6 +158,22 @@ def _tiny_yaml(tmp_path, extra: str = "") -> str:
   return str(path)
 
 
+def test_a_control_over_its_budget_is_left_out(tmp_path, monkeypatch):
+  """With no budget for it the control is never measured: the lines lack its fields and
+  count the evaluations without it; the deployed mix is reported as before."""
+  from armac_spiel.scheduler import metrics
+  monkeypatch.setattr(metrics, "CONTROL_FREE_S", -1.0)
+  monkeypatch.setattr(metrics, "CONTROL_FRACTION", 0.0)
+  cfg = _tiny_yaml(tmp_path, "scheduler:\n  scheduler_warmup_iters: 1\n  update_every: 1\n")
+  spec = runs.resolve_spec("armac", "kuhn_poker", 0, str(tmp_path / "run"), config_path=cfg,
+                           max_steps=4, eval_every=2, scheduler="discrete", device="cpu",
+                           plot=False)
+  rows = runs.run(spec)
+  assert all("best_global_lambda" not in r for r in rows)
+  assert rows[-1]["scheduler.control_skipped"] == len(rows) - 1
+  assert rows[-1]["scheduler.control_s"] == 0.0 and "exploitability_mixed" in rows[-1]
+
+
 def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
   cfg = _tiny_yaml(tmp_path, "scheduler:\n  scheduler_warmup_iters: 1\n  scheduler_lr: 1e-2\n"
                              "  update_every: 1\n")
@@ -182,6 +214,7 @@ def test_policy_mixed_json_passes_openspiel_exploitability(tmp_path):
                       f"--policy={tmp_path / 'run'}:mixed"], cwd=REPO, capture_output=True,
                      text=True, env={**os.environ, "PYTHONPATH": REPO})
   assert r.returncode == 0, r.stderr[-2000:]
+  assert last["scheduler.control_skipped"] == 0 and last["scheduler.control_s"] > 0
   assert json.loads(r.stdout.strip().splitlines()[-1])["exploitability"] == pytest.approx(
       last["exploitability_mixed"], abs=1e-9)
   conf = json.loads((tmp_path / "run" / "config.json").read_text())

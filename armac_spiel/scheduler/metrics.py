@@ -13,11 +13,21 @@ of the epochs' seconds). The four mixes are evaluated in one batched call
 candidates, measured on the same parts, are the deployed mix and the manager's two), and
 the control's search in three more, from the scheduler's first update on (before it every
 lambda is the network's, so a run's first evaluation measures one mix).
+
+The control is a diagnostic, and on a large tree its 9 policies cost more than the rest of
+the evaluation (about 3 s each at 10^7 nodes). It is measured when its estimated seconds
+(the last control's; before the first, 9 times the seconds per table that the four mixes'
+call evaluated) are at most
+CONTROL_FREE_S, or when the controls' seconds so far with this one stay within
+CONTROL_FRACTION of the epochs' seconds (`Cost`); otherwise the line lacks its fields and
+scheduler.control_skipped counts the evaluations without it. scheduler.control_s reports
+the controls' seconds so far.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,17 +42,24 @@ from armac_spiel.scheduler.mixer import mixing_stats
 
 # The best-global-lambda control's search (best_global_lambda): steps 1/4, 1/8, 1/16.
 GLOBAL_GRID = (4, 8, 16)
+CONTROL_POLICIES = 9  # the search's policies: 5 on quarters, then 2 at each finer step
+CONTROL_FREE_S = 0.5  # a control estimated at most this is always measured
+CONTROL_FRACTION = 0.03  # else the controls' seconds stay within this share of the epochs'
 INTERIOR = (0.1, 0.9)
 
 
 @dataclasses.dataclass
 class Cost:
   """Wall-clock seconds in the scheduler's behaviour and training hooks, the epochs'
-  seconds outside its updates (as ARMAC measures them), and epochs seen."""
+  seconds outside its updates (as ARMAC measures them), epochs seen, and the
+  best-global-lambda control's seconds (all, the last one's) and evaluations without it."""
   behaviour_s: float = 0.0
   train_s: float = 0.0
   epochs: int = 0
   epoch_s: float = 0.0
+  control_s: float = 0.0
+  control_s_last: float = 0.0
+  control_skipped: int = 0
 
   def ms_per_epoch(self) -> float:
     """Milliseconds of behaviour and training per epoch (0 before the first epoch)."""
@@ -54,13 +71,22 @@ class Cost:
     total = self.epoch_s + self.train_s
     return self.train_s / total if total > 0 else 0.0
 
+  def control_fits(self, estimate_s: float) -> bool:
+    """Whether a control estimated at `estimate_s` seconds is measured (module docstring)."""
+    return (estimate_s <= CONTROL_FREE_S or
+            self.control_s + estimate_s <= CONTROL_FRACTION * (self.epoch_s + self.train_s))
+
   def to_dict(self) -> dict:
     return {"behaviour_s": self.behaviour_s, "train_s": self.train_s, "epochs": self.epochs,
-            "epoch_s": self.epoch_s}
+            "epoch_s": self.epoch_s, "control_s": self.control_s,
+            "control_s_last": self.control_s_last, "control_skipped": self.control_skipped}
 
   def load(self, d: dict) -> None:
     self.behaviour_s, self.train_s, self.epochs = d["behaviour_s"], d["train_s"], d["epochs"]
     self.epoch_s = d.get("epoch_s", 0.0)
+    self.control_s = d.get("control_s", 0.0)
+    self.control_s_last = d.get("control_s_last", 0.0)
+    self.control_skipped = d.get("control_skipped", 0)
 
 
 def interior_reach(own_reach: torch.Tensor | None, lam: torch.Tensor) -> float:
@@ -127,10 +153,11 @@ class SchedulerMetrics:
       out["scheduler.bin_entropy"] = float(np.log(len(bins)))
     parts = lambdas.parts(learner)
     lam = dep.deployed_lambda(learner)
-    n = len(lambdas.table)
     lams = [lam, dep.deployed_lambda(learner, net_only=True), lambdas.current_lambda(learner),
             lambdas.average_lambda(learner)]
+    t0 = time.perf_counter()
     ev = evaluation.exact_values(game, [lambdas.mix(x, parts) for x in lams])
+    mixes_s = time.perf_counter() - t0
     (expl, expl_net, expl_cur, expl_avg), (nc, nc_net, nc_cur, nc_avg) = (
         ev.exploitability[:4], ev.nash_conv[:4])
     out.update({f"scheduler.{k}": v for k, v in mixing_stats(lam, bins).items()})
@@ -155,10 +182,27 @@ class SchedulerMetrics:
       out["exploitability_mixed_current"] = expl_cur
       out["exploitability_mixed_average"] = expl_avg
     if self.cadence.last:  # the control, once the scheduler has updated (module docstring)
-      g_lam, g_nc = best_global_lambda(lambda xs: evaluation.exact_values(game, [
-          lambdas.mix(torch.full((n, 1), x, dtype=torch.float64), parts) for x in xs]).nash_conv)
-      out["best_global_lambda"] = g_lam
-      out["nash_conv_best_global_lambda"] = g_nc
-      if expl is not None:
-        out["exploitability_best_global_lambda"] = g_nc / 2.0
+      self._control(out, parts, mixes_s / max(1, ev.evaluated), expl is not None)
+    out["scheduler.control_s"] = self.cost.control_s
+    out["scheduler.control_skipped"] = self.cost.control_skipped
     return out
+
+  def _control(self, out: dict, parts, table_s: float, zero_sum_expl: bool) -> None:
+    """The best-global-lambda control into `out`, when its budget allows (module
+    docstring); `table_s`: seconds per table of the mixes' call."""
+    cost, lambdas = self.cost, self.lambdas
+    estimate = cost.control_s_last or table_s * CONTROL_POLICIES
+    if not cost.control_fits(estimate):
+      cost.control_skipped += 1
+      return
+    n = len(lambdas.table)
+    t0 = time.perf_counter()
+    g_lam, g_nc = best_global_lambda(lambda xs: evaluation.exact_values(
+        lambdas.game_string, [lambdas.mix(torch.full((n, 1), x, dtype=torch.float64), parts)
+                              for x in xs]).nash_conv)
+    cost.control_s_last = time.perf_counter() - t0
+    cost.control_s += cost.control_s_last
+    out["best_global_lambda"] = g_lam
+    out["nash_conv_best_global_lambda"] = g_nc
+    if zero_sum_expl:
+      out["exploitability_best_global_lambda"] = g_nc / 2.0

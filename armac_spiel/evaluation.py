@@ -12,12 +12,17 @@ Exploitability (two-player zero-sum only) and NashConv come from `pyspiel.exploi
 when the tree fits, which tests check against OpenSpiel's; `exact_values` (and
 `fast_exploitabilities`) evaluate several policies in one batched call on it.
 `evaluate_learner` is what the run loop logs at each evaluation; `cfr_plus_curve` is the
-CFR+ reference of the plots.
+CFR+ reference of the plots. `deadline(t)` marks the time by which the evaluation in
+progress should end (the run loop sets it from the run's evaluation budget);
+`seconds_left()` lets an optional part of it (the scheduler's control) stay out when it
+would pass it.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import functools
 import hashlib
 import time
@@ -31,6 +36,28 @@ from open_spiel.python import policy as os_policy
 from games import infostate_table, load_game
 from games.infostates import one_state_per_infostate
 from games.tree import compile_tree, tree_fits
+
+# perf_counter time by which the evaluation in progress should end (None: no budget).
+_DEADLINE: contextvars.ContextVar[Optional[float]] = contextvars.ContextVar(
+    "evaluation_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(t: Optional[float]):
+  """Within the block, the evaluation in progress should end by perf_counter time `t`
+  (None: no budget)."""
+  token = _DEADLINE.set(t)
+  try:
+    yield
+  finally:
+    _DEADLINE.reset(token)
+
+
+def seconds_left() -> Optional[float]:
+  """Seconds until the deadline in force (negative once passed), None without one."""
+  t = _DEADLINE.get()
+  return None if t is None else t - time.perf_counter()
+
 
 BatchedPolicyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PolicyLike = Union[torch.Tensor, BatchedPolicyFn, os_policy.Policy, pyspiel.Policy]

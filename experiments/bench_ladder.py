@@ -325,7 +325,7 @@ def figure(res: dict, path: str) -> str:
                  for name, r in res["rungs"].items()
                  if m in r["methods"] and r["methods"][m]["ratio_to_os_mccfr"][last])
     if pts:
-      right.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=STYLES.get(m),
+      right.plot([p[0] for p in pts], [p[1] for p in pts], "o", ls="none", color=STYLES.get(m),
                  label=_label(m))
   for name, r in res["rungs"].items():
     right.annotate(name, (r["histories"], 1.0), textcoords="offset points", xytext=(0, 4),

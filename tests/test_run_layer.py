@@ -252,3 +252,19 @@ def test_every_timing_metric_of_a_scheduler_run_is_a_timing_field(tmp_path):
   timing = {k for r in rows for k in r if k.endswith("_s") or "_ms" in k}
   assert "scheduler.train_s" in timing
   assert timing <= set(rundir.TIMING_FIELDS), timing - set(rundir.TIMING_FIELDS)
+
+
+def test_each_evaluation_runs_under_the_budget_deadline():
+  """The deadline keeps the evaluations within the fraction: with 100 s trained and 5 s
+  evaluated at 10%, this evaluation may take (0.1 * 105 - 5) / 0.9 = 6.11 s; none when the
+  budget is spent, no deadline at a fixed cadence; evaluation.seconds_left reads it."""
+  from armac_spiel import evaluation
+  from armac_spiel.runs import loop
+  clock = {"train_s": 100.0, "eval_s": 5.0}
+  assert loop.evaluation_deadline(clock, 0.1, 50.0) == pytest.approx(50.0 + 5.5 / 0.9)
+  assert loop.evaluation_deadline({"train_s": 10.0, "eval_s": 5.0}, 0.1, 50.0) == 50.0
+  assert loop.evaluation_deadline(clock, None, 50.0) is None
+  assert evaluation.seconds_left() is None
+  with evaluation.deadline(time.perf_counter() + 100.0):
+    assert 99.0 < evaluation.seconds_left() <= 100.0
+  assert evaluation.seconds_left() is None

@@ -92,8 +92,9 @@ def test_best_global_lambda_searches_sixteenths_in_three_calls(best):
 
 
 def test_control_is_measured_within_its_budget():
-  """The control is measured when cheap (CONTROL_FREE_S) or when the controls' seconds stay
-  within CONTROL_FRACTION of the epochs' seconds; Cost keeps its seconds across a resume."""
+  """The control is measured when cheap (CONTROL_FREE_S), when it fits the seconds left to
+  the evaluation's deadline, or without one when the controls' seconds stay within
+  CONTROL_FRACTION of the epochs' seconds; Cost keeps its seconds across a resume."""
   from armac_spiel.scheduler import metrics
   cost = metrics.Cost(epoch_s=100.0, train_s=10.0)
   assert cost.control_fits(metrics.CONTROL_FREE_S)
@@ -101,6 +102,9 @@ def test_control_is_measured_within_its_budget():
   assert cost.control_fits(budget) and not cost.control_fits(budget + 0.01 + metrics.CONTROL_FREE_S)
   cost.control_s = budget - 1.0
   assert cost.control_fits(1.0) and not cost.control_fits(1.0 + metrics.CONTROL_FREE_S)
+  # Under a deadline (the run's evaluation budget) the seconds left decide instead.
+  assert cost.control_fits(5.0, seconds_left=5.0) and not cost.control_fits(5.0, 4.9)
+  assert cost.control_fits(metrics.CONTROL_FREE_S, seconds_left=-1.0)
   cost.control_s_last, cost.control_skipped = 2.5, 3
   again = metrics.Cost()
   again.load(cost.to_dict())

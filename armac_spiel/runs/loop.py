@@ -15,7 +15,10 @@ estimated by the last one's, `eval_s_last`) at most f of the run's seconds (trai
 evaluation, `train_s + eval_s`). The first and the last evaluations always happen. What a
 run computes does not depend on it (evaluation changes nothing that training reads); which
 steps are evaluated does, since it follows the clocks. Each line reports `eval_s_last` and
-`eval_fraction` (eval_s / (train_s + eval_s)); with f None the cadence is fixed.
+`eval_fraction` (eval_s / (train_s + eval_s)); with f None the cadence is fixed. Each
+evaluation runs under the deadline that keeps it within f (`evaluation_deadline`): what it
+must measure it measures, and its optional parts (the scheduler's best-global-lambda
+control) stay out past it.
 
 Resume. After each evaluation the checkpoint is written (atomically) with the learner, the
 loop's clocks and the line it belongs to (`pending`); the line is appended after. On
@@ -34,7 +37,7 @@ from typing import Callable, Optional, Sequence
 
 from absl import logging
 
-from armac_spiel import policy_io
+from armac_spiel import evaluation, policy_io
 from armac_spiel.approx import in_run
 from armac_spiel.atomic import atomic_write_text
 from armac_spiel.learner import learner_entry
@@ -102,8 +105,10 @@ def _run(spec: RunSpec, on_step, loggers) -> list[dict]:
 
   def evaluate_and_checkpoint():
     t0 = time.perf_counter()
-    ev = in_run.evaluate_learner(learner, spec.evaluation, spec.seed + 7919 * clock["n_lines"],
-                                 clock["train_s"], clock["approx_s"])
+    with evaluation.deadline(evaluation_deadline(clock, spec.eval_fraction, t0)):
+      ev = in_run.evaluate_learner(learner, spec.evaluation,
+                                   spec.seed + 7919 * clock["n_lines"], clock["train_s"],
+                                   clock["approx_s"])
     clock["approx_s"] += ev.get("approx_s", 0.0)
     clock["eval_s_last"] = time.perf_counter() - t0
     clock["eval_s"] += clock["eval_s_last"]
@@ -160,6 +165,16 @@ def eval_fraction(clock: dict) -> float:
   """Share of the run's seconds so far (training and evaluation) spent evaluating."""
   total = clock["train_s"] + clock["eval_s"]
   return clock["eval_s"] / total if total > 0 else 0.0
+
+
+def evaluation_deadline(clock: dict, fraction: Optional[float], t0: float) -> Optional[float]:
+  """perf_counter time by which an evaluation started at `t0` keeps the evaluations within
+  `fraction` of the run's seconds (its optional parts stay out past it: see
+  armac_spiel.evaluation.deadline); None when `fraction` is None."""
+  if fraction is None:
+    return None
+  room = (fraction * (clock["train_s"] + clock["eval_s"]) - clock["eval_s"]) / (1 - fraction)
+  return t0 + max(0.0, room)
 
 
 def within_budget(clock: dict, fraction: Optional[float]) -> bool:

@@ -14,12 +14,13 @@ candidates, measured on the same parts, are the deployed mix and the manager's t
 the control's search in three more, from the scheduler's first update on (before it every
 lambda is the network's, so a run's first evaluation measures one mix).
 
-The control is a diagnostic, and on a large tree its 9 policies cost more than the rest of
-the evaluation (about 3 s each at 10^7 nodes). It is measured when its estimated seconds
-(the last control's; before the first, 9 times the seconds per table that the four mixes'
-call evaluated) are at most
-CONTROL_FREE_S, or when the controls' seconds so far with this one stay within
-CONTROL_FRACTION of the epochs' seconds (`Cost`); otherwise the line lacks its fields and
+The control is a diagnostic, and on a large tree its 9 policies cost about as much as the
+rest of the evaluation (about 2.5 s each at 10^7 nodes). It is measured when its estimated
+seconds (the last control's; before the first, 9 times the seconds per table that the four
+mixes' call evaluated) are at most CONTROL_FREE_S, or fit the seconds left to the
+evaluation's deadline (armac_spiel.evaluation.deadline: the run's evaluation budget), or,
+without a deadline (a fixed cadence), keep the controls' seconds within CONTROL_FRACTION of
+the epochs' seconds (`Cost`); otherwise the line lacks its fields and
 scheduler.control_skipped counts the evaluations without it. scheduler.control_s reports
 the controls' seconds so far.
 """
@@ -44,7 +45,7 @@ from armac_spiel.scheduler.mixer import mixing_stats
 GLOBAL_GRID = (4, 8, 16)
 CONTROL_POLICIES = 9  # the search's policies: 5 on quarters, then 2 at each finer step
 CONTROL_FREE_S = 0.5  # a control estimated at most this is always measured
-CONTROL_FRACTION = 0.03  # else the controls' seconds stay within this share of the epochs'
+CONTROL_FRACTION = 0.03  # no deadline: the controls' seconds within this share of the epochs'
 INTERIOR = (0.1, 0.9)
 
 
@@ -71,10 +72,14 @@ class Cost:
     total = self.epoch_s + self.train_s
     return self.train_s / total if total > 0 else 0.0
 
-  def control_fits(self, estimate_s: float) -> bool:
-    """Whether a control estimated at `estimate_s` seconds is measured (module docstring)."""
-    return (estimate_s <= CONTROL_FREE_S or
-            self.control_s + estimate_s <= CONTROL_FRACTION * (self.epoch_s + self.train_s))
+  def control_fits(self, estimate_s: float, seconds_left: float | None = None) -> bool:
+    """Whether a control estimated at `estimate_s` seconds is measured, with `seconds_left`
+    to the evaluation's deadline (None: none) (module docstring)."""
+    if estimate_s <= CONTROL_FREE_S:
+      return True
+    if seconds_left is not None:
+      return estimate_s <= seconds_left
+    return self.control_s + estimate_s <= CONTROL_FRACTION * (self.epoch_s + self.train_s)
 
   def to_dict(self) -> dict:
     return {"behaviour_s": self.behaviour_s, "train_s": self.train_s, "epochs": self.epochs,
@@ -192,7 +197,7 @@ class SchedulerMetrics:
     docstring); `table_s`: seconds per table of the mixes' call."""
     cost, lambdas = self.cost, self.lambdas
     estimate = cost.control_s_last or table_s * CONTROL_POLICIES
-    if not cost.control_fits(estimate):
+    if not cost.control_fits(estimate, evaluation.seconds_left()):
       cost.control_skipped += 1
       return
     n = len(lambdas.table)

@@ -32,13 +32,14 @@ CONFIG = "config.json"
 DONE = "DONE"
 # Metrics fields that depend on the machine and its load, not on the seed (the scheduler's:
 # the time its updates, its behaviour policy and its deployment's re-measuring took, and the
-# update spacing that update_every auto measures; an approximate evaluation's seconds and the
-# episodes they bought).
+# update spacing that update_every auto measures, and the control's seconds and skips; an
+# approximate evaluation's seconds and the episodes they bought).
 TIMING_FIELDS = ("train_s", "eval_s", "eval_s_last", "eval_fraction", "steps_per_s",
                  "episodes_per_s", "time",
                  "scheduler.cost_ms_per_epoch", "scheduler.behaviour_s", "scheduler.train_s",
                  "scheduler.deploy_refresh_s", "scheduler.update_every",
-                 "scheduler.update_fraction", "approx_s", "approx_episodes")
+                 "scheduler.update_fraction", "scheduler.control_s",
+                 "scheduler.control_skipped", "approx_s", "approx_episodes")
 
 
 class CheckpointError(RuntimeError):

@@ -268,3 +268,15 @@ def test_each_evaluation_runs_under_the_budget_deadline():
   with evaluation.deadline(time.perf_counter() + 100.0):
     assert 99.0 < evaluation.seconds_left() <= 100.0
   assert evaluation.seconds_left() is None
+
+
+def test_a_due_evaluation_waits_for_a_near_final_one():
+  """With the default cadence, an evaluation due when the final one is nearer than half
+  the stretch since the last waits for it (by seconds or by steps)."""
+  from armac_spiel.runs import loop
+  clock = {"train_s": 566.0, "last_eval_train_s": 320.0, "steps": 124, "last_eval_step": 74}
+  assert loop.final_is_near(clock, 600.0, None)        # 34 s left < 246 / 2
+  assert not loop.final_is_near(clock, 800.0, None)    # 234 s left
+  assert loop.final_is_near(clock, None, 140)          # 16 steps left < 50 / 2
+  assert not loop.final_is_near(clock, None, 150)      # 26 steps left
+  assert not loop.final_is_near(clock, None, None)

@@ -12,7 +12,8 @@ Evaluation budget. With `spec.eval_fraction` = f (the default cadence: f = 0.1, 
 armac_spiel.runs.spec), an evaluation that the cadence makes due waits, step after step,
 until it fits: the seconds of the evaluations so far, of this one and of the final one (each
 estimated by the last one's, `eval_s_last`) at most f of the run's seconds (training and
-evaluation, `train_s + eval_s`). The first and the last evaluations always happen. What a
+evaluation, `train_s + eval_s`), and not when the final one is nearer than half the stretch
+since the last (`final_is_near`). The first and the last evaluations always happen. What a
 run computes does not depend on it (evaluation changes nothing that training reads); which
 steps are evaluated does, since it follows the clocks. Each line reports `eval_s_last` and
 `eval_fraction` (eval_s / (train_s + eval_s)); with f None the cadence is fixed. Each
@@ -150,7 +151,8 @@ def _run(spec: RunSpec, on_step, loggers) -> list[dict]:
     if ((spec.eval_every and since >= spec.eval_every) or
         (spec.eval_every_s and
          clock["train_s"] - clock["last_eval_train_s"] >= spec.eval_every_s)) and \
-        within_budget(clock, spec.eval_fraction):
+        within_budget(clock, spec.eval_fraction) and \
+        not (spec.eval_fraction and final_is_near(clock, spec.time_budget_s, spec.max_steps)):
       evaluate_and_checkpoint()
   if clock["steps"] > clock["last_eval_step"] or clock["n_lines"] == 0:
     evaluate_and_checkpoint()
@@ -175,6 +177,21 @@ def evaluation_deadline(clock: dict, fraction: Optional[float], t0: float) -> Op
     return None
   room = (fraction * (clock["train_s"] + clock["eval_s"]) - clock["eval_s"]) / (1 - fraction)
   return t0 + max(0.0, room)
+
+
+def final_is_near(clock: dict, time_budget_s: Optional[float],
+                  max_steps: Optional[int]) -> bool:
+  """Whether the final evaluation comes sooner than half the stretch since the last one (in
+  training seconds and in steps, by whichever budget ends the run): with the default
+  cadence a due evaluation then waits for the final one, which costs the budget no less
+  and shows the curve little more."""
+  near = []
+  if time_budget_s is not None:
+    near.append(time_budget_s - clock["train_s"] <
+                (clock["train_s"] - clock["last_eval_train_s"]) / 2)
+  if max_steps:
+    near.append(max_steps - clock["steps"] < (clock["steps"] - clock["last_eval_step"]) / 2)
+  return any(near)
 
 
 def within_budget(clock: dict, fraction: Optional[float]) -> bool:

@@ -15,7 +15,7 @@ the control's search in three more, from the scheduler's first update on (before
 lambda is the network's, so a run's first evaluation measures one mix).
 
 The control is a diagnostic, and on a large tree its 9 policies cost about as much as the
-rest of the evaluation (about 2.5 s each at 10^7 nodes). It is measured when its estimated
+rest of the evaluation (16.5 s on a 10^7-node tree). It is measured when its estimated
 seconds (the last control's; before the first, 9 times the seconds per table that the four
 mixes' call evaluated) are at most CONTROL_FREE_S, or fit the seconds left to the
 evaluation's deadline (armac_spiel.evaluation.deadline: the run's evaluation budget), or,
